@@ -1,0 +1,218 @@
+#!/usr/bin/env bash
+# setup.sh: provision the pinned native runtimes (libtorch, the TensorFlow C API, gotorch's
+# C++ layer) into one cache prefix and build bin/fwbench.
+#
+#   scripts/setup.sh            provision (idempotent, cached) and build bin/fwbench
+#   scripts/setup.sh --check    only report what is provisioned; exit 1 if anything is missing
+#
+# Inputs (all optional):
+#   FWBENCH_CACHE      cache root (default ~/.cache/fwbench); wheels are kept in $FWBENCH_CACHE/wheels
+#   LIBTORCH_DIR       an existing libtorch (official archive, Debian, Docker /usr/local): include/ + lib/
+#   LIBTENSORFLOW_DIR  an existing libtensorflow (official C archive): include/ + lib/
+#   SKIP_BUILD=1       provision only, do not build bin/fwbench
+#
+# Nothing here is needed at `go build`/`go test` time except what it leaves in the prefix:
+# those commands never download anything native.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/.." && pwd)
+# shellcheck source=versions.sh
+. "$here/versions.sh"
+
+check_only=0
+[ "${1:-}" = "--check" ] && check_only=1
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+wheels=$FWBENCH_CACHE/wheels
+prefix=$FWBENCH_PREFIX
+mkdir -p "$wheels" "$prefix"
+jobs=$(nproc 2>/dev/null || echo 2)
+
+# fetch_wheel NAME VERSION: make sure one wheel of NAME==VERSION sits in $wheels; print its path.
+fetch_wheel() {
+	local name=$1 version=$2 glob
+	glob="$wheels/$(echo "$name" | tr - _)-$version-*.whl"
+	# shellcheck disable=SC2086
+	if ! ls $glob >/dev/null 2>&1; then
+		[ $check_only = 1 ] && die "wheel $name==$version is not cached"
+		log "downloading $name==$version (pip, cached in $wheels)"
+		python3 -m pip download --quiet --no-deps --only-binary=:all: \
+			--python-version 3.11 --implementation cp \
+			--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+			--platform manylinux_2_25_x86_64 --platform manylinux_2_17_x86_64 \
+			--platform manylinux2014_x86_64 \
+			-d "$wheels" "$name==$version" >&2 ||
+			die "pip could not download $name==$version"
+	fi
+	# shellcheck disable=SC2086
+	ls $glob | head -n 1
+}
+
+# unpack WHEEL DEST PATTERN...: extract members of a wheel (a zip) into DEST.
+unpack() {
+	local whl=$1 dest=$2
+	shift 2
+	python3 - "$whl" "$dest" "$@" <<'PY'
+import fnmatch, os, sys, zipfile
+whl, dest, pats = sys.argv[1], sys.argv[2], sys.argv[3:]
+with zipfile.ZipFile(whl) as z:
+    for info in z.infolist():
+        if info.is_dir() or not any(fnmatch.fnmatch(info.filename, p) for p in pats):
+            continue
+        out = os.path.join(dest, info.filename)
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        with z.open(info) as src, open(out + ".part", "wb") as dst:
+            while True:
+                b = src.read(1 << 20)
+                if not b:
+                    break
+                dst.write(b)
+        os.replace(out + ".part", out)
+PY
+}
+
+# ---------------------------------------------------------------- libtorch
+provision_torch() {
+	if [ -n "${LIBTORCH_DIR:-}" ]; then
+		[ -f "$LIBTORCH_DIR/include/torch/csrc/api/include/torch/torch.h" ] ||
+			die "LIBTORCH_DIR=$LIBTORCH_DIR has no include/torch/csrc/api/include/torch/torch.h"
+		[ -e "$LIBTORCH_DIR/lib/libtorch_cpu.so" ] || die "LIBTORCH_DIR=$LIBTORCH_DIR has no lib/libtorch_cpu.so"
+		torch_dir=$LIBTORCH_DIR
+		log "libtorch: using existing install $torch_dir"
+		return
+	fi
+	torch_dir=$prefix/libtorch
+	if [ -f "$torch_dir/.ok" ]; then
+		log "libtorch $TORCH_VERSION: cached in $torch_dir"
+		return
+	fi
+	[ $check_only = 1 ] && die "libtorch $TORCH_VERSION is not provisioned in $torch_dir"
+	local whl cudart cupti tmp
+	whl=$(fetch_wheel torch "$TORCH_VERSION")
+	cudart=$(fetch_wheel nvidia-cuda-runtime "$CUDART_VERSION")
+	cupti=$(fetch_wheel nvidia-cuda-cupti "$CUPTI_VERSION")
+	tmp=$prefix/.torch.tmp
+	rm -rf "$tmp" && mkdir -p "$tmp"
+	log "libtorch $TORCH_VERSION: unpacking headers and CPU libraries"
+	unpack "$whl" "$tmp" 'torch/include/*' 'torch/lib/libc10.so' 'torch/lib/libtorch_cpu.so' \
+		'torch/lib/libtorch.so' 'torch/lib/libgomp.so.1' 'torch/lib/libshm.so'
+	unpack "$cudart" "$tmp" '*/lib/libcudart.so.13'
+	unpack "$cupti" "$tmp" '*/lib/libcupti.so.13'
+	mkdir -p "$tmp/libtorch"
+	mv "$tmp/torch/include" "$tmp/libtorch/include"
+	mv "$tmp/torch/lib" "$tmp/libtorch/lib"
+	find "$tmp/nvidia" -name 'lib*.so.13' -exec mv {} "$tmp/libtorch/lib/" \;
+	# The wheel's libtorch.so only adds libtorch_cuda.so (a CUDA build). For linking, -ltorch
+	# resolves to this linker script instead; torchrun loads libtorch_cuda.so by name at run
+	# time when a CUDA device is asked for.
+	mv "$tmp/libtorch/lib/libtorch.so" "$tmp/libtorch/lib/libtorch_cuda_stub.so.orig"
+	echo 'INPUT(libtorch_cpu.so)' >"$tmp/libtorch/lib/libtorch.so"
+	echo "$TORCH_VERSION" >"$tmp/libtorch/build-version"
+	rm -rf "$torch_dir" && mv "$tmp/libtorch" "$torch_dir" && rm -rf "$tmp"
+	touch "$torch_dir/.ok"
+}
+
+# ---------------------------------------------------------------- TensorFlow C API
+tf_symbols=(TF_Version TF_NewGraph TF_SessionRun TF_AddGradientsWithPrefix)
+
+provision_tf() {
+	if [ -n "${LIBTENSORFLOW_DIR:-}" ]; then
+		[ -f "$LIBTENSORFLOW_DIR/include/tensorflow/c/c_api.h" ] ||
+			die "LIBTENSORFLOW_DIR=$LIBTENSORFLOW_DIR has no include/tensorflow/c/c_api.h"
+		ls "$LIBTENSORFLOW_DIR"/lib/libtensorflow.so* >/dev/null 2>&1 ||
+			die "LIBTENSORFLOW_DIR=$LIBTENSORFLOW_DIR has no lib/libtensorflow.so*"
+		tf_dir=$LIBTENSORFLOW_DIR
+		log "libtensorflow: using existing install $tf_dir"
+		return
+	fi
+	tf_dir=$prefix/libtensorflow
+	if [ -f "$tf_dir/.ok" ]; then
+		log "libtensorflow $TF_VERSION: cached in $tf_dir"
+		return
+	fi
+	[ $check_only = 1 ] && die "libtensorflow $TF_VERSION is not provisioned in $tf_dir"
+	local whl tmp sym
+	whl=$(fetch_wheel tensorflow-cpu "$TF_VERSION")
+	tmp=$prefix/.tf.tmp
+	rm -rf "$tmp" && mkdir -p "$tmp"
+	log "libtensorflow $TF_VERSION: unpacking the C API from the tensorflow-cpu wheel"
+	unpack "$whl" "$tmp" 'tensorflow/include/*' 'tensorflow/libtensorflow_cc.so.2' 'tensorflow/libtensorflow_framework.so.2'
+	mkdir -p "$tmp/libtensorflow/lib"
+	mv "$tmp/tensorflow/include" "$tmp/libtensorflow/include"
+	mv "$tmp"/tensorflow/libtensorflow_*.so.2 "$tmp/libtensorflow/lib/"
+	# The wheel's libraries export the C API (TF Java builds on them): most of it in
+	# libtensorflow_cc.so.2, the TF_Status/TF_Tensor basics in libtensorflow_framework.so.2.
+	# The Go binding links -ltensorflow, so that name is a linker script naming both.
+	nm -D --defined-only "$tmp"/libtensorflow/lib/libtensorflow_*.so.2 >"$tmp/symbols"
+	for sym in "${tf_symbols[@]}"; do
+		grep -q " T $sym@" "$tmp/symbols" ||
+			die "libtensorflow_cc.so.2 from tensorflow-cpu $TF_VERSION does not export $sym"
+	done
+	echo 'INPUT(libtensorflow_cc.so.2 libtensorflow_framework.so.2)' >"$tmp/libtensorflow/lib/libtensorflow.so"
+	echo "$TF_VERSION" >"$tmp/libtensorflow/build-version"
+	rm -rf "$tf_dir" && mv "$tmp/libtensorflow" "$tf_dir" && rm -rf "$tmp"
+	touch "$tf_dir/.ok"
+}
+
+# ---------------------------------------------------------------- gotorch's C++ layer
+build_cgotorch() {
+	local src key out objs f
+	(cd "$root" && go mod download github.com/wangkuiyi/gotorch)
+	src=$(cd "$root" && go list -m -f '{{.Dir}}' github.com/wangkuiyi/gotorch)/cgotorch
+	[ -d "$src" ] || die "gotorch sources not found in the Go module cache ($src)"
+	# The library depends on the gotorch version, the libtorch it is compiled against and our patch.
+	key=$( (echo "$GOTORCH_VERSION"; cat "$torch_dir/build-version" 2>/dev/null || echo "$torch_dir"; cat "$here/cgotorch.patch.h") | sha256sum | cut -c1-12)
+	cgotorch_dir=$prefix/cgotorch-$key
+	if [ -f "$cgotorch_dir/libcgotorch.so" ]; then
+		log "gotorch C++ layer: cached in $cgotorch_dir"
+		return
+	fi
+	[ $check_only = 1 ] && die "gotorch's C++ layer is not built in $cgotorch_dir"
+	out=$cgotorch_dir.tmp
+	rm -rf "$out" && mkdir -p "$out/include/cgotorch"
+	cp "$src"/*.h "$out/include/cgotorch/"
+	chmod -R u+w "$out"
+	log "gotorch C++ layer: compiling $(ls "$src"/*.cc | wc -l) files against libtorch (-std=c++17, $jobs jobs)"
+	objs=()
+	for f in "$src"/*.cc; do
+		objs+=("$out/$(basename "${f%.cc}").o")
+		g++ -std=c++17 -O2 -fPIC -w -D_GLIBCXX_USE_CXX11_ABI=1 \
+			-include "$here/cgotorch.patch.h" \
+			-I "$out/include" -I "$torch_dir/include" -I "$torch_dir/include/torch/csrc/api/include" \
+			-c "$f" -o "$out/$(basename "${f%.cc}").o" &
+		while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n; done
+	done
+	wait
+	for f in "${objs[@]}"; do [ -f "$f" ] || die "compiling gotorch's $(basename "${f%.o}").cc failed"; done
+	g++ -shared -o "$out/libcgotorch.so" "${objs[@]}" \
+		-L "$torch_dir/lib" -Wl,-rpath,"$torch_dir/lib" -lc10 -ltorch_cpu
+	rm -f "$out"/*.o
+	rm -rf "$cgotorch_dir" && mv "$out" "$cgotorch_dir"
+}
+
+provision_torch
+provision_tf
+build_cgotorch
+
+# Record what env.sh exports: one small file, so sourcing it costs nothing.
+cat >"$FWBENCH_CACHE/env.current" <<EOF
+FWBENCH_TORCH_DIR=$torch_dir
+FWBENCH_TF_DIR=$tf_dir
+FWBENCH_CGOTORCH_DIR=$cgotorch_dir
+EOF
+
+if [ $check_only = 1 ]; then
+	log "everything is provisioned"
+	exit 0
+fi
+
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+	# shellcheck source=env.sh
+	. "$here/env.sh"
+	log "building bin/fwbench"
+	(cd "$root" && go build -o bin/fwbench ./cmd/fwbench)
+fi
+log "done: libtorch=$torch_dir libtensorflow=$tf_dir"
