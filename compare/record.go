@@ -1,0 +1,74 @@
+package compare
+
+// RunSchema names the run record format written by `fwbench train --json`.
+const RunSchema = "fwbench.run/v1"
+
+// RunRecord is one training run of one framework: what `fwbench train --json` writes and what
+// a comparison collects from each child process. Field names are part of the schema.
+type RunRecord struct {
+	Schema           string        `json:"schema"`
+	Framework        string        `json:"framework"`
+	FrameworkVersion string        `json:"framework_version"`
+	Device           string        `json:"device"`
+	Threads          int           `json:"threads"`
+	Model            string        `json:"model"`
+	Mode             string        `json:"mode"`
+	ImageSize        int           `json:"image_size"`
+	BatchSize        int           `json:"batch_size"`
+	Optimizer        string        `json:"optimizer"`
+	LR               float64       `json:"lr"`
+	Seed             int64         `json:"seed"`
+	Hidden           int           `json:"hidden"`
+	Dataset          DatasetInfo   `json:"dataset"`
+	InitialLoss      float64       `json:"initial_loss"`
+	Epochs           []EpochRecord `json:"epochs"`
+	TotalSeconds     float64       `json:"total_seconds"`
+	WarmupSteps      int           `json:"warmup_steps"`
+	StepSeconds      Quantiles     `json:"step_seconds"`
+	// ImagesPerSecond is training throughput over all steps after warm-up, data waits included.
+	ImagesPerSecond     float64   `json:"images_per_second"`
+	DataWaitFraction    float64   `json:"data_wait_fraction"`
+	PeakRSSBytes        int64     `json:"peak_rss_bytes"`
+	PeakGPUBytes        *int64    `json:"peak_gpu_bytes,omitempty"`
+	TimeToTargetSeconds *float64  `json:"time_to_target_seconds,omitempty"`
+	StepTimesSeconds    []float64 `json:"step_times_seconds"`
+	Partial             bool      `json:"partial,omitempty"`
+	InterruptedAt       *Position `json:"interrupted_at,omitempty"`
+	ResumedFrom         *Position `json:"resumed_from,omitempty"`
+	// Evidence for the fairness conditions of a comparison.
+	FirstBatchSHA256     string            `json:"first_batch_sha256,omitempty"`     // dataset.Batch.Hash of epoch 0, batch 0
+	InitialWeightsSHA256 string            `json:"initial_weights_sha256,omitempty"` // sha256 of the weights file loaded, if any
+	PID                  int               `json:"pid,omitempty"`
+	Settings             map[string]string `json:"settings,omitempty"` // framework settings (threads, oneDNN, memory format...)
+}
+
+// DatasetInfo says what a run trained on.
+type DatasetInfo struct {
+	Path        string `json:"path"`
+	Classes     int    `json:"classes"`
+	TrainImages int    `json:"train_images"`
+	ValImages   int    `json:"val_images"`
+}
+
+// EpochRecord holds one epoch's figures. Seconds is the epoch's wall time, validation included.
+type EpochRecord struct {
+	Epoch           int     `json:"epoch"`
+	TrainLoss       float64 `json:"train_loss"`
+	TrainAccuracy   float64 `json:"train_accuracy"`
+	ValLoss         float64 `json:"val_loss"`
+	ValAccuracy     float64 `json:"val_accuracy"`
+	Seconds         float64 `json:"seconds"`
+	ImagesPerSecond float64 `json:"images_per_second"`
+}
+
+// Quantiles of step time in seconds, after warm-up.
+type Quantiles struct {
+	P50 float64 `json:"p50"`
+	P95 float64 `json:"p95"`
+}
+
+// Position is a place in training: the epoch (0-based) and the step within it.
+type Position struct {
+	Epoch int `json:"epoch"`
+	Step  int `json:"step"`
+}

@@ -1,0 +1,470 @@
+package compare
+
+import (
+	"bytes"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/fwbench/fwbench/weights"
+)
+
+// ReportSchema names the comparison report format (report.json). docs/report-schema.json
+// is its JSON Schema.
+const ReportSchema = "fwbench.report/v1"
+
+// Report is one comparison: what was run, how it was kept fair, and what was measured.
+type Report struct {
+	Schema   string                 `json:"schema"`
+	Created  string                 `json:"created"`
+	Partial  bool                   `json:"partial"`
+	Config   ReportConfig           `json:"config"`
+	Fairness []Condition            `json:"fairness"`
+	Parity   Parity                 `json:"parity"`
+	Order    []string               `json:"order"`
+	Runs     []RunRecord            `json:"runs"`
+	Failures []Failure              `json:"failures"`
+	Summary  map[string]FWSummary   `json:"summary"`
+	Ratio    *Ratio                 `json:"ratio_tensorflow_over_torch,omitempty"`
+	Study    StudyReference         `json:"study"`
+	Machine  map[string]string      `json:"machine"`
+	Extra    map[string]any         `json:"extra,omitempty"`
+	byFW     map[string][]RunRecord // runs per framework, complete ones only
+}
+
+// ReportConfig is the configuration a report was made with.
+type ReportConfig struct {
+	Spec                 Spec     `json:"spec"`
+	Frameworks           []string `json:"frameworks"`
+	Repeat               int      `json:"repeat"`
+	Preset               string   `json:"preset,omitempty"`
+	SyntheticData        bool     `json:"synthetic_data"`
+	InitialWeights       string   `json:"initial_weights"`
+	InitialWeightsSHA256 string   `json:"initial_weights_sha256"`
+	ParityTolerance      float64  `json:"parity_tolerance"`
+	// Chosen lists the settings the study left unreported and that fwbench chose.
+	Chosen map[string]string `json:"chosen,omitempty"`
+}
+
+// Condition is one fairness condition and the evidence that it held.
+type Condition struct {
+	Name     string `json:"name"`
+	Held     bool   `json:"held"`
+	Evidence string `json:"evidence"`
+}
+
+// Parity is the first-batch loss check made before timing.
+type Parity struct {
+	Losses             map[string]float64 `json:"losses"`
+	RelativeDifference float64            `json:"relative_difference"`
+	Tolerance          float64            `json:"tolerance"`
+	Passed             bool               `json:"passed"`
+	Message            string             `json:"message"`
+}
+
+// Failure is a child run that did not finish: its exit and the tail of its stderr.
+type Failure struct {
+	Framework  string `json:"framework"`
+	Repeat     int    `json:"repeat"`
+	ExitCode   int    `json:"exit_code"`
+	Signal     string `json:"signal,omitempty"`
+	Error      string `json:"error"`
+	StderrTail string `json:"stderr_tail,omitempty"`
+}
+
+// Stat is a figure across repeats: median, min, max and median absolute deviation.
+type Stat struct {
+	Median float64 `json:"median"`
+	Min    float64 `json:"min"`
+	Max    float64 `json:"max"`
+	MAD    float64 `json:"mad"`
+	N      int     `json:"n"`
+}
+
+// FWSummary is one framework's figures across its complete runs.
+type FWSummary struct {
+	Runs             int    `json:"runs"`
+	Version          string `json:"framework_version"`
+	Device           string `json:"device"`
+	Threads          int    `json:"threads"`
+	TotalSeconds     Stat   `json:"total_seconds"`
+	ImagesPerSecond  Stat   `json:"images_per_second"`
+	StepP50          Stat   `json:"step_seconds_p50"`
+	StepP95          Stat   `json:"step_seconds_p95"`
+	EpochSeconds     Stat   `json:"epoch_seconds"`
+	DataWaitFraction Stat   `json:"data_wait_fraction"`
+	FinalValAccuracy Stat   `json:"final_val_accuracy"`
+	FinalValLoss     Stat   `json:"final_val_loss"`
+	PeakRSSBytes     Stat   `json:"peak_rss_bytes"`
+	TimeToTarget     *Stat  `json:"time_to_target_seconds,omitempty"`
+}
+
+// Ratio is TensorFlow's median total time over PyTorch's, with the spread of the per-repeat
+// ratios (repeat i of one against repeat i of the other).
+type Ratio struct {
+	TotalSeconds Stat `json:"total_seconds"`
+	// Median is median(TF total) / median(torch total), the headline figure.
+	Median float64 `json:"median"`
+}
+
+// StudyReference is the study's result, cited for context.
+type StudyReference struct {
+	Citation     string  `json:"citation"`
+	TFSeconds    float64 `json:"tensorflow_seconds"`
+	TorchSeconds float64 `json:"torch_seconds"`
+	Ratio        float64 `json:"ratio_tensorflow_over_torch"`
+	Note         string  `json:"note"`
+}
+
+func newReport(cfg Config) *Report {
+	host, _ := os.Hostname()
+	return &Report{
+		Schema: ReportSchema, Created: time.Now().UTC().Format(time.RFC3339),
+		Config: ReportConfig{Spec: cfg.Spec, Frameworks: cfg.Frameworks, Repeat: cfg.Repeat,
+			Preset: cfg.Preset, ParityTolerance: cfg.ParityTolerance, Chosen: presetChoices(cfg)},
+		Fairness: []Condition{}, Order: []string{}, Runs: []RunRecord{}, Failures: []Failure{},
+		Summary: map[string]FWSummary{},
+		Study: StudyReference{
+			Citation:  `"A Comparative Analysis of Deep Learning Frameworks for Image Learning" (Dongshin University), Table 2`,
+			TFSeconds: 464, TorchSeconds: 374, Ratio: 464.0 / 374.0,
+			Note: "VGG16 transfer learning on lion/tiger/cat photos; Windows 10, i5-10400, TF 2.7.0, PyTorch 1.10.0+cu111; one run each, heads differ, image size/epochs/batch not reported",
+		},
+		Machine: map[string]string{"cpu": CPUModel(), "cores": strconv.Itoa(runtime.NumCPU()),
+			"os": runtime.GOOS + "/" + runtime.GOARCH, "go": runtime.Version(), "host": host},
+	}
+}
+
+func presetChoices(cfg Config) map[string]string {
+	if cfg.Preset != "paper" {
+		return nil
+	}
+	s := cfg.Spec
+	return map[string]string{
+		"image_size": strconv.Itoa(s.ImageSize) + " (study: not reported; small for 2-core machines, use --image-size 224 for the study's scale)",
+		"epochs":     strconv.Itoa(s.Epochs) + " (study: not reported)",
+		"batch_size": strconv.Itoa(s.BatchSize) + " (study: not reported)",
+		"optimizer":  s.Optimizer + ", lr " + strconv.FormatFloat(s.LR, 'g', -1, 64) + " (study: not reported)",
+		"head":       fmt.Sprintf("torchvision VGG16 classifier with hidden width %d, new 3-way output (study: Keras head differed from PyTorch's)", s.Hidden),
+	}
+}
+
+// CPUModel reads the CPU model name from /proc/cpuinfo.
+func CPUModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "unknown"
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown"
+}
+
+func stat(xs []float64) Stat {
+	if len(xs) == 0 {
+		return Stat{}
+	}
+	med := quantile(xs, 0.5)
+	dev := make([]float64, len(xs))
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for i, x := range xs {
+		dev[i] = math.Abs(x - med)
+		lo, hi = math.Min(lo, x), math.Max(hi, x)
+	}
+	return Stat{Median: med, Min: lo, Max: hi, MAD: quantile(dev, 0.5), N: len(xs)}
+}
+
+func (r *Report) summarise() {
+	r.byFW = map[string][]RunRecord{}
+	for _, run := range r.Runs {
+		if !run.Partial {
+			r.byFW[run.Framework] = append(r.byFW[run.Framework], run)
+		}
+	}
+	for fw, runs := range r.byFW {
+		get := func(f func(RunRecord) float64) Stat {
+			xs := make([]float64, len(runs))
+			for i, run := range runs {
+				xs[i] = f(run)
+			}
+			return stat(xs)
+		}
+		s := FWSummary{Runs: len(runs), Version: runs[0].FrameworkVersion, Device: runs[0].Device, Threads: runs[0].Threads,
+			TotalSeconds:     get(func(x RunRecord) float64 { return x.TotalSeconds }),
+			ImagesPerSecond:  get(func(x RunRecord) float64 { return x.ImagesPerSecond }),
+			StepP50:          get(func(x RunRecord) float64 { return x.StepSeconds.P50 }),
+			StepP95:          get(func(x RunRecord) float64 { return x.StepSeconds.P95 }),
+			DataWaitFraction: get(func(x RunRecord) float64 { return x.DataWaitFraction }),
+			PeakRSSBytes:     get(func(x RunRecord) float64 { return float64(x.PeakRSSBytes) }),
+			EpochSeconds:     get(func(x RunRecord) float64 { return meanEpoch(x, func(e EpochRecord) float64 { return e.Seconds }) }),
+			FinalValAccuracy: get(func(x RunRecord) float64 { return lastEpoch(x).ValAccuracy }),
+			FinalValLoss:     get(func(x RunRecord) float64 { return lastEpoch(x).ValLoss }),
+		}
+		var ttt []float64
+		for _, run := range runs {
+			if run.TimeToTargetSeconds != nil {
+				ttt = append(ttt, *run.TimeToTargetSeconds)
+			}
+		}
+		if len(ttt) > 0 {
+			st := stat(ttt)
+			s.TimeToTarget = &st
+		}
+		r.Summary[fw] = s
+	}
+	tf, pt := r.byFW[TensorFlow], r.byFW[Torch]
+	if len(tf) > 0 && len(pt) > 0 {
+		var ratios []float64
+		for i := 0; i < len(tf) && i < len(pt); i++ {
+			ratios = append(ratios, tf[i].TotalSeconds/pt[i].TotalSeconds)
+		}
+		r.Ratio = &Ratio{TotalSeconds: stat(ratios), Median: r.Summary[TensorFlow].TotalSeconds.Median / r.Summary[Torch].TotalSeconds.Median}
+	}
+}
+
+func lastEpoch(r RunRecord) EpochRecord {
+	if len(r.Epochs) == 0 {
+		return EpochRecord{}
+	}
+	return r.Epochs[len(r.Epochs)-1]
+}
+
+func meanEpoch(r RunRecord, f func(EpochRecord) float64) float64 {
+	if len(r.Epochs) == 0 {
+		return 0
+	}
+	var s float64
+	for _, e := range r.Epochs {
+		s += f(e)
+	}
+	return s / float64(len(r.Epochs))
+}
+
+// fairness checks each fairness condition against what the children reported.
+func fairness(cfg Config, r *Report) []Condition {
+	same := func(f func(RunRecord) string) (bool, string) {
+		vals := map[string]bool{}
+		for _, run := range r.Runs {
+			vals[f(run)] = true
+		}
+		var list []string
+		for v := range vals {
+			list = append(list, v)
+		}
+		sort.Strings(list)
+		return len(vals) == 1, strings.Join(list, " | ")
+	}
+	var cs []Condition
+	add := func(name string, held bool, evidence string) {
+		cs = append(cs, Condition{Name: name, Held: held, Evidence: evidence})
+	}
+	ok, v := same(func(x RunRecord) string { return x.FirstBatchSHA256 })
+	add("same data split, batch order and augmentation", ok && len(r.Runs) > 0,
+		"every run's first batch (dataset.Batch.Hash, after augmentation and normalisation) has sha256 "+v+"; split and order derive from seed "+strconv.FormatInt(cfg.Spec.Seed, 10))
+	ok, v = same(func(x RunRecord) string { return x.InitialWeightsSHA256 })
+	add("same initial weights", ok && v == r.Config.InitialWeightsSHA256,
+		"one safetensors file generated in Go ("+filepath.Base(r.Config.InitialWeights)+", sha256 "+r.Config.InitialWeightsSHA256+"); each run loaded a file with sha256 "+v)
+	ok, v = same(func(x RunRecord) string {
+		return fmt.Sprintf("%s/%s S=%d batch=%d hidden=%d %s lr=%g threads=%d", x.Model, x.Mode, x.ImageSize, x.BatchSize, x.Hidden, x.Optimizer, x.LR, x.Threads)
+	})
+	add("same architecture, loss, optimizer, hyper-parameters and threads", ok, "every run reported "+v+"; loss: cross-entropy in both")
+	pids := map[int]bool{}
+	for _, run := range r.Runs {
+		pids[run.PID] = true
+	}
+	add("each run in its own process", len(pids) == len(r.Runs) && !pids[os.Getpid()],
+		fmt.Sprintf("%d runs reported %d distinct process IDs, none of them the parent's", len(r.Runs), len(pids)))
+	add("order alternates across repeats", true, "run order: "+strings.Join(r.Order, " "))
+	add("warm-up left out of throughput", true, fmt.Sprintf("the first %d steps of each run are not timed", cfg.Spec.WarmupSteps))
+	if cfg.Spec.GPU() {
+		add("GPU synchronised before every timer read", true, "Trainer.Sync (torch: torch::cuda::synchronize; TF: Session.Run returns after the device work) runs before each step's clock is read")
+	} else {
+		add("GPU synchronised before every timer read", true, "not applicable: CPU run (Trainer.Sync is still called before each timer read)")
+	}
+	return cs
+}
+
+// Write writes report.json, report.csv, report.md and the charts (PNG and SVG) to dir.
+func (r *Report) Write(dir string) error {
+	if r.byFW == nil {
+		r.summarise()
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("compare: report: %w", err)
+	}
+	files := map[string]func(io.Writer) error{
+		"report.json": func(w io.Writer) error {
+			enc := json.NewEncoder(w)
+			enc.SetIndent("", "  ")
+			return enc.Encode(r)
+		},
+		"report.csv": r.writeCSV,
+		"report.md": func(w io.Writer) error {
+			_, err := io.WriteString(w, r.Markdown())
+			return err
+		},
+	}
+	for name, write := range files {
+		if err := weights.WriteFileAtomic(filepath.Join(dir, name), write); err != nil {
+			return fmt.Errorf("compare: report: %w", err)
+		}
+	}
+	if err := r.writeCharts(dir); err != nil {
+		return fmt.Errorf("compare: charts: %w", err)
+	}
+	return nil
+}
+
+func (r *Report) writeCSV(w io.Writer) error {
+	cw := csv.NewWriter(w)
+	cw.Write([]string{"framework", "repeat_index", "framework_version", "device", "threads", "total_seconds",
+		"images_per_second", "step_p50_seconds", "step_p95_seconds", "data_wait_fraction", "peak_rss_bytes",
+		"initial_loss", "final_train_loss", "final_val_loss", "final_val_accuracy", "partial"})
+	count := map[string]int{}
+	f := func(x float64) string { return strconv.FormatFloat(x, 'g', 8, 64) }
+	for _, run := range r.Runs {
+		count[run.Framework]++
+		last := lastEpoch(run)
+		cw.Write([]string{run.Framework, strconv.Itoa(count[run.Framework]), run.FrameworkVersion, run.Device,
+			strconv.Itoa(run.Threads), f(run.TotalSeconds), f(run.ImagesPerSecond), f(run.StepSeconds.P50),
+			f(run.StepSeconds.P95), f(run.DataWaitFraction), strconv.FormatInt(run.PeakRSSBytes, 10),
+			f(run.InitialLoss), f(last.TrainLoss), f(last.ValLoss), f(last.ValAccuracy), strconv.FormatBool(run.Partial)})
+	}
+	cw.Flush()
+	return cw.Error()
+}
+
+// Table is the terminal table: the study's Table 2 (total training time per framework)
+// followed by everything else that was measured.
+func (r *Report) Table() string {
+	var b bytes.Buffer
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fws := r.frameworks()
+	fmt.Fprintf(tw, "\t%s\t\n", strings.Join(fws, "\t"))
+	rowFW := func(name string, f func(fw string, s FWSummary) string) {
+		cells := []string{}
+		for _, fw := range fws {
+			cells = append(cells, f(fw, r.Summary[fw]))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t\n", name, strings.Join(cells, "\t"))
+	}
+	row := func(name string, f func(FWSummary) string) {
+		rowFW(name, func(_ string, s FWSummary) string { return f(s) })
+	}
+	spread := func(s Stat, unit string, scale float64, prec int) string {
+		if s.N == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.*f%s [%.*f–%.*f]", prec, s.Median*scale, unit, prec, s.Min*scale, prec, s.Max*scale)
+	}
+	row("training time (study's Table 2)", func(s FWSummary) string { return fmtDuration(s.TotalSeconds.Median) })
+	row("total seconds, median [min–max]", func(s FWSummary) string { return spread(s.TotalSeconds, "", 1, 1) })
+	row("seconds per epoch", func(s FWSummary) string { return spread(s.EpochSeconds, "", 1, 2) })
+	row("images/s after warm-up", func(s FWSummary) string { return spread(s.ImagesPerSecond, "", 1, 1) })
+	row("step p50 (ms)", func(s FWSummary) string { return spread(s.StepP50, "", 1000, 1) })
+	row("step p95 (ms)", func(s FWSummary) string { return spread(s.StepP95, "", 1000, 1) })
+	row("data wait share of step", func(s FWSummary) string { return spread(s.DataWaitFraction, "%", 100, 2) })
+	row("final val accuracy", func(s FWSummary) string { return spread(s.FinalValAccuracy, "%", 100, 1) })
+	row("final val loss", func(s FWSummary) string { return spread(s.FinalValLoss, "", 1, 4) })
+	row("peak RSS (MiB)", func(s FWSummary) string { return spread(s.PeakRSSBytes, "", 1.0/(1<<20), 0) })
+	rowFW("first-batch loss (parity)", func(fw string, _ FWSummary) string { return fmt.Sprintf("%.6f", r.Parity.Losses[fw]) })
+	row("version", func(s FWSummary) string { return s.Version })
+	row("device / threads", func(s FWSummary) string { return fmt.Sprintf("%s / %d", s.Device, s.Threads) })
+	row("complete runs", func(s FWSummary) string { return strconv.Itoa(s.Runs) })
+	tw.Flush()
+	out := b.String()
+	var tail strings.Builder
+	fmt.Fprintf(&tail, "\nparity: %s — %s\n", passFail(r.Parity.Passed), r.Parity.Message)
+	if r.Ratio != nil {
+		fmt.Fprintf(&tail, "TensorFlow / PyTorch total time: %.3f (per-repeat ratios %.3f–%.3f, n=%d); the study reported %.2f (464 s / 374 s)\n",
+			r.Ratio.Median, r.Ratio.TotalSeconds.Min, r.Ratio.TotalSeconds.Max, r.Ratio.TotalSeconds.N, r.Study.Ratio)
+	}
+	for _, f := range r.Failures {
+		fmt.Fprintf(&tail, "FAILED: %s repeat %d: %s\n", f.Framework, f.Repeat, f.Error)
+	}
+	if r.Partial {
+		tail.WriteString("PARTIAL REPORT: the comparison did not finish\n")
+	}
+	return out + tail.String()
+}
+
+func passFail(ok bool) string {
+	if ok {
+		return "passed"
+	}
+	return "FAILED"
+}
+
+func fmtDuration(sec float64) string {
+	if sec == 0 {
+		return "-"
+	}
+	d := time.Duration(sec * float64(time.Second)).Round(100 * time.Millisecond)
+	m := int(d.Minutes())
+	return fmt.Sprintf("%d min %04.1f s", m, (d - time.Duration(m)*time.Minute).Seconds())
+}
+
+func (r *Report) frameworks() []string {
+	var fws []string
+	for _, fw := range []string{TensorFlow, Torch} {
+		for _, c := range r.Config.Frameworks {
+			if c == fw {
+				fws = append(fws, fw)
+			}
+		}
+	}
+	return fws
+}
+
+// Markdown renders the report for people: configuration, fairness, parity, the table.
+func (r *Report) Markdown() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# fwbench comparison\n\n")
+	if r.Partial {
+		b.WriteString("**PARTIAL REPORT: the comparison did not finish.**\n\n")
+	}
+	s := r.Config.Spec
+	fmt.Fprintf(&b, "Created %s on %s (%s cores). Model %s, mode %s, image size %d, batch %d, %s lr %g, %d epochs, %d repeats per framework, seed %d, data `%s`%s.\n\n",
+		r.Created, r.Machine["cpu"], r.Machine["cores"], s.Model, s.Mode, s.ImageSize, s.BatchSize, s.Optimizer, s.LR,
+		s.Epochs, r.Config.Repeat, s.Seed, s.Data, map[bool]string{true: " (built-in synthetic set)", false: ""}[r.Config.SyntheticData])
+	b.WriteString("## Results\n\n```\n" + r.Table() + "```\n\n")
+	b.WriteString("![loss](loss.png) ![accuracy](accuracy.png) ![images/s](throughput.png) ![step time](steptime.png)\n\n")
+	b.WriteString("## Fairness\n\n| condition | held | evidence |\n|---|---|---|\n")
+	for _, c := range r.Fairness {
+		fmt.Fprintf(&b, "| %s | %v | %s |\n", c.Name, c.Held, strings.ReplaceAll(c.Evidence, "|", "/"))
+	}
+	fmt.Fprintf(&b, "\n## Parity\n\n%s: %s\n\n", passFail(r.Parity.Passed), r.Parity.Message)
+	if len(r.Config.Chosen) > 0 {
+		b.WriteString("## Settings the study did not report (chosen by fwbench)\n\n")
+		keys := make([]string, 0, len(r.Config.Chosen))
+		for k := range r.Config.Chosen {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			fmt.Fprintf(&b, "- %s: %s\n", k, r.Config.Chosen[k])
+		}
+		b.WriteString("\n")
+	}
+	fmt.Fprintf(&b, "## The study, for context\n\n%s: TensorFlow %.0f s, PyTorch %.0f s (ratio %.2f). %s.\n",
+		r.Study.Citation, r.Study.TFSeconds, r.Study.TorchSeconds, r.Study.Ratio, r.Study.Note)
+	if len(r.Failures) > 0 {
+		b.WriteString("\n## Failures\n\n")
+		for _, f := range r.Failures {
+			fmt.Fprintf(&b, "### %s, repeat %d\n\n%s (exit %d %s)\n\n```\n%s```\n\n", f.Framework, f.Repeat, f.Error, f.ExitCode, f.Signal, f.StderrTail)
+		}
+	}
+	return b.String()
+}

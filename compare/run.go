@@ -1,0 +1,388 @@
+package compare
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/fwbench/fwbench/dataset"
+	"github.com/fwbench/fwbench/vgg"
+	"github.com/fwbench/fwbench/weights"
+)
+
+// ProgressPrefix starts each machine-readable progress line a child writes on stderr
+// (`fwbench train --progress-json`); the rest of the line is one JSON Progress.
+const ProgressPrefix = "fwbench-progress "
+
+// Config is one comparison.
+type Config struct {
+	Spec          Spec     // the training configuration; Framework is set per child
+	Frameworks    []string // default: tensorflow, torch
+	Repeat        int      // runs per framework; default 2
+	Out           string   // report folder; default ./fwbench-report
+	Preset        string   // "" or "paper"; recorded in the report
+	AllowMismatch bool     // a parity failure warns instead of stopping
+	// ParityTolerance is the largest relative difference of the first-batch losses that
+	// passes; default 1e-3 (float32 VGG through different kernels agrees to ~1e-5).
+	ParityTolerance float64
+	// Exe is the fwbench binary that runs each child; default os.Executable().
+	Exe string
+	// Synth sizes the built-in synthetic dataset used when Spec.Data is "".
+	SynthClasses, SynthPerClass, SynthSize int
+	// Env is added to each child's environment.
+	Env []string
+}
+
+// Run compares the frameworks under one Spec: it prepares the data and one shared initial
+// weights file, checks loss parity on the first batch, then runs each framework Repeat times,
+// each run in its own child process, alternating the order (A B B A ...). It writes
+// report.json, report.csv, report.md and charts to cfg.Out and returns the report. On
+// cancellation it writes a partial report and returns it with ErrInterrupted.
+func Run(ctx context.Context, cfg Config, onProgress func(Progress)) (*Report, error) {
+	if onProgress == nil {
+		onProgress = func(Progress) {}
+	}
+	cfg = withDefaults(cfg)
+	for _, fw := range cfg.Frameworks {
+		s := cfg.Spec
+		s.Framework = fw
+		if err := s.Validate(); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Repeat < 1 {
+		return nil, fmt.Errorf("compare: %w: repeat must be at least 1, got %d", ErrInvalid, cfg.Repeat)
+	}
+	if err := checkWritable(cfg.Out); err != nil {
+		return nil, err
+	}
+	rep := newReport(cfg)
+	if cfg.Spec.Data == "" {
+		dir := filepath.Join(cfg.Out, "data")
+		if err := synthesize(dir, cfg); err != nil {
+			return nil, err
+		}
+		cfg.Spec.Data = dir
+		rep.Config.Spec.Data = dir
+		rep.Config.SyntheticData = true
+	}
+	wfile, sum, err := sharedWeights(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Spec.Weights = wfile
+	rep.Config.InitialWeights = wfile
+	rep.Config.InitialWeightsSHA256 = sum
+
+	finish := func(runErr error) (*Report, error) {
+		rep.summarise()
+		rep.Partial = rep.Partial || runErr != nil
+		if err := rep.Write(cfg.Out); err != nil {
+			return rep, errors.Join(runErr, err)
+		}
+		return rep, runErr
+	}
+
+	// Parity before timing: same weights, same first batch, dropout off.
+	if err := runParity(ctx, cfg, rep, onProgress); err != nil {
+		return finish(err)
+	}
+	if !rep.Parity.Passed && !cfg.AllowMismatch {
+		return finish(fmt.Errorf("compare: parity check failed: %s (use --allow-mismatch to go on)", rep.Parity.Message))
+	}
+
+	for r := 0; r < cfg.Repeat; r++ {
+		for _, fw := range order(cfg.Frameworks, r) {
+			if ctx.Err() != nil {
+				return finish(ErrInterrupted)
+			}
+			rep.Order = append(rep.Order, fw)
+			rec, fail := runChild(ctx, cfg, fw, r, onProgress)
+			if rec != nil {
+				rep.Runs = append(rep.Runs, *rec)
+			}
+			if fail != nil {
+				rep.Failures = append(rep.Failures, *fail)
+			}
+			if ctx.Err() != nil {
+				return finish(ErrInterrupted)
+			}
+		}
+	}
+	rep.Fairness = fairness(cfg, rep)
+	return finish(nil)
+}
+
+func withDefaults(cfg Config) Config {
+	if len(cfg.Frameworks) == 0 {
+		cfg.Frameworks = []string{TensorFlow, Torch}
+	}
+	if cfg.Repeat == 0 {
+		cfg.Repeat = 2
+	}
+	if cfg.Out == "" {
+		cfg.Out = "fwbench-report"
+	}
+	if cfg.ParityTolerance == 0 {
+		cfg.ParityTolerance = 1e-3
+	}
+	if cfg.SynthClasses == 0 {
+		cfg.SynthClasses = 3
+	}
+	if cfg.SynthPerClass == 0 {
+		cfg.SynthPerClass = 60
+	}
+	if cfg.SynthSize == 0 {
+		cfg.SynthSize = 64
+	}
+	return cfg
+}
+
+// checkWritable makes dir and proves a file can be written in it.
+func checkWritable(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("compare: %w: output folder %q: %v", ErrInvalid, dir, err)
+	}
+	f, err := os.CreateTemp(dir, ".write-test-*")
+	if err != nil {
+		return fmt.Errorf("compare: %w: output folder %q is not writable: %v", ErrInvalid, dir, err)
+	}
+	f.Close()
+	return os.Remove(f.Name())
+}
+
+// synthesize writes the built-in dataset once; an existing complete one is reused.
+func synthesize(dir string, cfg Config) error {
+	stamp := filepath.Join(dir, ".complete")
+	want := fmt.Sprintf("classes=%d per-class=%d size=%d seed=%d\n", cfg.SynthClasses, cfg.SynthPerClass, cfg.SynthSize, cfg.Spec.Seed)
+	if b, err := os.ReadFile(stamp); err == nil && string(b) == want {
+		return nil
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("compare: synthetic data: %w", err)
+	}
+	if err := dataset.Synthesize(dir, cfg.SynthClasses, cfg.SynthPerClass, cfg.SynthSize, cfg.Spec.Seed, "png"); err != nil {
+		return fmt.Errorf("compare: synthetic data: %w", err)
+	}
+	return os.WriteFile(stamp, []byte(want), 0o644)
+}
+
+// sharedWeights writes the one initial-weights file every framework loads: generated in Go
+// from the seed, or the user's weights (with a freshly initialised head in features mode).
+func sharedWeights(ctx context.Context, cfg Config) (path, sum string, err error) {
+	s := cfg.Spec
+	ds, err := dataset.Open(ctx, s.Data, dataset.OpenOptions{ValSplit: s.ValSplit, Seed: s.Seed})
+	if err != nil {
+		return "", "", fmt.Errorf("compare: %w", err)
+	}
+	classes := len(ds.Classes())
+	model, err := vgg.Parse(s.Model)
+	if err != nil {
+		return "", "", fmt.Errorf("compare: %w", err)
+	}
+	init, err := weights.InitVGG(model, s.ImageSize, classes, s.Hidden, s.Seed)
+	if err != nil {
+		return "", "", fmt.Errorf("compare: initial weights: %w", err)
+	}
+	if s.Weights != "" {
+		loaded, err := weights.Load(s.Weights)
+		if err != nil {
+			return "", "", fmt.Errorf("compare: %w", err)
+		}
+		byName := map[string]*weights.Tensor{}
+		for _, t := range loaded {
+			byName[t.Name] = t
+		}
+		params, err := vgg.ParamsHidden(model, s.ImageSize, classes, s.Hidden)
+		if err != nil {
+			return "", "", fmt.Errorf("compare: %w", err)
+		}
+		for i, p := range params {
+			if p.Head && s.Mode == "features" {
+				continue // features mode: a new head
+			}
+			if t, ok := byName[p.Name]; ok {
+				init[i] = t
+			}
+		}
+		if err := weights.CheckShapes(init, params, false); err != nil {
+			return "", "", fmt.Errorf("compare: weights %s: %w", s.Weights, err)
+		}
+	}
+	path = filepath.Join(cfg.Out, "initial_weights.safetensors")
+	if err := weights.WriteSafetensors(path, init, map[string]string{"fwbench": "shared initial weights", "model": s.Model}); err != nil {
+		return "", "", fmt.Errorf("compare: %w", err)
+	}
+	sum, err = FileSHA256(path)
+	return path, sum, err
+}
+
+// FileSHA256 is the hex sha256 of a file's bytes.
+func FileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// order alternates the framework order across repeats: A B, B A, A B, ...
+func order(fws []string, repeat int) []string {
+	o := append([]string(nil), fws...)
+	if repeat%2 == 1 {
+		for i, j := 0, len(o)-1; i < j; i, j = i+1, j-1 {
+			o[i], o[j] = o[j], o[i]
+		}
+	}
+	return o
+}
+
+func runParity(ctx context.Context, cfg Config, rep *Report, onProgress func(Progress)) error {
+	rep.Parity = Parity{Losses: map[string]float64{}, Tolerance: cfg.ParityTolerance}
+	for _, fw := range cfg.Frameworks {
+		s := cfg.Spec
+		s.Epochs = 0
+		rec, fail := runSpec(ctx, cfg, s, fw, 0, filepath.Join(cfg.Out, "runs", "parity-"+fw+".json"), onProgress)
+		if fail != nil {
+			rep.Failures = append(rep.Failures, *fail)
+			return fmt.Errorf("compare: parity run of %s failed: %s", fw, fail.Error)
+		}
+		rep.Parity.Losses[fw] = rec.InitialLoss
+	}
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for _, l := range rep.Parity.Losses {
+		lo, hi = math.Min(lo, l), math.Max(hi, l)
+	}
+	rep.Parity.RelativeDifference = (hi - lo) / math.Max(math.Abs(hi), math.Abs(lo))
+	rep.Parity.Passed = rep.Parity.RelativeDifference <= cfg.ParityTolerance
+	rep.Parity.Message = fmt.Sprintf("first-batch losses %s differ by %.3g relative (tolerance %.3g)",
+		fmtLosses(rep.Parity.Losses), rep.Parity.RelativeDifference, cfg.ParityTolerance)
+	return nil
+}
+
+func fmtLosses(m map[string]float64) string {
+	var parts []string
+	for _, fw := range []string{TensorFlow, Torch} {
+		if l, ok := m[fw]; ok {
+			parts = append(parts, fmt.Sprintf("%s=%.7g", fw, l))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+func runChild(ctx context.Context, cfg Config, fw string, repeat int, onProgress func(Progress)) (*RunRecord, *Failure) {
+	path := filepath.Join(cfg.Out, "runs", fmt.Sprintf("%s-%d.json", fw, repeat+1))
+	return runSpec(ctx, cfg, cfg.Spec, fw, repeat, path, onProgress)
+}
+
+// runSpec runs `fwbench train` for one framework in a child process and reads its record.
+// On Ctrl-C the child gets SIGINT, finishes its step, checkpoints and writes a partial record.
+func runSpec(ctx context.Context, cfg Config, s Spec, fw string, repeat int, jsonPath string, onProgress func(Progress)) (*RunRecord, *Failure) {
+	s.Framework = fw
+	if s.Checkpoint == "" && s.Epochs > 0 {
+		s.Checkpoint = filepath.Join(cfg.Out, "checkpoints", fmt.Sprintf("%s-%d", fw, repeat+1))
+	}
+	if err := os.MkdirAll(filepath.Dir(jsonPath), 0o755); err != nil {
+		return nil, &Failure{Framework: fw, Repeat: repeat + 1, Error: err.Error()}
+	}
+	os.Remove(jsonPath)
+	args := append([]string{"train"}, s.Args()...)
+	args = append(args, "--json", jsonPath, "--progress-json", "--quiet")
+	cmd := exec.Command(cfg.Exe, args...)
+	cmd.Env = append(os.Environ(), cfg.Env...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, &Failure{Framework: fw, Repeat: repeat + 1, Error: err.Error()}
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, &Failure{Framework: fw, Repeat: repeat + 1, Error: fmt.Sprintf("starting %s: %v", cfg.Exe, err)}
+	}
+	// Forward a cancellation as SIGINT: the child checkpoints and writes a partial record.
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		select {
+		case <-ctx.Done():
+			cmd.Process.Signal(syscall.SIGINT)
+		case <-done:
+		}
+	}()
+	tail := &tailBuffer{max: 8 << 10}
+	sc := bufio.NewScanner(stderr)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if rest, ok := strings.CutPrefix(line, ProgressPrefix); ok {
+			var p Progress
+			if json.Unmarshal([]byte(rest), &p) == nil {
+				p.Repeat, p.Repeats = repeat+1, cfg.Repeat
+				onProgress(p)
+				continue
+			}
+		}
+		tail.Write([]byte(line + "\n"))
+	}
+	waitErr := cmd.Wait()
+	close(done)
+	wg.Wait()
+
+	var rec *RunRecord
+	if b, err := os.ReadFile(jsonPath); err == nil {
+		var r RunRecord
+		if err := json.Unmarshal(b, &r); err == nil {
+			rec = &r
+		}
+	}
+	if waitErr == nil && rec != nil {
+		return rec, nil
+	}
+	f := &Failure{Framework: fw, Repeat: repeat + 1, StderrTail: tail.String()}
+	if ee, ok := waitErr.(*exec.ExitError); ok {
+		f.ExitCode = ee.ExitCode()
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			f.Signal = ws.Signal().String()
+		}
+	}
+	switch {
+	case waitErr != nil:
+		f.Error = fmt.Sprintf("%s child exited: %v", fw, waitErr)
+	default:
+		f.Error = fmt.Sprintf("%s child wrote no readable run record at %s", fw, jsonPath)
+	}
+	return rec, f
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	max int
+	b   []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.b = append(t.b, p...)
+	if len(t.b) > t.max {
+		t.b = append([]byte(nil), t.b[len(t.b)-t.max:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string { return string(t.b) }

@@ -1,0 +1,327 @@
+package compare
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/fwbench/fwbench/dataset"
+)
+
+// Trainer is what compare needs of a framework driver. torchrun.Trainer and tfrun.Trainer
+// satisfy it; compare imports neither.
+type Trainer interface {
+	TrainStep(ctx context.Context, b *dataset.Batch) (loss float64, err error)
+	Evaluate(ctx context.Context, b *dataset.Batch) (loss float64, correct int, err error)
+	SaveCheckpoint(dir string, epoch, step int) error
+	LoadCheckpoint(dir string) (epoch, step int, err error)
+	Sync() error
+	PeakGPUBytes() int64
+	Framework() string
+	Version() string
+	Device() string
+	Threads() int
+	Close() error
+}
+
+// StepCorrecter is implemented by drivers that count, during a training step, how many of the
+// batch's images the model (with dropout on, as Keras reports it) classified correctly.
+type StepCorrecter interface {
+	LastStepCorrect() int
+}
+
+// ErrInterrupted is returned by Train when its context is cancelled: the step in flight
+// finished, a checkpoint was written (when a folder was given) and the record is partial.
+var ErrInterrupted = errors.New("compare: interrupted")
+
+// Progress is one report from a training loop or a comparison. compare never prints; the
+// CLI draws bars from these.
+type Progress struct {
+	Phase     string // "parity", "train", "eval", "done"
+	Framework string
+	Repeat    int // 1-based; 0 outside a comparison
+	Repeats   int
+	Epoch     int // 1-based
+	Epochs    int
+	Step      int // 1-based within the epoch
+	Steps     int
+	Loss      float64
+	Accuracy  float64
+	ImagesPS  float64
+}
+
+// Loaders is the data a training run consumes.
+type Loaders struct {
+	Train, Val *dataset.Loader
+	Classes    int
+	DataPath   string
+	TrainLen   int
+	ValLen     int
+}
+
+// Train runs spec.Epochs epochs of tr over the loaders and fills a run record. Cancelling ctx
+// stops after the step in flight: a checkpoint is written to spec.Checkpoint (if set), the
+// record is marked partial and ErrInterrupted is returned with it. With spec.Resume, training
+// continues from that checkpoint; batches and dropout masks derive from (seed, epoch, step), so
+// the result equals an uninterrupted run.
+func Train(ctx context.Context, tr Trainer, spec Spec, data Loaders, onProgress func(Progress)) (*RunRecord, error) {
+	if onProgress == nil {
+		onProgress = func(Progress) {}
+	}
+	rec := newRecord(tr, spec, data)
+	start := time.Now()
+	startEpoch, skip := 0, 0
+	if spec.Resume != "" {
+		e, s, err := tr.LoadCheckpoint(spec.Resume)
+		if err != nil {
+			return rec, fmt.Errorf("compare: resume: %w", err)
+		}
+		startEpoch, skip = e, s
+		rec.ResumedFrom = &Position{Epoch: e, Step: s}
+	}
+	steps := data.Train.BatchesPerEpoch()
+	if spec.StepsPerEpoch > 0 && spec.StepsPerEpoch < steps {
+		steps = spec.StepsPerEpoch
+	}
+	if steps == 0 {
+		return rec, fmt.Errorf("compare: %w: the training set has fewer images than one batch", ErrInvalid)
+	}
+
+	// The first batch, before any update, with dropout off: the parity value.
+	if startEpoch == 0 && skip == 0 {
+		it := data.Train.Epoch(ctx, 0)
+		b, err := it.Next()
+		it.Close()
+		if err != nil {
+			return rec, fmt.Errorf("compare: first batch: %w", err)
+		}
+		rec.FirstBatchSHA256 = b.Hash()
+		loss, _, err := tr.Evaluate(ctx, b)
+		if err != nil {
+			return rec, fmt.Errorf("compare: initial loss: %w", err)
+		}
+		rec.InitialLoss = loss
+		onProgress(Progress{Phase: "parity", Framework: tr.Framework(), Loss: loss})
+	}
+
+	var stepTimes []float64
+	var waitTotal, stepTotal time.Duration
+	globalStep := 0
+	for epoch := startEpoch; epoch < spec.Epochs; epoch++ {
+		er, interrupted, err := trainEpoch(ctx, tr, spec, data, epoch, steps, skip, &globalStep, &stepTimes, &waitTotal, &stepTotal, onProgress)
+		skip = 0
+		if err != nil {
+			rec.finish(start, stepTimes, waitTotal, stepTotal, tr)
+			return rec, err
+		}
+		if interrupted != nil {
+			rec.finish(start, stepTimes, waitTotal, stepTotal, tr)
+			rec.Partial = true
+			rec.InterruptedAt = interrupted
+			if spec.Checkpoint != "" {
+				if err := tr.SaveCheckpoint(spec.Checkpoint, interrupted.Epoch, interrupted.Step); err != nil {
+					return rec, fmt.Errorf("compare: checkpoint on interrupt: %w", err)
+				}
+			}
+			return rec, ErrInterrupted
+		}
+		if err := evaluate(ctx, tr, data.Val, epoch, &er); err != nil {
+			rec.finish(start, stepTimes, waitTotal, stepTotal, tr)
+			return rec, err
+		}
+		er.Seconds = time.Since(start).Seconds() - rec.elapsedBefore()
+		rec.Epochs = append(rec.Epochs, er)
+		if spec.TargetAccuracy > 0 && rec.TimeToTargetSeconds == nil && er.ValAccuracy >= spec.TargetAccuracy {
+			t := time.Since(start).Seconds()
+			rec.TimeToTargetSeconds = &t
+		}
+		onProgress(Progress{Phase: "eval", Framework: tr.Framework(), Epoch: epoch + 1, Epochs: spec.Epochs,
+			Loss: er.ValLoss, Accuracy: er.ValAccuracy, ImagesPS: er.ImagesPerSecond})
+		if spec.Checkpoint != "" {
+			if err := tr.SaveCheckpoint(spec.Checkpoint, epoch+1, 0); err != nil {
+				return rec, fmt.Errorf("compare: checkpoint: %w", err)
+			}
+		}
+	}
+	rec.finish(start, stepTimes, waitTotal, stepTotal, tr)
+	onProgress(Progress{Phase: "done", Framework: tr.Framework()})
+	return rec, nil
+}
+
+func trainEpoch(ctx context.Context, tr Trainer, spec Spec, data Loaders, epoch, steps, skip int,
+	globalStep *int, stepTimes *[]float64, waitTotal, stepTotal *time.Duration, onProgress func(Progress)) (EpochRecord, *Position, error) {
+	er := EpochRecord{Epoch: epoch + 1}
+	it := data.Train.Epoch(ctx, epoch)
+	defer it.Close()
+	var lossSum float64
+	var correct, seen, timedImages int
+	var timed time.Duration
+	// A step runs to its end even when ctx is cancelled: the driver gets a context that is
+	// never cancelled, and ctx is checked between steps.
+	stepCtx := context.WithoutCancel(ctx)
+	for i := 0; i < steps; i++ {
+		if i >= skip && ctx.Err() != nil {
+			return er, &Position{Epoch: epoch, Step: i}, nil
+		}
+		b, err := it.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return er, nil, fmt.Errorf("compare: epoch %d batch %d: %w", epoch+1, i, err)
+		}
+		if i < skip { // resuming mid-epoch: these batches were trained before the interruption
+			*globalStep++
+			continue
+		}
+		t0 := time.Now()
+		loss, err := tr.TrainStep(stepCtx, b)
+		if err == nil {
+			err = tr.Sync()
+		}
+		if err != nil {
+			return er, nil, fmt.Errorf("compare: epoch %d step %d: %w", epoch+1, i+1, err)
+		}
+		d := time.Since(t0)
+		if math.IsNaN(loss) || math.IsInf(loss, 0) {
+			return er, nil, fmt.Errorf("compare: epoch %d step %d: loss is %v (lower the learning rate)", epoch+1, i+1, loss)
+		}
+		*globalStep++
+		if *globalStep > spec.WarmupSteps {
+			*stepTimes = append(*stepTimes, d.Seconds())
+			*waitTotal += b.Wait
+			*stepTotal += d + b.Wait
+			timed += d + b.Wait
+			timedImages += b.N
+		}
+		lossSum += loss * float64(b.N)
+		seen += b.N
+		if sc, ok := tr.(StepCorrecter); ok {
+			correct += sc.LastStepCorrect()
+			er.TrainAccuracy = float64(correct) / float64(seen)
+		}
+		if timed > 0 {
+			er.ImagesPerSecond = float64(timedImages) / timed.Seconds()
+		}
+		onProgress(Progress{Phase: "train", Framework: tr.Framework(), Epoch: epoch + 1, Epochs: spec.Epochs,
+			Step: i + 1, Steps: steps, Loss: lossSum / float64(seen), Accuracy: er.TrainAccuracy, ImagesPS: er.ImagesPerSecond})
+	}
+	if seen > 0 {
+		er.TrainLoss = lossSum / float64(seen)
+	}
+	return er, nil, nil
+}
+
+// evaluate fills the validation figures of er: loss and accuracy over the whole validation
+// set, dropout off, no update.
+func evaluate(ctx context.Context, tr Trainer, val *dataset.Loader, epoch int, er *EpochRecord) error {
+	if val == nil {
+		return nil
+	}
+	it := val.Epoch(ctx, epoch)
+	defer it.Close()
+	var lossSum float64
+	var correct, n int
+	for {
+		b, err := it.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("compare: validation: %w", err)
+		}
+		loss, c, err := tr.Evaluate(ctx, b)
+		if err != nil {
+			return fmt.Errorf("compare: validation: %w", err)
+		}
+		lossSum += loss * float64(b.N)
+		correct += c
+		n += b.N
+	}
+	if n > 0 {
+		er.ValLoss = lossSum / float64(n)
+		er.ValAccuracy = float64(correct) / float64(n)
+	}
+	return nil
+}
+
+func newRecord(tr Trainer, spec Spec, data Loaders) *RunRecord {
+	return &RunRecord{
+		Schema: RunSchema, Framework: tr.Framework(), FrameworkVersion: tr.Version(),
+		Device: tr.Device(), Threads: tr.Threads(), Model: spec.Model, Mode: spec.Mode,
+		ImageSize: spec.ImageSize, BatchSize: spec.BatchSize, Optimizer: spec.Optimizer,
+		LR: spec.LR, Seed: spec.Seed, Hidden: spec.Hidden,
+		Dataset:     DatasetInfo{Path: data.DataPath, Classes: data.Classes, TrainImages: data.TrainLen, ValImages: data.ValLen},
+		WarmupSteps: spec.WarmupSteps, Epochs: []EpochRecord{}, PID: os.Getpid(),
+	}
+}
+
+func (r *RunRecord) elapsedBefore() float64 {
+	var s float64
+	for _, e := range r.Epochs {
+		s += e.Seconds
+	}
+	return s
+}
+
+func (r *RunRecord) finish(start time.Time, stepTimes []float64, wait, total time.Duration, tr Trainer) {
+	r.TotalSeconds = time.Since(start).Seconds()
+	r.StepTimesSeconds = stepTimes
+	r.StepSeconds = Quantiles{P50: quantile(stepTimes, 0.5), P95: quantile(stepTimes, 0.95)}
+	if total > 0 {
+		r.DataWaitFraction = wait.Seconds() / total.Seconds()
+		var images int
+		if len(stepTimes) > 0 {
+			images = len(stepTimes) * r.BatchSize
+		}
+		r.ImagesPerSecond = float64(images) / total.Seconds()
+	}
+	r.PeakRSSBytes = PeakRSS()
+	if g := tr.PeakGPUBytes(); g > 0 {
+		r.PeakGPUBytes = &g
+	}
+}
+
+// quantile is the linear-interpolation quantile (numpy's default) of xs.
+func quantile(xs []float64, q float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	pos := q * float64(len(s)-1)
+	lo := int(math.Floor(pos))
+	hi := int(math.Ceil(pos))
+	return s[lo] + (s[hi]-s[lo])*(pos-float64(lo))
+}
+
+// PeakRSS is this process's peak resident set size (VmHWM), in bytes; 0 where unknown.
+func PeakRSS() int64 { return procStatusBytes("VmHWM:") }
+
+// RSS is this process's current resident set size (VmRSS), in bytes; 0 where unknown.
+func RSS() int64 { return procStatusBytes("VmRSS:") }
+
+func procStatusBytes(key string) int64 {
+	b, err := os.ReadFile(filepath.Join("/proc", "self", "status"))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, key); ok {
+			f := strings.Fields(rest)
+			if len(f) >= 1 {
+				kb, _ := strconv.ParseInt(f[0], 10, 64)
+				return kb * 1024
+			}
+		}
+	}
+	return 0
+}
