@@ -1,0 +1,183 @@
+// Package weights owns fwbench's weight files: the float32 Tensor that both
+// drivers exchange, safetensors reading and writing, a restricted reader for
+// torchvision .pth state dicts, seeded torchvision-style VGG initialisation,
+// atomic file writes, and checkpoints (weights, optimizer state and metadata).
+//
+// Tensors use torchvision's canonical names and layouts (see package vgg):
+// convolution weights OIHW, linear weights [out, in]. The package is pure Go,
+// imports only the standard library and package vgg, and needs no native
+// library.
+//
+// Readers treat every file as hostile: lengths are checked against the bytes
+// that are really there before anything is allocated, and the .pth reader
+// interprets only the pickle opcodes and the few globals that torch.save uses
+// for a state dict. It never executes anything a file names.
+package weights
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/fwbench/fwbench/vgg"
+)
+
+// Tensor is one named float32 tensor in row-major (C) order.
+type Tensor struct {
+	Name  string
+	Shape []int // empty for a scalar
+	Data  []float32
+}
+
+// NumElements returns the product of t.Shape (1 for a scalar).
+func (t *Tensor) NumElements() int {
+	n := 1
+	for _, d := range t.Shape {
+		n *= d
+	}
+	return n
+}
+
+// Clone returns a deep copy of t.
+func (t *Tensor) Clone() *Tensor {
+	return &Tensor{Name: t.Name, Shape: slices.Clone(t.Shape), Data: slices.Clone(t.Data)}
+}
+
+// check reports whether t is well formed: a name, no negative dimension, and
+// len(Data) equal to the product of Shape.
+func (t *Tensor) check() error {
+	if t == nil {
+		return errors.New("nil tensor")
+	}
+	if t.Name == "" {
+		return errors.New("tensor with an empty name")
+	}
+	n := 1
+	for _, d := range t.Shape {
+		if d < 0 {
+			return fmt.Errorf("tensor %q: negative dimension in shape %v", t.Name, t.Shape)
+		}
+		if d != 0 && n > maxElements/d {
+			return fmt.Errorf("tensor %q: shape %v is too large", t.Name, t.Shape)
+		}
+		n *= d
+	}
+	if n != len(t.Data) {
+		return fmt.Errorf("tensor %q: shape %v holds %d elements but data has %d", t.Name, t.Shape, n, len(t.Data))
+	}
+	return nil
+}
+
+// maxElements bounds the elements of one tensor so that byte sizes never
+// overflow int64 (2^40 float64 elements are 8 TiB).
+const maxElements = 1 << 40
+
+// Lookup returns the tensor named name, or nil.
+func Lookup(ts []*Tensor, name string) *Tensor {
+	for _, t := range ts {
+		if t != nil && t.Name == name {
+			return t
+		}
+	}
+	return nil
+}
+
+// CheckShapes reports whether ts holds exactly the tensors that params
+// describe, with the same shapes. The error names every missing, unexpected
+// or misshapen tensor (got shape vs want shape).
+//
+// With partialBase ("features" mode: a loaded convolutional base, a new
+// head) only the non-Head params are required, and classifier tensors in ts
+// are ignored whatever their shape, so a full torchvision file with a
+// 1000-class head can supply the base of a 10-class model.
+func CheckShapes(ts []*Tensor, params []vgg.Param, partialBase bool) error {
+	var problems []string
+	want := make(map[string]vgg.Param, len(params))
+	for _, p := range params {
+		want[p.Name] = p
+	}
+	seen := make(map[string]bool, len(ts))
+	for _, t := range ts {
+		if t == nil {
+			problems = append(problems, "a nil tensor")
+			continue
+		}
+		if seen[t.Name] {
+			problems = append(problems, fmt.Sprintf("%s: duplicate", t.Name))
+			continue
+		}
+		seen[t.Name] = true
+		p, ok := want[t.Name]
+		if partialBase && (p.Head || !ok && strings.HasPrefix(t.Name, "classifier.")) {
+			continue
+		}
+		switch {
+		case !ok:
+			problems = append(problems, fmt.Sprintf("%s: unexpected", t.Name))
+		case !slices.Equal(t.Shape, p.Shape):
+			problems = append(problems, fmt.Sprintf("%s: got shape %v, want %v", t.Name, t.Shape, p.Shape))
+		case len(t.Data) != p.NumElements():
+			problems = append(problems, fmt.Sprintf("%s: got %d values, want %d", t.Name, len(t.Data), p.NumElements()))
+		}
+	}
+	for _, p := range params {
+		if !seen[p.Name] && !(partialBase && p.Head) {
+			problems = append(problems, fmt.Sprintf("%s: missing (want shape %v)", p.Name, p.Shape))
+		}
+	}
+	if len(problems) == 0 {
+		return nil
+	}
+	const show = 8
+	msg := strings.Join(problems[:min(len(problems), show)], "; ")
+	if len(problems) > show {
+		msg += fmt.Sprintf("; and %d more", len(problems)-show)
+	}
+	return fmt.Errorf("weights: %d tensor(s) do not match the model: %s", len(problems), msg)
+}
+
+// Arrange checks ts against params (see CheckShapes) and returns the
+// tensors in params order. With partialBase the result holds only the
+// non-Head params. The tensors are shared, not copied.
+func Arrange(ts []*Tensor, params []vgg.Param, partialBase bool) ([]*Tensor, error) {
+	if err := CheckShapes(ts, params, partialBase); err != nil {
+		return nil, err
+	}
+	out := make([]*Tensor, 0, len(params))
+	for _, p := range params {
+		if partialBase && p.Head {
+			continue
+		}
+		out = append(out, Lookup(ts, p.Name))
+	}
+	return out, nil
+}
+
+// Load reads a weight file: safetensors or a torch .pth state dict, chosen by
+// extension (.safetensors; .pth, .pt, .bin) or else by content (a zip is a
+// .pth, anything else is tried as safetensors).
+func Load(path string) ([]*Tensor, error) {
+	switch strings.ToLower(filepath.Ext(path)) {
+	case ".safetensors":
+		ts, _, err := ReadSafetensors(path)
+		return ts, err
+	case ".pth", ".pt", ".bin":
+		return ReadPth(path)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("weights: %w", err)
+	}
+	head := make([]byte, 4)
+	n, _ := f.Read(head)
+	f.Close()
+	if bytes.Equal(head[:n], []byte("PK\x03\x04")) {
+		return ReadPth(path)
+	}
+	ts, _, err := ReadSafetensors(path)
+	return ts, err
+}
