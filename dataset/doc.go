@@ -1,0 +1,59 @@
+// Package dataset owns everything fwbench trains on before it reaches a
+// framework: image trees, IDX files, the synthetic generator, decoding,
+// resizing, augmentation, normalisation, splits and batches. TensorFlow and
+// PyTorch receive the very same bytes from it, so any difference between
+// their results comes from the frameworks, not from the data.
+//
+// It is pure Go (no cgo, no native library) and imports only the standard
+// library and golang.org/x/image.
+//
+// # Sources
+//
+// [Open] reads one of:
+//
+//   - a class-folder tree (the layout of Keras flow_from_directory and
+//     torchvision ImageFolder): ROOT/<class>/**/<image>. Classes are the
+//     sub-folder names sorted byte-wise, so label i means the same class in
+//     both frameworks. JPEG, PNG, GIF (first frame), BMP and WebP are read;
+//     gray, paletted, CMYK, 16-bit and alpha images become 8-bit RGB (alpha
+//     is dropped, as PIL's convert("RGB") does) and JPEG EXIF orientation
+//     is honoured. Without a split, a seeded stratified split sends
+//     round(ValSplit*n) images of every class to validation.
+//   - a pre-split tree: ROOT/train/<class>/..., ROOT/val/<class>/... (also
+//     "valid" or "validation") and optionally ROOT/test/<class>/....
+//   - a folder holding MNIST or Fashion-MNIST IDX files, gzipped or raw
+//     (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz],
+//     t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]). Gray is
+//     replicated to three channels. IDX sets ship no validation split: as in
+//     the Keras examples, the t10k set is both Val and Test.
+//
+// Open decodes every file once, in parallel, so that a broken file is
+// reported by [Dataset.Skipped] (or fails under [OpenOptions.Strict]) before
+// training starts instead of shifting batches in the middle of an epoch.
+// Declared image sizes are checked with image.DecodeConfig against
+// [OpenOptions.MaxPixels] before any pixel is decoded.
+//
+// [Synthesize] writes a seeded synthetic class-folder tree of procedural
+// shapes and textures; [Inspect] summarises a tree; [Crawl] collects images
+// from a search endpoint, as the study did.
+//
+// # Pipeline
+//
+// For every image a [Loader] does: decode, drop alpha, resize to S×S with
+// golang.org/x/image/draw.BiLinear (a tent kernel that is widened when
+// shrinking, so it is antialiased), apply the EXIF orientation, optionally
+// cache the S×S RGB uint8 result (in memory or on disk), augment with one
+// affine warp (bilinear sampling, "nearest" fill, as Keras
+// ImageDataGenerator), and normalise into float32 NHWC.
+//
+// Shuffling depends on (Seed, epoch) only and augmentation on (Seed, epoch,
+// image index) only, through a documented splitmix64 stream, so batches are
+// byte-identical whatever the number of workers, across runs and processes.
+// [Batch.Hash] makes that checkable.
+//
+// # Memory
+//
+// A [Batch] and its slices belong to the caller once [Iter.Next] returns
+// it; the loader never writes to them again. A loader holds at most
+// Prefetch batches ahead of the caller, plus its cache if one is set.
+package dataset
