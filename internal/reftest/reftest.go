@@ -1,0 +1,107 @@
+// Package reftest defines fwbench's numerical reference inputs: VGG weights and
+// an input batch given by closed-form formulas, so that a Python reference run
+// (scripts/reference/make_fixture.py) and the Go drivers start from bit-identical
+// values without exchanging weight files. The fixture that the Python run writes
+// (testdata/reference/vgg16_s32.safetensors) holds what PyTorch computed from
+// them: logits, loss and updated weights after SGD and Adam steps.
+//
+// # The formula
+//
+// All integer arithmetic is modulo 2³². For tensor k and element j (the flat,
+// row-major index in the tensor's canonical layout):
+//
+//	h(k, j) = uint32(j·2654435761 + k·40503 + 12345)
+//	u(k, j) = float64(h) / 4294967296 − 0.5                 (in [−0.5, 0.5))
+//
+// Weights: tensor k is the k-th entry of vgg.ParamsHidden(cfg, S, classes, hidden)
+// (torchvision state-dict order), element j is
+//
+//	conv / linear weight  float32((u·√12)·std),  std = √(2/fan_in)
+//	                      (fan_in = in·3·3 for a convolution, in for a linear layer)
+//	conv / linear bias    float32(0.01·u)
+//	BatchNorm weight      float32(1 + float64(0.1·u))
+//	BatchNorm bias        float32(0.01·u)
+//	BatchNorm running_mean float32(0.01·u)
+//	BatchNorm running_var float32(1 + float64(0.1·u))
+//
+// with every product evaluated left to right in float64 and rounded once to float32
+// at the end (u·√12 has unit variance, so a weight has standard deviation std: He
+// initialisation, which keeps activations of order 1 through 16 layers).
+//
+// Input: Input(n, S) is an n×S×S×3 NHWC batch whose element j (flat NHWC index)
+// is float32(u(1000, j)), and label i is i mod 3.
+//
+// The package is pure Go and needs no native library.
+package reftest
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/fwbench/fwbench/dataset"
+	"github.com/fwbench/fwbench/vgg"
+	"github.com/fwbench/fwbench/weights"
+)
+
+// InputTensor is the tensor index k that Input uses in the formula.
+const InputTensor = 1000
+
+// InputClasses is the number of classes Input's labels cycle through.
+const InputClasses = 3
+
+// U returns u(k, j) of the package formula, in [−0.5, 0.5).
+func U(k, j int) float64 {
+	h := uint32(uint64(j)*2654435761 + uint64(k)*40503 + 12345)
+	return float64(h)/4294967296.0 - 0.5
+}
+
+// Weights returns the reference tensors for the model, in vgg.ParamsHidden order
+// (hidden 0 means vgg.DefaultHidden). It fails only when vgg rejects the arguments.
+func Weights(cfg vgg.Config, S, classes, hidden int) ([]*weights.Tensor, error) {
+	ps, err := vgg.ParamsHidden(cfg, S, classes, hidden)
+	if err != nil {
+		return nil, fmt.Errorf("reftest: %w", err)
+	}
+	out := make([]*weights.Tensor, len(ps))
+	for k, p := range ps {
+		t := &weights.Tensor{Name: p.Name, Shape: append([]int(nil), p.Shape...), Data: make([]float32, p.NumElements())}
+		var std float64
+		switch p.Kind {
+		case vgg.ConvWeight, vgg.LinearWeight:
+			fanIn := 1
+			for _, d := range p.Shape[1:] {
+				fanIn *= d
+			}
+			std = math.Sqrt(2 / float64(fanIn))
+		}
+		sqrt12 := math.Sqrt(12)
+		for j := range t.Data {
+			u := U(k, j)
+			var v float64
+			switch p.Kind {
+			case vgg.ConvWeight, vgg.LinearWeight:
+				v = u * sqrt12 * std
+			case vgg.BNWeight, vgg.BNVar:
+				v = 1 + float64(0.1*u)
+			default: // biases, BatchNorm bias and running mean
+				v = 0.01 * u
+			}
+			t.Data[j] = float32(v)
+		}
+		out[k] = t
+	}
+	return out, nil
+}
+
+// Input returns the reference batch: n images of S×S×3 (NHWC) with element j
+// equal to float32(U(InputTensor, j)) and label i equal to i mod InputClasses.
+func Input(n, S int) *dataset.Batch {
+	b := &dataset.Batch{X: make([]float32, n*S*S*3), Labels: make([]int32, n), N: n, H: S, W: S, C: 3}
+	for j := range b.X {
+		b.X[j] = float32(U(InputTensor, j))
+	}
+	for i := range b.Labels {
+		b.Labels[i] = int32(i % InputClasses)
+	}
+	return b
+}

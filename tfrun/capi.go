@@ -1,0 +1,249 @@
+package tfrun
+
+// #cgo LDFLAGS: -ltensorflow
+// #include <stdint.h>
+// #include "tensorflow/c/c_api.h"
+import "C"
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"reflect"
+	"runtime"
+	"slices"
+	"unsafe"
+
+	tf "github.com/galeone/tensorflow/tensorflow/go"
+)
+
+// The Go binding frees a tf.Tensor and a tf.Graph only from a GC finalizer,
+// and lets no caller write into a tensor's buffer. The Go heap does not see
+// that native memory, so a training loop that makes a new input tensor per
+// step can hold hundreds of megabytes of dead tensors between collections.
+// tfrun therefore reaches the *C.TF_Tensor and *C.TF_Graph inside the
+// binding's structs (the binding is pinned in go.mod; layoutOK checks the
+// field layout once, and without it tfrun falls back to the binding's own
+// calls and finalizers) so that it can fill reused input tensors in place
+// and free fetched tensors and the graph as soon as it is done with them.
+
+// tensorLayout and graphLayout mirror the pinned binding's
+//
+//	type Tensor struct { c *C.TF_Tensor; shape []int64 }
+//	type Graph struct { c *C.TF_Graph }
+type tensorLayout struct {
+	c     *C.TF_Tensor
+	shape []int64
+}
+
+type graphLayout struct {
+	c *C.TF_Graph
+}
+
+// layoutOK reports whether tf.Tensor and tf.Graph have the layout above.
+var layoutOK = func() bool {
+	tt := reflect.TypeFor[tf.Tensor]()
+	gt := reflect.TypeFor[tf.Graph]()
+	return tt.Size() == unsafe.Sizeof(tensorLayout{}) && tt.NumField() == 2 &&
+		tt.Field(0).Name == "c" && tt.Field(0).Type.Kind() == reflect.Pointer &&
+		tt.Field(1).Name == "shape" && tt.Field(1).Type == reflect.TypeFor[[]int64]() &&
+		gt.Size() == unsafe.Sizeof(graphLayout{}) && gt.NumField() == 1 &&
+		gt.Field(0).Name == "c" && gt.Field(0).Type.Kind() == reflect.Pointer
+}()
+
+func cTensor(t *tf.Tensor) *C.TF_Tensor {
+	return (*tensorLayout)(unsafe.Pointer(t)).c
+}
+
+// tensorBytes returns the tensor's native buffer as a byte slice (nil for an
+// empty tensor). The slice is valid until the tensor is freed.
+func tensorBytes(t *tf.Tensor) []byte {
+	c := cTensor(t)
+	if c == nil {
+		return nil
+	}
+	p := C.TF_TensorData(c)
+	n := int(C.TF_TensorByteSize(c))
+	if p == nil || n == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(p), n)
+}
+
+// asBytes views a slice of fixed-size numbers as bytes, without copying.
+func asBytes[T float32 | int32 | int64](xs []T) []byte {
+	if len(xs) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(&xs[0])), len(xs)*int(unsafe.Sizeof(xs[0])))
+}
+
+// freeTensor releases t's native memory now instead of at the next GC. t must
+// not be used afterwards. Nil tensors are ignored.
+func freeTensor(t *tf.Tensor) {
+	if t == nil || !layoutOK {
+		return
+	}
+	l := (*tensorLayout)(unsafe.Pointer(t))
+	if l.c == nil {
+		return
+	}
+	runtime.SetFinalizer(t, nil)
+	C.TF_DeleteTensor(l.c)
+	l.c = nil
+}
+
+// freeTensors frees every tensor in ts.
+func freeTensors(ts []*tf.Tensor) {
+	for _, t := range ts {
+		freeTensor(t)
+	}
+}
+
+// freeGraph releases g's native memory now. The C API defers the deletion
+// until the last session on g is deleted.
+func freeGraph(g *tf.Graph) {
+	if g == nil || !layoutOK {
+		return
+	}
+	l := (*graphLayout)(unsafe.Pointer(g))
+	if l.c == nil {
+		return
+	}
+	runtime.SetFinalizer(g, nil)
+	C.TF_DeleteGraph(l.c)
+	l.c = nil
+}
+
+// feedTensor is an input tensor that is allocated once per shape and
+// refilled in place for every Session.Run, so a training step allocates no
+// native memory for its inputs. Reuse is safe: TF_SessionRun does not keep
+// its inputs, and no op of tfrun's graph stores a fed buffer (the variable
+// assignments copy their input because the caller's TF_Tensor still holds a
+// reference to it).
+type feedTensor struct {
+	dt    tf.DataType
+	shape []int64
+	t     *tf.Tensor
+}
+
+// set returns a tensor of the given shape holding src (raw little-endian
+// element bytes).
+func (f *feedTensor) set(shape []int64, src []byte) (*tf.Tensor, error) {
+	if layoutOK && f.t != nil && slices.Equal(f.shape, shape) {
+		if err := fillTensor(f.t, src); err != nil {
+			return nil, err
+		}
+		return f.t, nil
+	}
+	f.free()
+	t, err := tf.ReadTensor(f.dt, shape, bytes.NewReader(src))
+	if err != nil {
+		return nil, err
+	}
+	f.t, f.shape = t, slices.Clone(shape)
+	return t, nil
+}
+
+func (f *feedTensor) free() {
+	freeTensor(f.t)
+	f.t, f.shape = nil, nil
+}
+
+// errTensorSize reports a native tensor whose byte size is not what tfrun
+// expects (a bug, never a user error).
+var errTensorSize = errors.New("native tensor has an unexpected size")
+
+// fillTensor copies src into the native buffer of t, which must hold exactly
+// len(src) bytes.
+func fillTensor(t *tf.Tensor, src []byte) error {
+	if !layoutOK {
+		return errors.New("tf.Tensor layout unknown")
+	}
+	dst := tensorBytes(t)
+	if len(dst) != len(src) {
+		return fmt.Errorf("%w: %d bytes, want %d", errTensorSize, len(dst), len(src))
+	}
+	copy(dst, src)
+	return nil
+}
+
+// readFloats copies the float32 contents of t into dst, which must have
+// exactly t's number of elements.
+func readFloats(t *tf.Tensor, dst []float32) error {
+	if t == nil || t.DataType() != tf.Float {
+		return errors.New("fetched tensor is not float32")
+	}
+	var src []byte
+	if layoutOK {
+		src = tensorBytes(t)
+	} else {
+		var buf bytes.Buffer
+		if _, err := t.WriteContentsTo(&buf); err != nil {
+			return err
+		}
+		src = buf.Bytes()
+	}
+	if len(src) != 4*len(dst) {
+		return fmt.Errorf("%w: %d bytes, want %d", errTensorSize, len(src), 4*len(dst))
+	}
+	copy(asBytes(dst), src)
+	return nil
+}
+
+// floatView returns the native buffer of a float32 tensor as a []float32 of
+// n elements, without copying, or nil when tfrun cannot reach the buffer
+// (then the caller copies with readFloats). The view is valid until the
+// tensor is freed; a fetched variable value shares its buffer with the
+// variable, so the view must also be dropped before the next Session.Run.
+func floatView(t *tf.Tensor, n int) []float32 {
+	if !layoutOK || t == nil || t.DataType() != tf.Float {
+		return nil
+	}
+	b := tensorBytes(t)
+	if len(b) != 4*n || n == 0 {
+		return nil
+	}
+	return unsafe.Slice((*float32)(unsafe.Pointer(&b[0])), n)
+}
+
+// newFloatTensor allocates a float32 tensor and returns it with a view of
+// its buffer for the caller to fill (nil view when tfrun cannot reach the
+// buffer; then the caller uses tf.ReadTensor).
+func newFloatTensor(shape []int64, n int) (*tf.Tensor, []float32, error) {
+	if !layoutOK || n == 0 {
+		return nil, nil, nil
+	}
+	t, err := tf.ReadTensor(tf.Float, shape, zeroReader{})
+	if err != nil {
+		return nil, nil, err
+	}
+	v := floatView(t, n)
+	if v == nil {
+		freeTensor(t)
+		return nil, nil, nil
+	}
+	return t, v, nil
+}
+
+// zeroReader reads zeros; ReadTensor fills a new tensor from it.
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+// scalarFloat reads a float32 or int32 scalar.
+func scalar(t *tf.Tensor) (float64, error) {
+	if t == nil {
+		return 0, errors.New("missing fetched tensor")
+	}
+	switch v := t.Value().(type) {
+	case float32:
+		return float64(v), nil
+	case int32:
+		return float64(v), nil
+	}
+	return 0, fmt.Errorf("fetched tensor of type %v is not a float32 or int32 scalar", t.DataType())
+}

@@ -1,0 +1,58 @@
+package tfrun
+
+import (
+	"context"
+	"testing"
+
+	"github.com/fwbench/fwbench/weights"
+)
+
+// TestGPU trains the tiny model on the first GPU and on the CPU from the
+// same weights and compares. It is skipped when the loaded libtensorflow
+// has no GPU (the tensorflow-cpu build that scripts/setup.sh provisions).
+func TestGPU(t *testing.T) {
+	gpus, err := CUDADevices()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(gpus) == 0 {
+		t.Skip("no GPU in this libtensorflow")
+	}
+	ctx := context.Background()
+	cfg := tinyConfig()
+	init, err := weights.InitVGG(cfg.Model, 32, 3, 16, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Weights = init
+	cpu := mustNew(t, cfg)
+	cfg.Device = gpus[0]
+	gpu := mustNew(t, cfg)
+	if got := gpu.Device(); got != gpus[0] {
+		t.Errorf("Device: got %q, want %q", got, gpus[0])
+	}
+	b := synthBatch(0, 8, 3, 32, 1)
+	lc, err1 := cpu.Logits(ctx, b)
+	lg, err2 := gpu.Logits(ctx, b)
+	if err1 != nil || err2 != nil {
+		t.Fatal(err1, err2)
+	}
+	// cuDNN and oneDNN sum in other orders, and cuDNN may use TF32 on
+	// Ampere and later: 1e-2 of the largest logit.
+	if e := relErr(lg, lc); e > 1e-2 {
+		t.Errorf("GPU logits differ from the CPU's by %.3g of the largest, want <= 1e-2", e)
+	}
+	for range 2 {
+		l1, err1 := cpu.TrainStep(ctx, b)
+		l2, err2 := gpu.TrainStep(ctx, b)
+		if err1 != nil || err2 != nil {
+			t.Fatal(err1, err2)
+		}
+		if d := (l1 - l2) / l1; d > 1e-2 || d < -1e-2 {
+			t.Errorf("loss CPU %v, GPU %v", l1, l2)
+		}
+	}
+	if err := gpu.Sync(); err != nil {
+		t.Error(err)
+	}
+}
