@@ -1,0 +1,129 @@
+package torchrun
+
+import (
+	"context"
+	"errors"
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/fwbench/fwbench/internal/reftest"
+)
+
+// cudaDevice returns the first CUDA device or skips the test; "no CUDA GPU" is
+// the only reason a torchrun test skips.
+func cudaDevice(t *testing.T) string {
+	t.Helper()
+	devs, err := CUDADevices()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(devs) == 0 {
+		t.Skip("no CUDA GPU: " + cudaUnavailable())
+	}
+	return devs[0]
+}
+
+// TestCUDAReference runs the PyTorch CPU fixture on the GPU. cuDNN's convolution
+// algorithms sum in other orders than the CPU kernels (and may use TF32 unless
+// disabled), so the tolerance is looser than on the CPU: rtol 1e-3.
+func TestCUDAReference(t *testing.T) {
+	dev := cudaDevice(t)
+	f := loadFixture(t)
+	for _, opt := range []string{OptimizerSGD, OptimizerAdam} {
+		cfg := refConfig(opt)
+		cfg.Device = dev
+		cfg.Weights, _ = reftest.Weights(cfg.Model, 32, 3, 32)
+		tr := mustNew(t, cfg)
+		if got := tr.Device(); got != dev {
+			t.Errorf("Device: got %s, want %s", got, dev)
+		}
+		in := reftest.Input(4, 32)
+		logits, err := tr.Logits(context.Background(), in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := closeTo(logits, f.get(t, "logits").Data, 1e-3, 1e-5); err != nil {
+			t.Errorf("%s logits: %v", opt, err)
+		}
+		loss, err := tr.TrainStep(context.Background(), in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		run := "sgd1"
+		if opt == OptimizerAdam {
+			run = "adam1"
+		}
+		if w := float64(f.get(t, run+"/loss").Data[0]); math.Abs(loss-w) > 1e-3*math.Abs(w) {
+			t.Errorf("%s loss: got %.8g, want %.8g", opt, loss, w)
+		}
+		if err := tr.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		ws, err := tr.Weights()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range ws {
+			if strings.HasPrefix(w.Name, "classifier.") {
+				if err := closeTo(w.Data, f.get(t, run+"/"+w.Name).Data, 1e-3, 1e-5); err != nil {
+					t.Errorf("%s %s: %v", opt, w.Name, err)
+				}
+			}
+		}
+		if got := tr.PeakGPUBytes(); got <= 0 {
+			t.Errorf("PeakGPUBytes: got %d, want > 0 on %s", got, dev)
+		}
+	}
+}
+
+// TestCUDAFeatures: features mode keeps the base bit-identical on the GPU.
+func TestCUDAFeatures(t *testing.T) {
+	dev := cudaDevice(t)
+	cfg := tinyConfig()
+	cfg.Device = dev
+	cfg.Mode = ModeFeatures
+	tr := mustNew(t, cfg)
+	before, _ := tr.Weights()
+	trainRun(t, tr, 0, 3)
+	after, _ := tr.Weights()
+	for i, w := range after {
+		if !strings.HasPrefix(w.Name, "classifier.") && !equalData(w.Data, before[i].Data) {
+			t.Errorf("%s changed in features mode", w.Name)
+		}
+	}
+}
+
+// TestCUDAOutOfMemory asks for far more memory than any GPU has and expects
+// ErrOutOfMemory with the batch-size hint, and a Trainer that still works.
+func TestCUDAOutOfMemory(t *testing.T) {
+	dev := cudaDevice(t)
+	cfg := DefaultConfig()
+	cfg.Device = dev
+	cfg.Hidden = 16
+	tr := mustNew(t, cfg)
+	// A 224-px VGG16 training step keeps about 100 MB of activations per image:
+	// 2048 images need ~200 GB, more than any single GPU holds (an H200 has 141 GB).
+	b := synthBatch(0, 1, 3, 224, 1)
+	big := *b
+	big.N = 2048
+	big.X = make([]float32, big.N*224*224*3)
+	big.Labels = make([]int32, big.N)
+	_, err := tr.TrainStep(context.Background(), &big)
+	if !errors.Is(err, ErrOutOfMemory) || !strings.Contains(err.Error(), "lower the batch size") {
+		t.Fatalf("got %v, want ErrOutOfMemory with a batch-size hint", err)
+	}
+	if _, err := tr.TrainStep(context.Background(), b); err != nil {
+		t.Errorf("step after the out-of-memory error: %v", err)
+	}
+}
+
+func TestCUDABadIndex(t *testing.T) {
+	cudaDevice(t)
+	all, _ := CUDADevices()
+	cfg := tinyConfig()
+	cfg.Device = "cuda:" + itoa(len(all))
+	if _, err := New(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "CUDA device(s) present") {
+		t.Errorf("device %s with %d GPUs: got %v, want an error counting the devices", cfg.Device, len(all), err)
+	}
+}

@@ -1,0 +1,291 @@
+package torchrun
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/fwbench/fwbench/internal/reftest"
+	"github.com/fwbench/fwbench/vgg"
+	"github.com/fwbench/fwbench/weights"
+)
+
+// The fixture is PyTorch 2.11's own result (scripts/reference/make_fixture.py) from the
+// internal/reftest formula weights and input.
+const fixturePath = "../testdata/reference/vgg16_s32.safetensors"
+
+// Tolerances against the PyTorch fixture. Python and Go run the same libtorch CPU
+// kernels, so differences come only from the thread count (how reductions are split)
+// and from the optimizers' C++ and Python implementations (e.g. Python's Adam uses
+// lerp where C++ uses mul+add), all float32 rounding: float32's epsilon is 1.2e-7, and
+// a 16-layer forward/backward with dot products of up to 4608 terms accumulates a
+// relative error of order 1e-6. rtol 1e-4 leaves two orders of magnitude of margin and
+// still catches any real difference (a wrong layout, a wrong update rule, a missing
+// weight decay changes values at 1e-3 or more); atol guards values that are near zero.
+const (
+	refRtol = 1e-4
+	refAtol = 1e-6
+	// The fixture's logits differ between the four images only by ~1e-4 of their size
+	// (noise input through 16 random layers), so rtol alone would not see an input
+	// layout error; the per-image deviation from the batch mean is compared on its own
+	// scale with this relative tolerance.
+	devRtol = 1e-2
+)
+
+type fixture struct {
+	ts   []*weights.Tensor
+	meta map[string]string
+	sums map[string]struct {
+		Sum, DeltaSum, DeltaAbsSum float64
+	}
+}
+
+func loadFixture(t *testing.T) *fixture {
+	t.Helper()
+	ts, meta, err := weights.ReadSafetensors(filepath.FromSlash(fixturePath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{ts: ts, meta: meta}
+	var raw map[string]map[string]float64
+	if err := json.Unmarshal([]byte(meta["sums"]), &raw); err != nil {
+		t.Fatalf("fixture sums: %v", err)
+	}
+	f.sums = map[string]struct{ Sum, DeltaSum, DeltaAbsSum float64 }{}
+	for k, v := range raw {
+		f.sums[k] = struct{ Sum, DeltaSum, DeltaAbsSum float64 }{v["sum"], v["delta_sum"], v["delta_abs_sum"]}
+	}
+	return f
+}
+
+func (f *fixture) get(t *testing.T, name string) *weights.Tensor {
+	t.Helper()
+	w := weights.Lookup(f.ts, name)
+	if w == nil {
+		t.Fatalf("fixture has no %s", name)
+	}
+	return w
+}
+
+// closeTo reports the first element where got and want differ by more than atol+rtol·|want|.
+func closeTo(got, want []float32, rtol, atol float64) error {
+	if len(got) != len(want) {
+		return fmt.Errorf("got %d values, want %d", len(got), len(want))
+	}
+	worst, at := 0.0, -1
+	for i := range got {
+		d := math.Abs(float64(got[i]) - float64(want[i]))
+		if !(d <= atol+rtol*math.Abs(float64(want[i]))) && (at < 0 || d > worst) {
+			worst, at = d, i
+		}
+	}
+	if at >= 0 {
+		return fmt.Errorf("element %d: got %.8g, want %.8g (|diff| %.3g > %.3g + %.3g·|want|)", at, got[at], want[at], worst, atol, rtol)
+	}
+	return nil
+}
+
+func refConfig(opt string) Config {
+	cfg := DefaultConfig()
+	cfg.Model = vgg.Config{Name: "vgg16"}
+	cfg.ImageSize, cfg.NumClasses, cfg.Hidden, cfg.Dropout = 32, 3, 32, 0
+	cfg.Optimizer = opt
+	if opt == OptimizerSGD {
+		cfg.LR, cfg.Momentum, cfg.WeightDecay, cfg.Nesterov = 0.01, 0.9, 5e-4, false
+	} else {
+		cfg.LR, cfg.Beta1, cfg.Beta2, cfg.Eps, cfg.WeightDecay = 1e-3, 0.9, 0.999, 1e-8, 0
+	}
+	return cfg
+}
+
+func newRefTrainer(t *testing.T, opt string) *Trainer {
+	t.Helper()
+	cfg := refConfig(opt)
+	ws, err := reftest.Weights(cfg.Model, 32, 3, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Weights = ws
+	tr, err := New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.Close() })
+	return tr
+}
+
+func TestReferenceForward(t *testing.T) {
+	f := loadFixture(t)
+	tr := newRefTrainer(t, OptimizerSGD)
+	ctx := context.Background()
+	in := reftest.Input(4, 32)
+	got, err := tr.Logits(ctx, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := f.get(t, "logits").Data
+	if err := closeTo(got, want, refRtol, refAtol); err != nil {
+		t.Errorf("logits: %v", err)
+	}
+	gd, wd := deviations(got, 3), deviations(want, 3)
+	if err := closeTo(gd, wd, devRtol, devRtol*maxAbs(wd)); err != nil {
+		t.Errorf("logits minus batch mean: %v", err)
+	}
+	loss, correct, err := tr.Evaluate(ctx, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wl := float64(f.get(t, "loss").Data[0]); math.Abs(loss-wl) > refRtol*math.Abs(wl) {
+		t.Errorf("loss: got %.8g, want %.8g (PyTorch)", loss, wl)
+	}
+	wantCorrect := 0
+	for i := range 4 {
+		row := want[3*i : 3*i+3]
+		best := 0
+		for c := range row {
+			if row[c] > row[best] {
+				best = c
+			}
+		}
+		if best == i%3 {
+			wantCorrect++
+		}
+	}
+	if correct != wantCorrect {
+		t.Errorf("correct: got %d, want %d (argmax of the PyTorch logits)", correct, wantCorrect)
+	}
+}
+
+// deviations subtracts each column's batch mean from an N×C matrix.
+func deviations(x []float32, c int) []float32 {
+	n := len(x) / c
+	out := make([]float32, len(x))
+	for j := range c {
+		var m float64
+		for i := range n {
+			m += float64(x[i*c+j])
+		}
+		m /= float64(n)
+		for i := range n {
+			out[i*c+j] = float32(float64(x[i*c+j]) - m)
+		}
+	}
+	return out
+}
+
+func maxAbs(x []float32) float64 {
+	m := 0.0
+	for _, v := range x {
+		m = math.Max(m, math.Abs(float64(v)))
+	}
+	return m
+}
+
+func TestReferenceTraining(t *testing.T) {
+	f := loadFixture(t)
+	init, err := reftest.Weights(vgg.Config{Name: "vgg16"}, 32, 3, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		run   string // fixture prefix
+		opt   string
+		steps int
+	}{
+		{"sgd1", OptimizerSGD, 1},
+		{"sgd2", OptimizerSGD, 2},
+		{"adam1", OptimizerAdam, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.run, func(t *testing.T) {
+			tr := newRefTrainer(t, tt.opt)
+			in := reftest.Input(4, 32)
+			wantLoss := f.get(t, tt.run+"/loss").Data
+			for s := range tt.steps {
+				loss, err := tr.TrainStep(context.Background(), in)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if w := float64(wantLoss[s]); math.Abs(loss-w) > refRtol*math.Abs(w) {
+					t.Errorf("step %d loss: got %.8g, want %.8g (PyTorch)", s+1, loss, w)
+				}
+			}
+			ws, err := tr.Weights()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, w := range ws {
+				if strings.HasPrefix(w.Name, "classifier.") {
+					if err := closeTo(w.Data, f.get(t, tt.run+"/"+w.Name).Data, refRtol, refAtol); err != nil {
+						t.Errorf("%s: %v", w.Name, err)
+					}
+					continue
+				}
+				if err := closeTo(w.Data[:64], f.get(t, tt.run+"/"+w.Name+"/first64").Data, refRtol, refAtol); err != nil {
+					t.Errorf("%s (first 64): %v", w.Name, err)
+				}
+				s, ok := f.sums[tt.run+"/"+w.Name]
+				if !ok {
+					t.Fatalf("fixture has no sums for %s/%s", tt.run, w.Name)
+				}
+				var delta float64
+				for j, v := range w.Data {
+					delta += float64(v) - float64(init[i].Data[j])
+				}
+				// The summed change must agree to 1% of the summed absolute change: a
+				// wrong update rule or a missing weight decay is off by far more.
+				if d := math.Abs(delta - s.DeltaSum); d > 1e-2*s.DeltaAbsSum+1e-9 {
+					t.Errorf("%s: summed update got %.6g, want %.6g (|diff| %.3g > 1%% of Σ|update| %.3g)", w.Name, delta, s.DeltaSum, d, s.DeltaAbsSum)
+				}
+			}
+		})
+	}
+}
+
+// TestReferenceBatchNorm checks vgg11_bn against PyTorch: eval-mode logits (running
+// statistics) and, after one SGD step in training mode (batch statistics), the loss,
+// the first BatchNorm layer's running statistics and weight, and the last layer.
+func TestReferenceBatchNorm(t *testing.T) {
+	f := loadFixture(t)
+	cfg := refConfig(OptimizerSGD)
+	cfg.Model = vgg.Config{Name: "vgg11", BatchNorm: true}
+	cfg.Hidden = 16
+	ws, err := reftest.Weights(cfg.Model, 32, 3, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Weights = ws
+	tr, err := New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	in := reftest.Input(4, 32)
+	logits, err := tr.Logits(context.Background(), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := closeTo(logits, f.get(t, "bn/logits_eval").Data, refRtol, refAtol); err != nil {
+		t.Errorf("eval logits: %v", err)
+	}
+	loss, err := tr.TrainStep(context.Background(), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := float64(f.get(t, "bn/sgd1/loss").Data[0]); math.Abs(loss-w) > refRtol*math.Abs(w) {
+		t.Errorf("train loss: got %.8g, want %.8g (PyTorch)", loss, w)
+	}
+	got, err := tr.Weights()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"features.1.running_mean", "features.1.running_var", "features.1.weight", "classifier.6.weight"} {
+		if err := closeTo(weights.Lookup(got, name).Data, f.get(t, "bn/sgd1/"+name).Data, refRtol, refAtol); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
