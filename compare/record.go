@@ -36,10 +36,12 @@ type RunRecord struct {
 	InterruptedAt       *Position `json:"interrupted_at,omitempty"`
 	ResumedFrom         *Position `json:"resumed_from,omitempty"`
 	// Evidence for the fairness conditions of a comparison.
-	FirstBatchSHA256     string            `json:"first_batch_sha256,omitempty"`     // dataset.Batch.Hash of epoch 0, batch 0
-	InitialWeightsSHA256 string            `json:"initial_weights_sha256,omitempty"` // sha256 of the weights file loaded, if any
-	PID                  int               `json:"pid,omitempty"`
-	Settings             map[string]string `json:"settings,omitempty"` // framework settings (threads, oneDNN, memory format...)
+	FirstBatchSHA256     string `json:"first_batch_sha256,omitempty"`     // dataset.Batch.Hash of epoch 0, batch 0
+	InitialWeightsSHA256 string `json:"initial_weights_sha256,omitempty"` // sha256 of the weights file loaded, if any
+	PID                  int    `json:"pid,omitempty"`
+	// WeightsSHA256 is the hash of the final weights file, when the run saved one.
+	WeightsSHA256 string            `json:"weights_sha256,omitempty"`
+	Settings      map[string]string `json:"settings,omitempty"` // framework settings (threads, oneDNN, memory format...)
 }
 
 // DatasetInfo says what a run trained on.

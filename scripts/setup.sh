@@ -10,6 +10,9 @@
 #   LIBTORCH_DIR       an existing libtorch (official archive, Debian, Docker /usr/local): include/ + lib/
 #   LIBTENSORFLOW_DIR  an existing libtensorflow (official C archive): include/ + lib/
 #   SKIP_BUILD=1       provision only, do not build bin/fwbench
+#   FWBENCH_VARIANT=cuda  install the CUDA builds (torch==TORCH_VERSION, tensorflow[and-cuda]==TF_VERSION)
+#                      into a venv in the prefix and use them as LIBTORCH_DIR / LIBTENSORFLOW_DIR
+#                      (Dockerfile.cuda does this)
 #
 # Nothing here is needed at `go build`/`go test` time except what it leaves in the prefix:
 # those commands never download anything native.
@@ -122,6 +125,16 @@ provision_tf() {
 	if [ -n "${LIBTENSORFLOW_DIR:-}" ]; then
 		[ -f "$LIBTENSORFLOW_DIR/include/tensorflow/c/c_api.h" ] ||
 			die "LIBTENSORFLOW_DIR=$LIBTENSORFLOW_DIR has no include/tensorflow/c/c_api.h"
+		if [ -f "$LIBTENSORFLOW_DIR/libtensorflow_cc.so.2" ]; then
+			# An installed tensorflow Python package: give it the archive layout in the prefix.
+			tf_dir=$prefix/libtensorflow-view
+			mkdir -p "$tf_dir/lib"
+			ln -sfn "$LIBTENSORFLOW_DIR/include" "$tf_dir/include"
+			ln -sf "$LIBTENSORFLOW_DIR"/libtensorflow_*.so.2 "$tf_dir/lib/"
+			echo 'INPUT(libtensorflow_cc.so.2 libtensorflow_framework.so.2)' >"$tf_dir/lib/libtensorflow.so"
+			log "libtensorflow: using the Python package in $LIBTENSORFLOW_DIR"
+			return
+		fi
 		ls "$LIBTENSORFLOW_DIR"/lib/libtensorflow.so* >/dev/null 2>&1 ||
 			die "LIBTENSORFLOW_DIR=$LIBTENSORFLOW_DIR has no lib/libtensorflow.so*"
 		tf_dir=$LIBTENSORFLOW_DIR
@@ -192,6 +205,20 @@ build_cgotorch() {
 	rm -f "$out"/*.o
 	rm -rf "$cgotorch_dir" && mv "$out" "$cgotorch_dir"
 }
+
+if [ "${FWBENCH_VARIANT:-cpu}" = cuda ]; then
+	venv=$prefix/cuda-venv
+	if [ ! -f "$venv/.ok" ]; then
+		[ $check_only = 1 ] && die "the CUDA venv is not provisioned in $venv"
+		log "CUDA variant: installing torch==$TORCH_VERSION and tensorflow[and-cuda]==$TF_VERSION into $venv"
+		python3 -m venv "$venv"
+		"$venv/bin/pip" install --quiet "torch==$TORCH_VERSION" "tensorflow[and-cuda]==$TF_VERSION"
+		touch "$venv/.ok"
+	fi
+	site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+	LIBTORCH_DIR=$site/torch
+	LIBTENSORFLOW_DIR=$site/tensorflow
+fi
 
 provision_torch
 provision_tf
