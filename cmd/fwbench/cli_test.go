@@ -257,3 +257,37 @@ func TestInterruptCheckpointsAndResumes(t *testing.T) {
 		})
 	}
 }
+
+// TestCompareKeepsResultsWhenAChildCrashes runs a comparison whose torch child aborts (a
+// wrapper around the real binary kills it with SIGABRT after printing to stderr): the report
+// keeps TensorFlow's runs and gives the tail of torch's stderr.
+func TestCompareKeepsResultsWhenAChildCrashes(t *testing.T) {
+	dir := t.TempDir()
+	wrapper := filepath.Join(dir, "fwbench-crashing")
+	script := `#!/bin/sh
+case "$*" in
+*"--framework torch"*"--epochs 2"*) echo "libtorch: simulated native fault" >&2; kill -ABRT $$ ;;
+esac
+exec ` + fwbench + ` "$@"
+`
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := compare.DefaultSpec()
+	s.Data, s.ImageSize, s.Hidden, s.BatchSize, s.Epochs, s.StepsPerEpoch, s.WarmupSteps = smallDS, 32, 16, 6, 2, 2, 1
+	out := filepath.Join(dir, "report")
+	rep, err := compare.Run(t.Context(), compare.Config{Spec: s, Repeat: 1, Out: out, Exe: wrapper,
+		Env: []string{"FWBENCH_CACHE=" + dir}}, nil)
+	if err != nil {
+		t.Fatalf("compare.Run: %v", err)
+	}
+	if len(rep.Runs) != 1 || rep.Runs[0].Framework != compare.TensorFlow {
+		t.Errorf("runs: got %d, want TensorFlow's one run kept", len(rep.Runs))
+	}
+	if len(rep.Failures) != 1 || rep.Failures[0].Signal != "aborted" || !strings.Contains(rep.Failures[0].StderrTail, "simulated native fault") {
+		t.Errorf("failures: got %+v, want torch's abort with its stderr tail", rep.Failures)
+	}
+	if err := compare.ValidateReportFile(filepath.Join(out, "report.json")); err != nil {
+		t.Error(err)
+	}
+}
