@@ -291,3 +291,43 @@ exec ` + fwbench + ` "$@"
 		t.Error(err)
 	}
 }
+
+// TestCompareInterruptWritesPartialReport sends SIGINT to `fwbench compare` during the first
+// timed run: it exits 130 and leaves a report marked partial.
+func TestCompareInterruptWritesPartialReport(t *testing.T) {
+	out := t.TempDir()
+	cmd := exec.Command(fwbench, append([]string{"compare", "--repeat", "2", "--out", out}, tiny("--epochs", "30", "--steps-per-epoch", "0")...)...)
+	cmd.Env = append(os.Environ(), "FWBENCH_CACHE="+t.TempDir())
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Parity runs write runs/parity-*.json; the first timed run starts after both.
+	deadline := time.Now().Add(3 * time.Minute)
+	for time.Now().Before(deadline) {
+		if _, err := os.Stat(filepath.Join(out, "runs", "parity-torch.json")); err == nil {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	time.Sleep(3 * time.Second) // into the first timed run
+	cmd.Process.Signal(syscall.SIGINT)
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 130 {
+		t.Fatalf("exit: got %v, want 130", err)
+	}
+	b, err := os.ReadFile(filepath.Join(out, "report.json"))
+	if err != nil {
+		t.Fatalf("report after interrupt: %v", err)
+	}
+	var r compare.Report
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatal(err)
+	}
+	if !r.Partial {
+		t.Errorf("report: got partial=false, want a report marked partial")
+	}
+	if err := compare.ValidateReportFile(filepath.Join(out, "report.json")); err != nil {
+		t.Error(err)
+	}
+}
