@@ -53,6 +53,7 @@ func newPlot(title, x, y string) *plot.Plot {
 // solid for training, dashed for validation.
 func (r *Report) epochChart(title, y string, loss bool) (*plot.Plot, error) {
 	p := newPlot(title, "epoch", y)
+	p.Legend.Top = loss // loss falls and accuracy rises: keep the legend off the lines' end
 	for _, fw := range r.frameworks() {
 		for i, run := range r.byFW[fw] {
 			train, val := make(plotter.XYs, len(run.Epochs)), make(plotter.XYs, len(run.Epochs))
