@@ -19,7 +19,7 @@ func cudaDevice(t *testing.T) string {
 		t.Fatal(err)
 	}
 	if len(devs) == 0 {
-		t.Skip("no CUDA GPU: " + cudaUnavailable())
+		t.Skip("no CUDA GPU: " + CUDAUnavailable())
 	}
 	return devs[0]
 }

@@ -41,8 +41,9 @@ func CUDADevices() ([]string, error) {
 	return names, nil
 }
 
-// cudaUnavailable says why CUDADevices is empty ("" when it is not).
-func cudaUnavailable() string {
+// CUDAUnavailable says why CUDADevices is empty, in libtorch's or the loader's words ("" when
+// it is not).
+func CUDAUnavailable() string {
 	n, err := cudaCount()
 	switch {
 	case err != nil:

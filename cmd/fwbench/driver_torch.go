@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/fwbench/fwbench/compare"
@@ -28,7 +29,13 @@ func init() {
 			}
 			return t, nil
 		},
-		version:     torchrun.Version,
-		cudaDevices: torchrun.CUDADevices,
+		version: torchrun.Version,
+		cudaDevices: func() ([]string, error) {
+			devs, err := torchrun.CUDADevices()
+			if why := torchrun.CUDAUnavailable(); err == nil && len(devs) == 0 && why != "" {
+				err = errors.New(why)
+			}
+			return devs, err
+		},
 	}
 }
