@@ -368,8 +368,17 @@ func (m *model) buildOptimizer(cfg Config, s *op.Scope, trained []*variable, gra
 		m.adamLR = op.Placeholder(s.SubScope("adam_lr"), tf.Float, op.PlaceholderShape(tf.ScalarShape()))
 		m.adamEps = op.Placeholder(s.SubScope("adam_eps"), tf.Float, op.PlaceholderShape(tf.ScalarShape()))
 	}
+	// Every update waits for the whole backward pass. Without this an update can run while
+	// a gradient still reads the variable's value, and TensorFlow then copies the variable
+	// before updating it (copy-on-write): 411 MB per step for VGG16's classifier.0 at 224 px,
+	// measured as the page-zeroing that made tfrun 5-12% slower than Keras (docs/benchmarks.md).
+	backward := make([]*tf.Operation, len(grads))
+	for i, g := range grads {
+		backward[i] = g.Op
+	}
+	us := s.WithControlDependencies(backward...)
 	for i, v := range trained {
-		vs := s.SubScope(v.name)
+		vs := us.SubScope(v.name)
 		g := grads[i]
 		if cfg.WeightDecay != 0 {
 			g = op.AddV2(vs.SubScope("decayed"), g, op.Mul(vs.SubScope("decay"), wd, v.read))
