@@ -1,0 +1,218 @@
+#!/usr/bin/env bash
+# bench.sh: does driving the frameworks from Go cost anything? One table: for each framework,
+# `fwbench train` (the Go driver) against the same training written in Python (the reference
+# runs in scripts/reference/), on byte-identical batches and initial weights, in alternating
+# repeats, with MFU against this machine's measured FP32 GEMM peak.
+#
+#   scripts/bench.sh            # the CPU grid below; writes docs/bench/*.json and the table in docs/benchmarks.md
+#   scripts/bench.sh --quick    # a smoke run (64 px, batch 8, 2 repeats); writes only to the output folder
+#
+# Environment (all optional):
+#   BENCH_CELLS       "SxB:warmup:timed:repeats ..." (default below)
+#   BENCH_THREADS     intra- and inter-op threads of every run (default: nproc)
+#   BENCH_FRAMEWORKS  "torch tensorflow"
+#   BENCH_OUT         output folder (default $FWBENCH_CACHE/bench/<UTC time>)
+#   BENCH_PROFILE     1 (default): one extra profiled step in the last Python run of each cell
+#   BENCH_DOC         1 (default unless --quick): update docs/benchmarks.md and docs/bench/
+#   BENCH_SECTION     the marked section of docs/benchmarks.md to rewrite (default "table"; raw
+#                     JSON then goes to docs/bench/ for "table", docs/bench/<section>/ otherwise)
+#   BENCH_BARE        1: also time the bare Go driver (scripts/bench/bare: the driver on the
+#                     exported batches, no loader, no compare loop) in every repeat
+#   BENCH_QUIET_MAX   wait (up to BENCH_QUIET_WAIT s, default 300) before each run until other
+#                     processes use at most this percentage of the machine
+#   FWBENCH_BIN       use this fwbench binary instead of building bin/fwbench
+#
+# Every run is a fresh process. Per cell and framework, repeat r runs Go then Python when r
+# is odd and Python then Go when r is even (G P P G G P ...), so slow drifts of the machine
+# hit both sides alike. The load average is logged before every run; measure on a quiet
+# machine (load < 1.5 on 2 cores).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/.." && pwd)
+# shellcheck source=env.sh
+. "$here/env.sh"
+
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+
+# S x batch : warm-up steps : timed steps : repeats. 224 px × 32 is ~40 s a step on 2 cores:
+# it gets the fewest steps and repeats.
+default_cells="64x8:2:6:5 64x32:1:3:5 224x8:1:2:5 224x32:1:2:2"
+[ $quick = 1 ] && default_cells="64x8:1:3:2"
+cells=${BENCH_CELLS:-$default_cells}
+threads=${BENCH_THREADS:-$(nproc)}
+frameworks=${BENCH_FRAMEWORKS:-torch tensorflow}
+profile=${BENCH_PROFILE:-1}
+doc=${BENCH_DOC:-$((1 - quick))}
+out=${BENCH_OUT:-$FWBENCH_CACHE/bench/$(date -u +%Y%m%dT%H%M%SZ)}
+seed=1 lr=0.01 hidden=4096
+
+log() { printf 'bench: %s\n' "$*" >&2; }
+mkdir -p "$out"
+log "output in $out"
+
+PY=$("$here/bench/pyenv.sh")
+ref=$root/scripts/reference
+
+# Build what Go runs.
+fwbench=${FWBENCH_BIN:-}
+if [ -z "$fwbench" ]; then
+	log "building bin/fwbench"
+	(cd "$root" && go build -o bin/fwbench ./cmd/fwbench)
+	fwbench=$root/bin/fwbench
+fi
+(cd "$root" && go build -o "$out/export" ./scripts/bench/export)
+bare=${BENCH_BARE:-0}
+[ "$bare" = 1 ] && (cd "$root" && go build -o "$out/bare" ./scripts/bench/bare)
+section=${BENCH_SECTION:-table}
+
+# One synthetic pre-split tree for every cell: 64 training images per class (192 in all,
+# enough for 6 batches of 32) and one validation image per class.
+data=$FWBENCH_CACHE/bench-data-c3-n64-s224-seed$seed
+"$out/export" --synth "$data" --per-class 64 --synth-size 224 --seed $seed
+
+# Settings every run shares, recorded with the results.
+{
+	echo "threads=$threads"
+	echo "interop_threads=$threads"
+	echo "TF_ENABLE_ONEDNN_OPTS=${TF_ENABLE_ONEDNN_OPTS:-(unset: on by default on x86 Linux)}"
+	echo "OMP_NUM_THREADS=${OMP_NUM_THREADS:-(unset)}"
+	echo "GOMAXPROCS=${GOMAXPROCS:-(unset)}"
+	echo "GOGC=${GOGC:-(unset)}"
+	echo "cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
+	echo "cores=$(nproc)"
+	echo "mem_total=$(grep MemTotal /proc/meminfo | awk '{print $2" "$3}')"
+	echo "kernel=$(uname -r)"
+	echo "go=$(go version | awk '{print $3}')"
+	echo "python=$("$PY" -c 'import sys; print(sys.version.split()[0])')"
+	echo "torch=$TORCH_VERSION"
+	echo "tensorflow=$TF_VERSION"
+	echo "fwbench_commit=$(cd "$root" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+	echo "worktree_dirty=$(cd "$root" && [ -n "$(git status --porcelain 2>/dev/null)" ] && echo yes || echo no)"
+	echo "load_start=$(cut -d' ' -f1-3 /proc/loadavg)"
+	echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+	echo "cells=$cells"
+	echo "command=$(env | grep -E '^(BENCH_[A-Z_]+|FWBENCH_BIN)=' | sort | tr '\n' ' ')scripts/bench.sh${1:+ $1}"
+} >"$out/settings.txt"
+
+index=$out/runs.tsv
+printf 'cell\tframework\tdriver\trepeat\tjson\tstatus\twall_seconds\tload1_before\tload1_after\tgc_log\tbusy_before\tothers_cpu\n' >"$index"
+
+# busy: the share of CPU time (all cores) that was not idle over the last second, in percent:
+# what other processes take from a run that starts now. The load average lags by minutes.
+busy() {
+	local a b
+	a=($(head -1 /proc/stat))
+	sleep 1
+	b=($(head -1 /proc/stat))
+	local idle=$(((b[4] + b[5]) - (a[4] + a[5]))) total=0 i
+	for i in 1 2 3 4 5 6 7 8; do total=$((total + b[i] - a[i])); done
+	echo $((total > 0 ? 100 * (total - idle) / total : 0))
+}
+
+# wait_quiet: with BENCH_QUIET_MAX=P (percent), wait up to BENCH_QUIET_WAIT seconds (default
+# 300) until busy() is at most P; report what it was.
+wait_quiet() {
+	local b waited=0
+	b=$(busy)
+	while [ -n "${BENCH_QUIET_MAX:-}" ] && [ "$b" -gt "$BENCH_QUIET_MAX" ] && [ $waited -lt "${BENCH_QUIET_WAIT:-300}" ]; do
+		sleep 4
+		waited=$((waited + 5))
+		b=$(busy)
+	done
+	echo "$b"
+}
+
+# cpu_busy_ticks: busy (non-idle) CPU ticks of the whole machine since boot.
+cpu_busy_ticks() {
+	local a
+	a=($(head -1 /proc/stat))
+	echo $((a[1] + a[2] + a[3] + a[6] + a[7] + a[8]))
+}
+hz=$(getconf CLK_TCK)
+
+# run_one CELL FW DRIVER REPEAT CMD...: run one process, log it in the index. Besides its
+# wall time it records how busy the machine was just before it (busy_before, %) and how
+# much CPU other processes used while it ran (others_cpu: their CPU seconds divided by
+# wall time × cores): a run with a large others_cpu was measured on a shared machine.
+run_one() {
+	local cell=$1 fw=$2 driver=$3 rep=$4
+	shift 4
+	local base=$out/$cell/$fw-$driver-r$rep
+	local l0 l1 t0 t1 b0 k0 k1 wall own others status=ok
+	b0=$(wait_quiet)
+	l0=$(cut -d' ' -f1 /proc/loadavg)
+	k0=$(cpu_busy_ticks)
+	t0=$(date +%s.%N)
+	if ! /usr/bin/time -f '%U %S' -o "$base.time" "$@" >"$base.out" 2>"$base.err"; then
+		status=failed
+		log "  $cell $fw $driver r$rep FAILED (see $base.err)"
+	fi
+	t1=$(date +%s.%N)
+	k1=$(cpu_busy_ticks)
+	l1=$(cut -d' ' -f1 /proc/loadavg)
+	wall=$(awk "BEGIN{print $t1 - $t0}")
+	own=$(awk '{s = $1 + $2} END {print s + 0}' "$base.time")
+	others=$(awk "BEGIN{o = ($k1 - $k0) / $hz - $own; if (o < 0) o = 0; printf \"%.3f\", o / ($wall * $(nproc))}")
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$cell" "$fw" "$driver" "$rep" "$base.json" "$status" \
+		"$wall" "$l0" "$l1" "$base.err" "$b0" "$others" >>"$index"
+	log "  $cell $fw $driver r$rep: $status in $(awk "BEGIN{printf \"%.1f\", $wall}") s (busy before $b0%, others' CPU during ${others}, load $l0 -> $l1)"
+}
+
+b0=$(wait_quiet)
+echo "peak_gemm_busy_before=$b0" >>"$out/settings.txt"
+log "peak FP32 GEMM (torch.mm, tf.linalg.matmul; $threads threads)"
+"$PY" "$ref/peak_gemm.py" --threads "$threads" --json "$out/peak-gemm.json" 2> >(grep -v -e oneDNN -e absl -e cpu_feature_guard -e 'rebuild TensorFlow' >&2)
+
+for c in $cells; do
+	IFS=: read -r sb warm timed reps <<<"$c"
+	S=${sb%x*} B=${sb#*x}
+	steps=$((warm + timed))
+	cell=s${S}-b$B
+	mkdir -p "$out/$cell"
+	log "cell $cell: $warm warm-up + $timed timed steps, $reps repeats"
+	"$out/export" --data "$data" --out "$out/$cell/export" --model vgg16 --image-size "$S" --batch-size "$B" \
+		--steps "$steps" --hidden $hidden --seed $seed --normalize rescale
+	for rep in $(seq 1 "$reps"); do
+		for fw in $frameworks; do
+			# Every setting spelled out: the defaults of `fwbench train` may change.
+			go_cmd=(env GODEBUG=gctrace=1 "$fwbench" train --framework "$fw" --data "$data" --model vgg16
+				--image-size "$S" --batch-size "$B" --hidden $hidden --dropout 0.5 --epochs 1
+				--steps-per-epoch "$steps" --warmup-steps "$warm" --threads "$threads" --mode scratch
+				--optimizer sgd --lr $lr --momentum 0.9 --weight-decay 0 --nesterov=false
+				--normalize rescale --augment=false --device cpu
+				--weights "$out/$cell/export/init.safetensors" --seed $seed --quiet --json "$out/$cell/$fw-go-r$rep.json")
+			script=torch_train.py
+			[ "$fw" = tensorflow ] && script=keras_train.py
+			py_cmd=("$PY" "$ref/$script" --export "$out/$cell/export" --steps "$steps" --warmup-steps "$warm"
+				--threads "$threads" --interop-threads "$threads" --lr $lr --momentum 0.9 --dropout 0.5
+				--json "$out/$cell/$fw-python-r$rep.json")
+			if [ "$profile" = 1 ] && [ "$rep" = "$reps" ]; then
+				py_cmd+=(--profile "$out/$cell/$fw-python-profile.json")
+			fi
+			bare_cmd=(env GODEBUG=gctrace=1 "$out/bare" --framework "$fw" --export "$out/$cell/export" --steps "$steps"
+				--warmup-steps "$warm" --threads "$threads" --lr $lr --momentum 0.9 --dropout 0.5
+				--json "$out/$cell/$fw-go-bare-r$rep.json")
+			if [ $((rep % 2)) = 1 ]; then
+				run_one "$cell" "$fw" go "$rep" "${go_cmd[@]}"
+				[ "$bare" = 1 ] && run_one "$cell" "$fw" go-bare "$rep" "${bare_cmd[@]}"
+				run_one "$cell" "$fw" python "$rep" "${py_cmd[@]}"
+			else
+				run_one "$cell" "$fw" python "$rep" "${py_cmd[@]}"
+				[ "$bare" = 1 ] && run_one "$cell" "$fw" go-bare "$rep" "${bare_cmd[@]}"
+				run_one "$cell" "$fw" go "$rep" "${go_cmd[@]}"
+			fi
+		done
+	done
+done
+echo "load_end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$out/settings.txt"
+
+table_args=(--run-dir "$out" --section "$section")
+if [ "$doc" = 1 ]; then
+	raw=$root/docs/bench
+	[ "$section" != table ] && raw=$raw/$section
+	table_args+=(--doc "$root/docs/benchmarks.md" --raw "$raw")
+fi
+"$PY" "$here/bench/table.py" "${table_args[@]}"
+log "done: $out"

@@ -1,0 +1,238 @@
+// Command bare times a Go driver alone: torchrun or tfrun trains on the batches that
+// scripts/bench/export wrote, read into memory before the clock starts, exactly as the
+// Python reference runs do. Against `fwbench train` (loader goroutines, the training loop
+// of package compare) it splits the Go-vs-Python difference into what the driver costs and
+// what the rest of the pipeline costs.
+//
+//	go build -o bare ./scripts/bench/bare
+//	bare --framework torch --export DIR --steps 8 --warmup-steps 2 --threads 2 --json run.json
+//
+// It writes a run record with the fields of `fwbench train --json` and "driver": "go-bare",
+// plus the Go GC cycles and stop-the-world pause during the timed steps
+// (runtime.MemStats). The initial weights are dropped and a GC is forced before the first
+// step, so that the timed steps see the small live heap of a long run.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/fwbench/fwbench/compare"
+	"github.com/fwbench/fwbench/dataset"
+	"github.com/fwbench/fwbench/tfrun"
+	"github.com/fwbench/fwbench/torchrun"
+	"github.com/fwbench/fwbench/vgg"
+	"github.com/fwbench/fwbench/weights"
+)
+
+type manifest struct {
+	Data        string   `json:"data"`
+	Model       string   `json:"model"`
+	Mode        string   `json:"mode"`
+	ImageSize   int      `json:"image_size"`
+	BatchSize   int      `json:"batch_size"`
+	Classes     int      `json:"classes"`
+	Hidden      int      `json:"hidden"`
+	Seed        int64    `json:"seed"`
+	Batches     []string `json:"batches"`
+	BatchSHA256 []string `json:"batch_sha256"`
+	Weights     string   `json:"weights"`
+}
+
+type trainer interface {
+	compare.Trainer
+}
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bare:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var (
+		framework = flag.String("framework", "torch", "torch|tensorflow")
+		export    = flag.String("export", "", "folder written by scripts/bench/export")
+		steps     = flag.Int("steps", 4, "training steps, warm-up included")
+		warmup    = flag.Int("warmup-steps", 1, "steps left out of the timings")
+		threads   = flag.Int("threads", runtime.NumCPU(), "intra- and inter-op threads")
+		lr        = flag.Float64("lr", 0.01, "SGD learning rate")
+		momentum  = flag.Float64("momentum", 0.9, "SGD momentum")
+		dropout   = flag.Float64("dropout", 0.5, "dropout")
+		out       = flag.String("json", "", "write the run record here")
+	)
+	flag.Parse()
+	start := time.Now()
+	raw, err := os.ReadFile(filepath.Join(*export, "manifest.json"))
+	if err != nil {
+		return err
+	}
+	var m manifest
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return err
+	}
+	if *steps > len(m.Batches) {
+		return fmt.Errorf("%d steps wanted, the export holds %d batches", *steps, len(m.Batches))
+	}
+	batches := make([]*dataset.Batch, *steps)
+	for i := range batches {
+		b, err := dataset.ReadBatch(filepath.Join(*export, m.Batches[i]))
+		if err != nil {
+			return err
+		}
+		if h := b.Hash(); h != m.BatchSHA256[i] {
+			return fmt.Errorf("batch %d: sha256 %s, want %s", i, h, m.BatchSHA256[i])
+		}
+		batches[i] = b
+	}
+	model, err := vgg.Parse(m.Model)
+	if err != nil {
+		return err
+	}
+	wpath := filepath.Join(*export, m.Weights)
+	init, err := weights.Load(wpath)
+	if err != nil {
+		return err
+	}
+	wsum, err := compare.FileSHA256(wpath)
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	var tr trainer
+	switch *framework {
+	case "torch":
+		c := torchrun.DefaultConfig()
+		c.Model, c.ImageSize, c.NumClasses, c.Hidden, c.Dropout = model, m.ImageSize, m.Classes, m.Hidden, *dropout
+		c.Mode, c.Optimizer, c.LR, c.Momentum, c.WeightDecay, c.Nesterov = m.Mode, "sgd", *lr, *momentum, 0, false
+		c.Seed, c.Device, c.Threads, c.InterOpThreads, c.Weights = m.Seed, "cpu", *threads, *threads, init
+		t, err := torchrun.New(ctx, c)
+		if err != nil {
+			return err
+		}
+		tr = t
+	case "tensorflow":
+		c := tfrun.DefaultConfig()
+		c.Model, c.ImageSize, c.NumClasses, c.Hidden, c.Dropout = model, m.ImageSize, m.Classes, m.Hidden, *dropout
+		c.Mode, c.Optimizer, c.LR, c.Momentum, c.WeightDecay, c.Nesterov = m.Mode, "sgd", *lr, *momentum, 0, false
+		c.Seed, c.Device, c.Threads, c.InterOpThreads, c.Weights = m.Seed, "cpu", *threads, *threads, init
+		t, err := tfrun.New(ctx, c)
+		if err != nil {
+			return err
+		}
+		tr = t
+	default:
+		return fmt.Errorf("unknown framework %q", *framework)
+	}
+	defer tr.Close()
+	init = nil
+	initialLoss, _, err := tr.Evaluate(ctx, batches[0])
+	if err != nil {
+		return err
+	}
+	runtime.GC()
+
+	var ms0, ms1 runtime.MemStats
+	var times, losses []float64
+	var flt0 int64
+	for i, b := range batches {
+		if i == *warmup {
+			runtime.ReadMemStats(&ms0)
+			flt0 = minorFaults()
+		}
+		t0 := time.Now()
+		loss, err := tr.TrainStep(ctx, b)
+		if err == nil {
+			err = tr.Sync()
+		}
+		if err != nil {
+			return err
+		}
+		d := time.Since(t0).Seconds()
+		losses = append(losses, loss)
+		if i >= *warmup {
+			times = append(times, d)
+		}
+		fmt.Fprintf(os.Stderr, "%s step %d/%d: loss %.6f %.3f s\n", *framework, i+1, len(batches), loss, d)
+	}
+	runtime.ReadMemStats(&ms1)
+	faults := float64(minorFaults()-flt0) / float64(max(1, len(times)))
+
+	var sum, lsum float64
+	for _, t := range times {
+		sum += t
+	}
+	for _, l := range losses {
+		lsum += l
+	}
+	ips := 0.0
+	if sum > 0 {
+		ips = float64(len(times)*m.BatchSize) / sum
+	}
+	rec := map[string]any{
+		"schema": compare.RunSchema, "driver": "go-bare", "framework": tr.Framework(), "framework_version": tr.Version(),
+		"device": tr.Device(), "threads": tr.Threads(), "model": m.Model, "mode": m.Mode, "image_size": m.ImageSize,
+		"batch_size": m.BatchSize, "optimizer": "sgd", "lr": *lr, "seed": m.Seed, "hidden": m.Hidden,
+		"dataset":      map[string]any{"path": m.Data, "classes": m.Classes, "train_images": len(batches) * m.BatchSize, "val_images": 0},
+		"initial_loss": initialLoss,
+		"epochs": []map[string]any{{"epoch": 1, "train_loss": lsum / float64(len(losses)), "train_accuracy": 0,
+			"val_loss": 0, "val_accuracy": 0, "seconds": sum, "images_per_second": ips}},
+		"total_seconds": time.Since(start).Seconds(), "warmup_steps": *warmup,
+		"step_seconds":      map[string]float64{"p50": quantile(times, 0.5), "p95": quantile(times, 0.95)},
+		"images_per_second": ips, "data_wait_fraction": 0.0, "peak_rss_bytes": compare.PeakRSS(),
+		"step_times_seconds": times, "step_losses": losses, "minor_faults_per_step": faults,
+		"first_batch_sha256": m.BatchSHA256[0], "initial_weights_sha256": wsum, "pid": os.Getpid(),
+		"go_gc": map[string]any{"cycles_in_timed_steps": ms1.NumGC - ms0.NumGC,
+			"pause_ms_in_timed_steps": float64(ms1.PauseTotalNs-ms0.PauseTotalNs) / 1e6,
+			"gogc":                    os.Getenv("GOGC"), "gomaxprocs": runtime.GOMAXPROCS(0)},
+		"settings": map[string]string{"threads": fmt.Sprint(*threads), "interop_threads": fmt.Sprint(*threads),
+			"go": runtime.Version(), "GOGC": os.Getenv("GOGC"),
+			"TF_ENABLE_ONEDNN_OPTS": os.Getenv("TF_ENABLE_ONEDNN_OPTS"), "args": strings.Join(os.Args[1:], " ")},
+	}
+	fmt.Fprintf(os.Stderr, "%s %s (bare Go driver): initial loss %.6f, step p50 %.3f s, %d GC cycles in the timed steps\n",
+		tr.Framework(), tr.Version(), initialLoss, quantile(times, 0.5), ms1.NumGC-ms0.NumGC)
+	if *out == "" {
+		return nil
+	}
+	j, err := json.MarshalIndent(rec, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(*out, append(j, '\n'), 0o644)
+}
+
+// minorFaults is this process's count of minor page faults so far: each is a page of
+// memory touched for the first time (fresh allocations from the kernel).
+func minorFaults() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return ru.Minflt
+}
+
+// quantile is compare's linear-interpolation quantile (numpy's default).
+func quantile(xs []float64, q float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	pos := q * float64(len(s)-1)
+	lo := int(pos)
+	hi := lo
+	if float64(lo) < pos {
+		hi = lo + 1
+	}
+	return s[lo] + (s[hi]-s[lo])*(pos-float64(lo))
+}

@@ -1,0 +1,206 @@
+// Command export writes what a Python reference run needs to train on exactly what
+// `fwbench train` trains on: the first N training batches of epoch 0, as the loader of
+// `fwbench train` yields them (dataset.ExportBatch, one .npz per batch), the initial
+// weights (weights.InitVGG, safetensors in torchvision's canonical layout) and a manifest
+// with every batch's dataset.Batch.Hash, the weights file's SHA-256 and the analytic
+// training FLOPs of one step (vgg.TrainFLOPsMode).
+//
+//	go run ./scripts/bench/export --data DIR --image-size 64 --batch-size 8 --steps 10 --out DIR
+//
+// The loader is configured as cmd/fwbench's openData configures it (shuffle, drop last,
+// in-memory cache, the same seed and normalisation), so `fwbench train --data DIR --seed K
+// --weights OUT/init.safetensors` sees the same batches in the same order: its run record's
+// first_batch_sha256 equals the manifest's first hash.
+//
+// Synthetic data for the benchmarks is made with --synth: a pre-split tree (train/ with
+// --per-class images of each of 3 classes, val/ with one image of each class, so that the
+// end-of-epoch validation of `fwbench train` costs little).
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/fwbench/fwbench/dataset"
+	"github.com/fwbench/fwbench/vgg"
+	"github.com/fwbench/fwbench/weights"
+)
+
+// Manifest is what export writes to OUT/manifest.json.
+type Manifest struct {
+	Schema        string   `json:"schema"`
+	Data          string   `json:"data"`
+	Model         string   `json:"model"`
+	Mode          string   `json:"mode"`
+	ImageSize     int      `json:"image_size"`
+	BatchSize     int      `json:"batch_size"`
+	Classes       int      `json:"classes"`
+	ClassNames    []string `json:"class_names"`
+	Hidden        int      `json:"hidden"`
+	Seed          int64    `json:"seed"`
+	Normalize     string   `json:"normalize"`
+	Batches       []string `json:"batches"`        // file names, in training order (epoch 0)
+	BatchSHA256   []string `json:"batch_sha256"`   // dataset.Batch.Hash of each
+	Weights       string   `json:"weights"`        // file name of the initial weights
+	WeightsSHA256 string   `json:"weights_sha256"` // SHA-256 of that file's bytes
+	// TrainFLOPsPerStep is vgg.TrainFLOPsMode(model, S, classes, hidden, batch, mode == "features").
+	TrainFLOPsPerStep   float64 `json:"train_flops_per_step"`
+	ForwardFLOPsPerStep float64 `json:"forward_flops_per_step"`
+	// What the loader costs in `fwbench train`, where it runs in goroutines beside the
+	// framework's threads: CPU seconds (user + system, this process) and wall seconds per
+	// batch to produce the exported batches (decode, resize, normalise) with nothing else
+	// running.
+	LoaderCPUSecondsPerBatch  float64 `json:"loader_cpu_seconds_per_batch"`
+	LoaderWallSecondsPerBatch float64 `json:"loader_wall_seconds_per_batch"`
+}
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "export:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var (
+		data      = flag.String("data", "", "dataset folder (as fwbench train --data)")
+		out       = flag.String("out", "", "output folder")
+		model     = flag.String("model", "vgg16", "model name")
+		mode      = flag.String("mode", "scratch", "scratch|finetune|features (only changes the FLOP count)")
+		size      = flag.Int("image-size", 64, "S")
+		batch     = flag.Int("batch-size", 8, "batch size")
+		steps     = flag.Int("steps", 4, "batches to export (the first N of epoch 0)")
+		hidden    = flag.Int("hidden", vgg.DefaultHidden, "classifier hidden width")
+		seed      = flag.Int64("seed", 1, "seed (loader order, initial weights)")
+		normalize = flag.String("normalize", dataset.NormRescale, "rescale|imagenet|caffe")
+		valSplit  = flag.Float64("val-split", 0.2, "as fwbench train --val-split (ignored for a pre-split tree)")
+		synth     = flag.String("synth", "", "only make a synthetic pre-split tree in this folder and exit")
+		perClass  = flag.Int("per-class", 64, "training images per class for --synth")
+		synthSize = flag.Int("synth-size", 224, "image size for --synth")
+	)
+	flag.Parse()
+	if *synth != "" {
+		return makeData(*synth, *perClass, *synthSize, *seed)
+	}
+	if *data == "" || *out == "" {
+		return fmt.Errorf("--data and --out are required")
+	}
+	cfg, err := vgg.Parse(*model)
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	ds, err := dataset.Open(ctx, *data, dataset.OpenOptions{ValSplit: *valSplit, Seed: *seed})
+	if err != nil {
+		return err
+	}
+	// The loader of cmd/fwbench openData, field for field.
+	lc := dataset.LoaderConfig{ImageSize: *size, BatchSize: *batch, Seed: *seed, Shuffle: true,
+		DropLast: true, Normalize: *normalize, Cache: dataset.CacheMemory}
+	ld, err := dataset.NewLoader(ds.Train(), lc)
+	if err != nil {
+		return err
+	}
+	defer ld.Close()
+	if n := ld.BatchesPerEpoch(); n < *steps {
+		return fmt.Errorf("the training set gives %d batches of %d per epoch, %d wanted", n, *batch, *steps)
+	}
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		return err
+	}
+	classes := len(ds.Classes())
+	m := Manifest{Schema: "fwbench.bench-export/v1", Data: *data, Model: *model, Mode: *mode,
+		ImageSize: *size, BatchSize: *batch, Classes: classes, ClassNames: ds.Classes(),
+		Hidden: *hidden, Seed: *seed, Normalize: *normalize, Weights: "init.safetensors"}
+	it := ld.Epoch(ctx, 0)
+	defer it.Close()
+	cpu0, wall0 := cpuSeconds(), time.Now()
+	var bs []*dataset.Batch
+	for i := 0; i < *steps; i++ {
+		b, err := it.Next()
+		if err != nil {
+			return fmt.Errorf("batch %d: %w", i, err)
+		}
+		bs = append(bs, b)
+	}
+	m.LoaderCPUSecondsPerBatch = (cpuSeconds() - cpu0) / float64(*steps)
+	m.LoaderWallSecondsPerBatch = time.Since(wall0).Seconds() / float64(*steps)
+	for i, b := range bs {
+		name := fmt.Sprintf("batch-%04d.npz", i)
+		if err := dataset.ExportBatch(filepath.Join(*out, name), b); err != nil {
+			return err
+		}
+		m.Batches = append(m.Batches, name)
+		m.BatchSHA256 = append(m.BatchSHA256, b.Hash())
+	}
+	ws, err := weights.InitVGG(cfg, *size, classes, *hidden, *seed)
+	if err != nil {
+		return err
+	}
+	wpath := filepath.Join(*out, m.Weights)
+	if err := weights.WriteSafetensors(wpath, ws, map[string]string{"fwbench": "weights.InitVGG", "seed": fmt.Sprint(*seed)}); err != nil {
+		return err
+	}
+	if m.WeightsSHA256, err = fileSHA256(wpath); err != nil {
+		return err
+	}
+	m.ForwardFLOPsPerStep, m.TrainFLOPsPerStep = vgg.TrainFLOPsMode(cfg, *size, classes, *hidden, *batch, *mode == "features")
+	if m.TrainFLOPsPerStep == 0 {
+		return fmt.Errorf("no FLOP count for %s at S=%d", *model, *size)
+	}
+	j, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(*out, "manifest.json"), append(j, '\n'), 0o644)
+}
+
+// makeData writes a pre-split synthetic tree: dir/train (perClass images of each of 3
+// classes, seed) and dir/val (one image of each class, seed+1). A finished tree is kept.
+func makeData(dir string, perClass, size int, seed int64) error {
+	stamp := filepath.Join(dir, ".complete")
+	if _, err := os.Stat(stamp); err == nil {
+		return nil
+	}
+	t0 := time.Now()
+	os.RemoveAll(dir)
+	if err := dataset.Synthesize(filepath.Join(dir, "train"), 3, perClass, size, seed, "png"); err != nil {
+		return err
+	}
+	if err := dataset.Synthesize(filepath.Join(dir, "val"), 3, 1, size, seed+1, "png"); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "export: synthetic data in %s (%d+1 images per class, %d px) in %.1f s\n", dir, perClass, size, time.Since(t0).Seconds())
+	return os.WriteFile(stamp, nil, 0o644)
+}
+
+// cpuSeconds is this process's user + system CPU time so far.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return float64(ru.Utime.Sec+ru.Stime.Sec) + float64(ru.Utime.Usec+ru.Stime.Usec)/1e6
+}
+
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
