@@ -65,7 +65,7 @@ func Run(ctx context.Context, cfg Config, onProgress func(Progress)) (*Report, e
 	if cfg.Repeat < 1 {
 		return nil, fmt.Errorf("compare: %w: repeat must be at least 1, got %d", ErrInvalid, cfg.Repeat)
 	}
-	if err := checkWritable(cfg.Out); err != nil {
+	if err := CheckWritable(cfg.Out); err != nil {
 		return nil, err
 	}
 	rep := newReport(cfg)
@@ -150,8 +150,8 @@ func withDefaults(cfg Config) Config {
 	return cfg
 }
 
-// checkWritable makes dir and proves a file can be written in it.
-func checkWritable(dir string) error {
+// CheckWritable makes dir and proves a file can be written in it; a failure wraps ErrInvalid.
+func CheckWritable(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("compare: %w: output folder %q: %v", ErrInvalid, dir, err)
 	}

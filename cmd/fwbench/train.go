@@ -141,13 +141,13 @@ func trainCommand() *cli.Command {
 			}
 			for _, p := range []string{c.String("json"), c.String("save-weights")} {
 				if p != "" {
-					if err := checkWritableDir(filepath.Dir(p)); err != nil {
+					if err := compare.CheckWritable(filepath.Dir(p)); err != nil {
 						return err
 					}
 				}
 			}
 			if s.Checkpoint != "" {
-				if err := checkWritableDir(s.Checkpoint); err != nil {
+				if err := compare.CheckWritable(s.Checkpoint); err != nil {
 					return err
 				}
 			}
@@ -278,19 +278,6 @@ func builtinData(seed int64) (string, error) {
 		return "", fmt.Errorf("built-in dataset: %w", err)
 	}
 	return dir, nil
-}
-
-func checkWritableDir(dir string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("%w: output folder %q: %v", compare.ErrInvalid, dir, err)
-	}
-	f, err := os.CreateTemp(dir, ".fwbench-write-test-*")
-	if err != nil {
-		return fmt.Errorf("%w: output folder %q is not writable: %v", compare.ErrInvalid, dir, err)
-	}
-	f.Close()
-	os.Remove(f.Name())
-	return nil
 }
 
 func writeJSON(path string, v any) error {
