@@ -21,9 +21,9 @@ func TestQuantileAndStat(t *testing.T) {
 		name      string
 		got, want float64
 	}{
-		// numpy.quantile([4,1,3,2,100], q) with linear interpolation: 3.0, 80.4 (= 4 + 0.8*96)
-		{"p50", quantile(xs, 0.5), 3},
-		{"p95", quantile(xs, 0.95), 80.8},
+		// numpy.Quantile([4,1,3,2,100], q) with linear interpolation: 3.0, 80.4 (= 4 + 0.8*96)
+		{"p50", Quantile(xs, 0.5), 3},
+		{"p95", Quantile(xs, 0.95), 80.8},
 		{"median", stat(xs).Median, 3},
 		// |x-3| = 1,2,0,1,97 -> median 1
 		{"mad", stat(xs).MAD, 1},

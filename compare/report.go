@@ -176,14 +176,14 @@ func stat(xs []float64) Stat {
 	if len(xs) == 0 {
 		return Stat{}
 	}
-	med := quantile(xs, 0.5)
+	med := Quantile(xs, 0.5)
 	dev := make([]float64, len(xs))
 	lo, hi := math.Inf(1), math.Inf(-1)
 	for i, x := range xs {
 		dev[i] = math.Abs(x - med)
 		lo, hi = math.Min(lo, x), math.Max(hi, x)
 	}
-	return Stat{Median: med, Min: lo, Max: hi, MAD: quantile(dev, 0.5), N: len(xs)}
+	return Stat{Median: med, Min: lo, Max: hi, MAD: Quantile(dev, 0.5), N: len(xs)}
 }
 
 func (r *Report) summarise() {

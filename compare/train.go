@@ -275,7 +275,7 @@ func (r *RunRecord) elapsedBefore() float64 {
 func (r *RunRecord) finish(start time.Time, stepTimes []float64, wait, total time.Duration, tr Trainer) {
 	r.TotalSeconds = time.Since(start).Seconds()
 	r.StepTimesSeconds = stepTimes
-	r.StepSeconds = Quantiles{P50: quantile(stepTimes, 0.5), P95: quantile(stepTimes, 0.95)}
+	r.StepSeconds = Quantiles{P50: Quantile(stepTimes, 0.5), P95: Quantile(stepTimes, 0.95)}
 	if total > 0 {
 		r.DataWaitFraction = wait.Seconds() / total.Seconds()
 		var images int
@@ -290,8 +290,8 @@ func (r *RunRecord) finish(start time.Time, stepTimes []float64, wait, total tim
 	}
 }
 
-// quantile is the linear-interpolation quantile (numpy's default) of xs.
-func quantile(xs []float64, q float64) float64 {
+// Quantile is the linear-interpolation quantile (numpy's default) of xs.
+func Quantile(xs []float64, q float64) float64 {
 	if len(xs) == 0 {
 		return 0
 	}

@@ -188,6 +188,20 @@ func (u *unpickler) top() (any, error) {
 }
 
 // popMark pops everything above the last MARK, and the mark.
+// appendToTop appends items to the list on top of the stack (APPEND, APPENDS).
+func (u *unpickler) appendToTop(opName string, items ...any) error {
+	t, err := u.top()
+	if err != nil {
+		return err
+	}
+	l, ok := t.(*pList)
+	if !ok {
+		return fmt.Errorf("%s on %s, want list", opName, typeName(t))
+	}
+	l.items = append(l.items, items...)
+	return nil
+}
+
 func (u *unpickler) popMark() ([]any, error) {
 	if len(u.marks) == 0 {
 		return nil, errors.New("pickle: no MARK on the stack")
@@ -364,29 +378,13 @@ func (u *unpickler) step(op byte) error {
 		if err != nil {
 			return err
 		}
-		t, err := u.top()
-		if err != nil {
-			return err
-		}
-		l, ok := t.(*pList)
-		if !ok {
-			return fmt.Errorf("APPEND on %s, want list", typeName(t))
-		}
-		l.items = append(l.items, v)
+		return u.appendToTop("APPEND", v)
 	case 'e': // APPENDS
 		items, err := u.popMark()
 		if err != nil {
 			return err
 		}
-		t, err := u.top()
-		if err != nil {
-			return err
-		}
-		l, ok := t.(*pList)
-		if !ok {
-			return fmt.Errorf("APPENDS on %s, want list", typeName(t))
-		}
-		l.items = append(l.items, items...)
+		return u.appendToTop("APPENDS", items...)
 
 	case 'X', 0x8c, 0x8d: // BINUNICODE, SHORT_BINUNICODE, BINUNICODE8
 		b, err := u.readCounted(op)

@@ -21,7 +21,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -188,7 +187,7 @@ func run() error {
 		"epochs": []map[string]any{{"epoch": 1, "train_loss": lsum / float64(len(losses)), "train_accuracy": 0,
 			"val_loss": 0, "val_accuracy": 0, "seconds": sum, "images_per_second": ips}},
 		"total_seconds": time.Since(start).Seconds(), "warmup_steps": *warmup,
-		"step_seconds":      map[string]float64{"p50": quantile(times, 0.5), "p95": quantile(times, 0.95)},
+		"step_seconds":      map[string]float64{"p50": compare.Quantile(times, 0.5), "p95": compare.Quantile(times, 0.95)},
 		"images_per_second": ips, "data_wait_fraction": 0.0, "peak_rss_bytes": compare.PeakRSS(),
 		"step_times_seconds": times, "step_losses": losses, "minor_faults_per_step": faults,
 		"first_batch_sha256": m.BatchSHA256[0], "initial_weights_sha256": wsum, "pid": os.Getpid(),
@@ -200,7 +199,7 @@ func run() error {
 			"TF_ENABLE_ONEDNN_OPTS": os.Getenv("TF_ENABLE_ONEDNN_OPTS"), "args": strings.Join(os.Args[1:], " ")},
 	}
 	fmt.Fprintf(os.Stderr, "%s %s (bare Go driver): initial loss %.6f, step p50 %.3f s, %d GC cycles in the timed steps\n",
-		tr.Framework(), tr.Version(), initialLoss, quantile(times, 0.5), ms1.NumGC-ms0.NumGC)
+		tr.Framework(), tr.Version(), initialLoss, compare.Quantile(times, 0.5), ms1.NumGC-ms0.NumGC)
 	if *out == "" {
 		return nil
 	}
@@ -219,20 +218,4 @@ func minorFaults() int64 {
 		return 0
 	}
 	return ru.Minflt
-}
-
-// quantile is compare's linear-interpolation quantile (numpy's default).
-func quantile(xs []float64, q float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	pos := q * float64(len(s)-1)
-	lo := int(pos)
-	hi := lo
-	if float64(lo) < pos {
-		hi = lo + 1
-	}
-	return s[lo] + (s[hi]-s[lo])*(pos-float64(lo))
 }

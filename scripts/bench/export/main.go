@@ -19,17 +19,15 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"syscall"
 	"time"
 
+	"github.com/fwbench/fwbench/compare"
 	"github.com/fwbench/fwbench/dataset"
 	"github.com/fwbench/fwbench/vgg"
 	"github.com/fwbench/fwbench/weights"
@@ -150,7 +148,7 @@ func run() error {
 	if err := weights.WriteSafetensors(wpath, ws, map[string]string{"fwbench": "weights.InitVGG", "seed": fmt.Sprint(*seed)}); err != nil {
 		return err
 	}
-	if m.WeightsSHA256, err = fileSHA256(wpath); err != nil {
+	if m.WeightsSHA256, err = compare.FileSHA256(wpath); err != nil {
 		return err
 	}
 	m.ForwardFLOPsPerStep, m.TrainFLOPsPerStep = vgg.TrainFLOPsMode(cfg, *size, classes, *hidden, *batch, *mode == "features")
@@ -190,17 +188,4 @@ func cpuSeconds() float64 {
 		return 0
 	}
 	return float64(ru.Utime.Sec+ru.Stime.Sec) + float64(ru.Utime.Usec+ru.Stime.Usec)/1e6
-}
-
-func fileSHA256(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
