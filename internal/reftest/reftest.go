@@ -3,7 +3,9 @@
 // (scripts/reference/make_fixture.py) and the Go drivers start from bit-identical
 // values without exchanging weight files. The fixture that the Python run writes
 // (testdata/reference/vgg16_s32.safetensors) holds what PyTorch computed from
-// them: logits, loss and updated weights after SGD and Adam steps.
+// them: logits, loss and updated weights after SGD and Adam steps;
+// scripts/reference/make_head_fixture.py does the same for the torchvision and
+// Keras heads (testdata/reference/heads_s32.safetensors, from WeightsFor).
 //
 // # The formula
 //
@@ -14,7 +16,8 @@
 //	u(k, j) = float64(h) / 4294967296 − 0.5                 (in [−0.5, 0.5))
 //
 // Weights: tensor k is the k-th entry of vgg.ParamsHidden(cfg, S, classes, hidden)
-// (torchvision state-dict order), element j is
+// (torchvision state-dict order; vgg.ParamsFor with a head, for WeightsFor),
+// element j is
 //
 //	conv / linear weight  float32((u·√12)·std),  std = √(2/fan_in)
 //	                      (fan_in = in·3·3 for a convolution, in for a linear layer)
@@ -57,8 +60,17 @@ func U(k, j int) float64 {
 
 // Weights returns the reference tensors for the model, in vgg.ParamsHidden order
 // (hidden 0 means vgg.DefaultHidden). It fails only when vgg rejects the arguments.
+// It is WeightsFor with vgg.HeadFlatten.
 func Weights(cfg vgg.Config, S, classes, hidden int) ([]*weights.Tensor, error) {
-	ps, err := vgg.ParamsHidden(cfg, S, classes, hidden)
+	return WeightsFor(cfg, vgg.HeadFlatten, S, classes, hidden)
+}
+
+// WeightsFor returns the reference tensors for the model with head h: tensor k
+// is the k-th entry of vgg.ParamsFor(cfg, h, S, classes, hidden), with the
+// package formula. scripts/reference/make_head_fixture.py starts from these
+// values. It fails only when vgg rejects the arguments.
+func WeightsFor(cfg vgg.Config, h vgg.Head, S, classes, hidden int) ([]*weights.Tensor, error) {
+	ps, err := vgg.ParamsFor(cfg, h, S, classes, hidden)
 	if err != nil {
 		return nil, fmt.Errorf("reftest: %w", err)
 	}

@@ -15,7 +15,10 @@ import (
 	"github.com/fwbench/fwbench/weights"
 )
 
-const fixture = "../../testdata/reference/vgg16_s32.safetensors"
+const (
+	fixture     = "../../testdata/reference/vgg16_s32.safetensors"
+	headFixture = "../../testdata/reference/heads_s32.safetensors"
+)
 
 func sha(ts ...[]float32) string {
 	h := sha256.New()
@@ -92,6 +95,61 @@ func TestMatchesPythonFixture(t *testing.T) {
 	}
 	in := reftest.Input(4, 32)
 	if got, want := sha(in.X), meta["input_sha256"]; got != want {
+		t.Errorf("input sha256: got %s, want %s (numpy)", got, want)
+	}
+}
+
+// TestHeadFixtureMatchesPython proves the same for the head fixture
+// (scripts/reference/make_head_fixture.py): WeightsFor gives, for every head and model,
+// the tensor names in the fixture's order and the bytes whose SHA-256 numpy recorded.
+func TestHeadFixtureMatchesPython(t *testing.T) {
+	_, meta, err := weights.ReadSafetensors(filepath.FromSlash(headFixture))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names map[string][]string
+	var hashes map[string]string
+	if err := json.Unmarshal([]byte(meta["names"]), &names); err != nil {
+		t.Fatalf("metadata names: %v", err)
+	}
+	if err := json.Unmarshal([]byte(meta["weights_sha256"]), &hashes); err != nil {
+		t.Fatalf("metadata weights_sha256: %v", err)
+	}
+	tests := []struct {
+		head   vgg.Head
+		model  string
+		params int // tensors: vgg11 has 8 convolutions (2 each, +4 with BatchNorm), plus 2 per Linear
+	}{
+		{vgg.HeadTorchvision, "vgg11", 16 + 6},
+		{vgg.HeadTorchvision, "vgg11_bn", 48 + 6},
+		{vgg.HeadKeras, "vgg11", 16 + 4},
+		{vgg.HeadKeras, "vgg11_bn", 48 + 4},
+	}
+	for _, tt := range tests {
+		key := string(tt.head) + "/" + tt.model
+		cfg, err := vgg.Parse(tt.model)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws, err := reftest.WeightsFor(cfg, tt.head, 32, 3, 16)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ws) != tt.params || len(names[key]) != tt.params {
+			t.Fatalf("%s: got %d tensors and %d fixture names, want %d", key, len(ws), len(names[key]), tt.params)
+		}
+		data := make([][]float32, len(ws))
+		for i, w := range ws {
+			if w.Name != names[key][i] {
+				t.Errorf("%s: tensor %d: got %s, want %s (fixture order)", key, i, w.Name, names[key][i])
+			}
+			data[i] = w.Data
+		}
+		if got, want := sha(data...), hashes[key]; got != want {
+			t.Errorf("%s: weights sha256: got %s, want %s (numpy)", key, got, want)
+		}
+	}
+	if got, want := sha(reftest.Input(4, 32).X), meta["input_sha256"]; got != want {
 		t.Errorf("input sha256: got %s, want %s (numpy)", got, want)
 	}
 }
