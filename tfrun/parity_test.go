@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -22,9 +23,13 @@ const fixturePath = "../testdata/reference/vgg16_s32.safetensors"
 
 type fixture struct {
 	t    map[string]*weights.Tensor
-	sums map[string]struct{ Sum, DeltaSum, DeltaAbsSum float64 }
+	sums map[string]deltaSums
 	meta map[string]string
 }
+
+// deltaSums are the fixture's float64 sums of a tensor after a run (Sum) and of its change
+// from the initial weights (DeltaSum, DeltaAbsSum).
+type deltaSums struct{ Sum, DeltaSum, DeltaAbsSum float64 }
 
 func loadFixture(t *testing.T) *fixture { return loadFixtureFile(t, fixturePath) }
 
@@ -46,11 +51,25 @@ func loadFixtureFile(t *testing.T, path string) *fixture {
 	if err := json.Unmarshal([]byte(meta["sums"]), &raw); err != nil {
 		t.Fatalf("fixture sums: %v", err)
 	}
-	f.sums = map[string]struct{ Sum, DeltaSum, DeltaAbsSum float64 }{}
+	f.sums = map[string]deltaSums{}
 	for k, v := range raw {
-		f.sums[k] = struct{ Sum, DeltaSum, DeltaAbsSum float64 }{v.Sum, v.DeltaSum, v.DeltaAbsSum}
+		f.sums[k] = deltaSums{v.Sum, v.DeltaSum, v.DeltaAbsSum}
 	}
 	return f
+}
+
+// deltaSum returns the fixture's sums for key ("run/tensor"). A missing key, or a change whose
+// absolute sum is not positive (the comparisons divide by it), is an error: the zero value
+// would make every comparison NaN, and NaN > tol is false.
+func (f *fixture) deltaSum(key string) (deltaSums, error) {
+	s, ok := f.sums[key]
+	if !ok {
+		return s, fmt.Errorf("fixture has no sums for %s", key)
+	}
+	if !(s.DeltaAbsSum > 0) {
+		return s, fmt.Errorf("fixture sums for %s: sum|Δw| = %v, want > 0", key, s.DeltaAbsSum)
+	}
+	return s, nil
 }
 
 func (f *fixture) get(t *testing.T, name string) []float32 {
@@ -120,7 +139,10 @@ func (f *fixture) checkWeights(t *testing.T, tr *Trainer, init []*weights.Tensor
 		if strings.HasPrefix(w.Name, "classifier.") {
 			continue
 		}
-		s := f.sums[run+"/"+w.Name]
+		s, err := f.deltaSum(run + "/" + w.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
 		var dsum, dabs float64
 		for i, v := range w.Data {
 			d := float64(v) - float64(initBy[w.Name][i])
@@ -130,7 +152,7 @@ func (f *fixture) checkWeights(t *testing.T, tr *Trainer, init []*weights.Tensor
 		e1 := math.Abs(dabs-s.DeltaAbsSum) / s.DeltaAbsSum
 		e2 := math.Abs(dsum-s.DeltaSum) / s.DeltaAbsSum
 		worstSum = max(worstSum, e1, e2)
-		if e1 > tol || e2 > tol {
+		if !(e1 <= tol && e2 <= tol) { // also fails on NaN
 			t.Errorf("%s %s: sum|Δw| = %.9g, sum Δw = %.9g; PyTorch %.9g, %.9g (relative to sum|Δw|: %.3g, %.3g; want <= %g)",
 				run, w.Name, dabs, dsum, s.DeltaAbsSum, s.DeltaSum, e1, e2, tol)
 		}
@@ -188,6 +210,23 @@ func deltaErr(got, want, init []float32) (worst, fracOver float64) {
 		}
 	}
 	return worst, float64(over) / float64(len(diff))
+}
+
+// TestFixtureDeltaSum checks that a missing or unusable sums entry is an error, not a NaN
+// comparison that passes (the torchrun twin, torchrun/reference_test.go, fails the same way).
+func TestFixtureDeltaSum(t *testing.T) {
+	f := loadFixture(t)
+	// sgd1/features.0.weight is in the fixture: scripts/reference/make_fixture.py (record)
+	// writes sums for every features.* tensor of every run.
+	if s, err := f.deltaSum("sgd1/features.0.weight"); err != nil || s.DeltaAbsSum <= 0 {
+		t.Errorf("sgd1/features.0.weight: got %+v, %v; want positive sums and no error", s, err)
+	}
+	f.sums["zero/features.0.weight"] = deltaSums{}
+	for _, key := range []string{"sgd1/no.such.tensor", "nosuchrun/features.0.weight", "zero/features.0.weight"} {
+		if _, err := f.deltaSum(key); err == nil {
+			t.Errorf("%s: got no error, want one", key)
+		}
+	}
 }
 
 func TestParityWithPyTorch(t *testing.T) {
