@@ -2,9 +2,7 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -13,39 +11,14 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/urfave/cli/v2"
-
 	"github.com/fwbench/fwbench/dataset"
 )
 
-// runDataset runs `fwbench dataset ARGS...` in-process and returns stdout,
-// stderr and the exit status the way main reports it.
+// runDataset runs `fwbench dataset ARGS...` with the binary under test (built by TestMain)
+// and returns its stdout, stderr and exit status: the exit codes are the program's own.
 func runDataset(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
-	var out, errOut bytes.Buffer
-	app := &cli.App{
-		Name:           "fwbench",
-		Commands:       []*cli.Command{datasetCommand()},
-		Writer:         &out,
-		ErrWriter:      &errOut,
-		ExitErrHandler: func(*cli.Context, error) {},
-	}
-	err := app.RunContext(context.Background(), append([]string{"fwbench", "dataset"}, args...))
-	code := 0
-	var ec cli.ExitCoder
-	switch {
-	case err == nil:
-	case errors.As(err, &ec):
-		code = ec.ExitCode()
-		fmt.Fprintln(&errOut, err)
-	default:
-		code = 1
-		if strings.Contains(err.Error(), "Required flag") || strings.Contains(err.Error(), "flag provided but not defined") {
-			code = 2
-		}
-		fmt.Fprintln(&errOut, err)
-	}
-	return out.String(), errOut.String(), code
+	return runCLI(t, append([]string{"dataset"}, args...)...)
 }
 
 func TestDatasetSynthInspectJSON(t *testing.T) {
