@@ -41,6 +41,7 @@ type globalKind int
 const (
 	gOrderedDict globalKind = iota + 1
 	gRebuildTensor
+	gRebuildTensorV1
 	gRebuildParameter
 	gRebuildParameterWithState
 	gStorage
@@ -50,6 +51,7 @@ const (
 var allowedGlobals = map[string]globalKind{
 	"collections.OrderedDict":                    gOrderedDict,
 	"torch._utils._rebuild_tensor_v2":            gRebuildTensor,
+	"torch._utils._rebuild_tensor":               gRebuildTensorV1, // PyTorch 0.1 to 0.3
 	"torch._utils._rebuild_parameter":            gRebuildParameter,
 	"torch._utils._rebuild_parameter_with_state": gRebuildParameterWithState,
 	"torch.FloatStorage":                         gStorage,
@@ -77,8 +79,9 @@ type (
 	// pStorage is a persistent-id storage reference, resolved by the loader.
 	pStorage struct {
 		typ   string // "FloatStorage", ...
-		key   string // entry name under data/
-		numel int64
+		key   string // the root storage: entry name under data/, or legacy key
+		numel int64  // elements of this storage (of the view, for a legacy view)
+		base  int64  // element offset of a legacy view in its root storage
 	}
 	// pTensor is a _rebuild_tensor_v2 result, not yet read.
 	pTensor struct {
@@ -665,30 +668,34 @@ func reduce(fn, args any) (any, error) {
 			return nil, fmt.Errorf("OrderedDict with %d arguments, want 0", len(a))
 		}
 		return &pDict{}, nil
-	case gRebuildTensor:
+	case gRebuildTensor, gRebuildTensorV1:
 		// _rebuild_tensor_v2(storage, storage_offset, size, stride,
-		// requires_grad, backward_hooks[, metadata])
-		if len(a) != 6 && len(a) != 7 {
-			return nil, fmt.Errorf("_rebuild_tensor_v2 with %d arguments, want 6 or 7", len(a))
+		// requires_grad, backward_hooks[, metadata]);
+		// _rebuild_tensor(storage, storage_offset, size, stride).
+		if g.kind == gRebuildTensorV1 && len(a) != 4 {
+			return nil, fmt.Errorf("%s with %d arguments, want 4", g.name, len(a))
+		}
+		if g.kind == gRebuildTensor && len(a) != 6 && len(a) != 7 {
+			return nil, fmt.Errorf("%s with %d arguments, want 6 or 7", g.name, len(a))
 		}
 		s, ok := a[0].(*pStorage)
 		if !ok {
-			return nil, fmt.Errorf("_rebuild_tensor_v2: storage is %s", typeName(a[0]))
+			return nil, fmt.Errorf("%s: storage is %s", g.name, typeName(a[0]))
 		}
 		off, ok := a[1].(int64)
 		if !ok || off < 0 {
-			return nil, fmt.Errorf("_rebuild_tensor_v2: storage offset is %s, want a non-negative int", typeName(a[1]))
+			return nil, fmt.Errorf("%s: storage offset is %s, want a non-negative int", g.name, typeName(a[1]))
 		}
-		size, err := intTuple(a[2], "size")
+		size, err := intTuple(a[2], g.name, "size")
 		if err != nil {
 			return nil, err
 		}
-		stride, err := intTuple(a[3], "stride")
+		stride, err := intTuple(a[3], g.name, "stride")
 		if err != nil {
 			return nil, err
 		}
 		if len(size) != len(stride) {
-			return nil, fmt.Errorf("_rebuild_tensor_v2: size has %d dimensions, stride %d", len(size), len(stride))
+			return nil, fmt.Errorf("%s: size has %d dimensions, stride %d", g.name, len(size), len(stride))
 		}
 		return &pTensor{storage: s, offset: off, size: size, stride: stride}, nil
 	case gRebuildParameter, gRebuildParameterWithState:
@@ -709,16 +716,16 @@ func reduce(fn, args any) (any, error) {
 	return nil, fmt.Errorf("%s.%s cannot be called", g.module, g.name)
 }
 
-func intTuple(v any, what string) ([]int64, error) {
+func intTuple(v any, fn, what string) ([]int64, error) {
 	t, ok := v.(pTuple)
 	if !ok {
-		return nil, fmt.Errorf("_rebuild_tensor_v2: %s is %s, want tuple", what, typeName(v))
+		return nil, fmt.Errorf("%s: %s is %s, want tuple", fn, what, typeName(v))
 	}
 	out := make([]int64, len(t))
 	for i, x := range t {
 		n, ok := x.(int64)
 		if !ok || n < 0 {
-			return nil, fmt.Errorf("_rebuild_tensor_v2: %s[%d] is %s, want a non-negative int", what, i, typeName(x))
+			return nil, fmt.Errorf("%s: %s[%d] is %s, want a non-negative int", fn, what, i, typeName(x))
 		}
 		out[i] = n
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 )
 
@@ -28,26 +29,36 @@ var storageTypes = map[string]struct {
 	"BoolStorage":     {"bool", 1, nil},
 }
 
-// ReadPth reads a PyTorch state dict saved by torch.save (PyTorch 1.6 or
-// later: a zip holding <archive>/data.pkl, <archive>/byteorder and one
-// <archive>/data/<key> entry per storage), such as torchvision's pretrained
-// VGG files. It returns the tensors in the state dict's order.
+// ReadPth reads a PyTorch state dict saved by torch.save, in either of its
+// formats: the zip of PyTorch 1.6 and later (<archive>/data.pkl,
+// <archive>/byteorder and one <archive>/data/<key> entry per storage), and
+// the legacy format of earlier versions, which torchvision's ImageNet files
+// such as vgg16-397923af.pth still use: consecutive pickles of torch's magic
+// number 0x1950a86a20f9469cfc6c, the protocol version 1001, a sys_info dict,
+// the state dict, and the list of storage keys, followed for each key in that
+// order by its element count (int64, little-endian) and its raw little-endian
+// bytes. ReadPth returns the tensors in the state dict's order, with the
+// names as saved (Load also removes DataParallel's "module." prefix).
 //
 // The pickle is read by a restricted interpreter that knows only the opcodes
 // torch.save uses and the globals collections.OrderedDict,
-// torch._utils._rebuild_tensor_v2, torch._utils._rebuild_parameter(_with_state)
-// and torch.*Storage; any other global (os.system, builtins.eval, a model
-// class, ...) is refused with a *ForbiddenGlobalError naming it, and nothing
-// is ever executed. Also accepted: a dict that wraps the state dict under
-// "state_dict", "model_state_dict" or "model" (a training checkpoint).
+// torch._utils._rebuild_tensor_v2, torch._utils._rebuild_tensor (PyTorch 0.3
+// and earlier), torch._utils._rebuild_parameter(_with_state) and
+// torch.*Storage; any other global (os.system, builtins.eval, a model class,
+// ...) is refused with a *ForbiddenGlobalError naming it, and nothing is ever
+// executed. Also accepted: a dict that wraps the state dict under
+// "state_dict", "model_state_dict" or "model" (a training checkpoint), beside
+// anything else made of those pieces (epoch numbers, optimizer state with
+// its nested dicts, lists and tensors of any dtype, which are not read).
 //
 // float32 tensors are read as they are; float16, bfloat16 and float64 are
 // converted to float32. BatchNorm's int64 num_batches_tracked buffers are
 // skipped; any other tensor of another dtype is an error. Tensors must be
 // contiguous (any storage offset is fine). Allocations are bounded by the
 // file: every pickle length is checked against the bytes left, every storage
-// against its zip entry, and the returned data is at most 4 times the file
-// size (float16 doubles in float32, and views may share a storage).
+// against its zip entry or the bytes left after it in a legacy file, and the
+// returned data is at most 4 times the file size (float16 doubles in
+// float32, and views may share a storage).
 func ReadPth(path string) ([]*Tensor, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -65,7 +76,8 @@ func ReadPth(path string) ([]*Tensor, error) {
 	return ts, nil
 }
 
-// DecodePth reads a torch.save zip of the given size from r (see ReadPth).
+// DecodePth reads a torch.save file (zip or legacy) of the given size from r
+// (see ReadPth).
 func DecodePth(r io.ReaderAt, size int64) ([]*Tensor, error) {
 	ts, err := decodePth(r, size)
 	if err != nil {
@@ -74,27 +86,35 @@ func DecodePth(r io.ReaderAt, size int64) ([]*Tensor, error) {
 	return ts, nil
 }
 
+func decodePth(r io.ReaderAt, size int64) ([]*Tensor, error) {
+	head := make([]byte, min(size, sniffLen))
+	if _, err := r.ReadAt(head, 0); err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	if isLegacyPth(head) {
+		ts, err := decodeLegacyPth(r, size)
+		if err != nil {
+			return nil, fmt.Errorf("legacy format: %w", err)
+		}
+		return ts, nil
+	}
+	return decodeZipPth(r, size)
+}
+
 // pthArchive is an opened torch.save zip.
 type pthArchive struct {
 	fileSize  int64
 	entries   map[string]*zip.File // by name relative to the archive folder
 	bigEndian bool
-	budget    int64 // bytes of float32 output still allowed
 	inflate   int64 // bytes that compressed entries may still inflate to
 }
 
-func decodePth(r io.ReaderAt, size int64) ([]*Tensor, error) {
-	if size >= 2 {
-		var magic [2]byte
-		if _, err := r.ReadAt(magic[:], 0); err == nil && magic[0] == 0x80 && magic[1] <= 5 {
-			return nil, errors.New("legacy (PyTorch < 1.6) torch.save format is not supported; re-save it with a current torch.save")
-		}
-	}
+func decodeZipPth(r io.ReaderAt, size int64) ([]*Tensor, error) {
 	zr, err := zip.NewReader(r, size)
 	if err != nil && !errors.Is(err, zip.ErrInsecurePath) { // entries are never written to disk
 		return nil, fmt.Errorf("not a torch.save zip: %w", err)
 	}
-	a := &pthArchive{fileSize: size, entries: map[string]*zip.File{}, budget: 4 * size, inflate: 4 * size}
+	a := &pthArchive{fileSize: size, entries: map[string]*zip.File{}, inflate: 4 * size}
 	prefix := ""
 	for _, f := range zr.File {
 		dir, rest, ok := strings.Cut(f.Name, "/")
@@ -140,7 +160,10 @@ func decodePth(r io.ReaderAt, size int64) ([]*Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	return a.tensors(v)
+	b := &tensorBuilder{budget: 4 * size, bigEndian: a.bigEndian, readStorage: func(s *pStorage) ([]byte, error) {
+		return a.readEntry(a.entries["data/"+s.key], -1)
+	}}
+	return b.tensors(v)
 }
 
 // readEntry reads a whole zip entry. A stored entry must fit in the file; a
@@ -180,49 +203,93 @@ func (a *pthArchive) readEntry(f *zip.File, max int64) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// persistentLoad resolves torch's storage persistent id
-// ('storage', <storage class>, key, location, numel) after checking the
-// storage against its zip entry.
-func (a *pthArchive) persistentLoad(pid any) (any, error) {
+// storageID is a parsed storage persistent id:
+// ('storage', <storage class>, key, location, numel) in a zip, with a sixth
+// item, view_metadata (None or (view key, offset, numel)), in a legacy file.
+type storageID struct {
+	typ   string // "FloatStorage", ...
+	key   string
+	numel int64
+	view  any // the sixth item, legacy files only
+}
+
+func parseStorageID(pid any, legacy bool) (storageID, error) {
+	want := "a 5-tuple ('storage', type, key, location, numel)"
+	n := 5
+	if legacy {
+		want = "a 6-tuple ('storage', type, key, location, numel, view_metadata)"
+		n = 6
+	}
 	t, ok := pid.(pTuple)
-	if !ok || len(t) != 5 {
-		return nil, fmt.Errorf("persistent id is %s, want a 5-tuple ('storage', type, key, location, numel)", typeName(pid))
+	if !ok || len(t) != n {
+		return storageID{}, fmt.Errorf("persistent id is %s, want %s", typeName(pid), want)
 	}
 	if s, ok := t[0].(string); !ok || s != "storage" {
-		return nil, fmt.Errorf("persistent id of kind %s, want 'storage'", typeName(t[0]))
+		kind := typeName(t[0])
+		if ok {
+			kind = strconv.Quote(s)
+		}
+		return storageID{}, fmt.Errorf("persistent id of kind %s, want 'storage'", kind)
 	}
 	g, ok := t[1].(*pGlobal)
 	if !ok || g.kind != gStorage {
-		return nil, fmt.Errorf("storage type is %s, want a torch.*Storage", typeName(t[1]))
+		return storageID{}, fmt.Errorf("storage type is %s, want a torch.*Storage", typeName(t[1]))
 	}
 	key, ok := t[2].(string)
 	if !ok {
-		return nil, fmt.Errorf("storage key is %s, want str", typeName(t[2]))
+		return storageID{}, fmt.Errorf("storage key is %s, want str", typeName(t[2]))
 	}
 	numel, ok := t[4].(int64)
 	if !ok || numel < 0 {
-		return nil, fmt.Errorf("storage %q: size is %s, want a non-negative int", key, typeName(t[4]))
+		return storageID{}, fmt.Errorf("storage %q: size is %s, want a non-negative int", key, typeName(t[4]))
 	}
-	st := storageTypes[g.name]
-	f := a.entries["data/"+key]
+	if numel > maxElements {
+		return storageID{}, fmt.Errorf("storage %q: %d elements is too many", key, numel)
+	}
+	id := storageID{typ: g.name, key: key, numel: numel}
+	if legacy {
+		id.view = t[5]
+	}
+	return id, nil
+}
+
+// persistentLoad resolves a storage persistent id after checking the
+// storage against its zip entry.
+func (a *pthArchive) persistentLoad(pid any) (any, error) {
+	id, err := parseStorageID(pid, false)
+	if err != nil {
+		return nil, err
+	}
+	st := storageTypes[id.typ]
+	f := a.entries["data/"+id.key]
 	if f == nil {
-		if numel == 0 {
-			return &pStorage{typ: g.name, key: key}, nil
+		if id.numel == 0 {
+			return &pStorage{typ: id.typ, key: id.key}, nil
 		}
-		return nil, fmt.Errorf("storage %q: no data/%s entry", key, key)
+		return nil, fmt.Errorf("storage %q: no data/%s entry", id.key, id.key)
 	}
-	if numel > maxElements || uint64(numel)*uint64(st.size) > f.UncompressedSize64 {
-		return nil, fmt.Errorf("storage %q: %d elements of %d bytes exceed its %d-byte entry", key, numel, st.size, f.UncompressedSize64)
+	if uint64(id.numel)*uint64(st.size) > f.UncompressedSize64 {
+		return nil, fmt.Errorf("storage %q: %d elements of %d bytes exceed its %d-byte entry", id.key, id.numel, st.size, f.UncompressedSize64)
 	}
-	return &pStorage{typ: g.name, key: key, numel: numel}, nil
+	return &pStorage{typ: id.typ, key: id.key, numel: id.numel}, nil
 }
 
 // stateDictKeys are the keys under which training checkpoints commonly keep
 // the state dict.
 var stateDictKeys = []string{"state_dict", "model_state_dict", "model"}
 
+// tensorBuilder turns an unpickled state dict into Tensors, for both .pth
+// formats.
+type tensorBuilder struct {
+	budget    int64 // bytes of float32 output still allowed
+	bigEndian bool  // storages hold big-endian elements
+	// readStorage returns the raw bytes of s's root storage, at least
+	// (s.base+s.numel) elements; it is called once per root storage.
+	readStorage func(s *pStorage) ([]byte, error)
+}
+
 // tensors turns the unpickled state dict into Tensors.
-func (a *pthArchive) tensors(v any) ([]*Tensor, error) {
+func (a *tensorBuilder) tensors(v any) ([]*Tensor, error) {
 	d, ok := v.(*pDict)
 	if !ok {
 		return nil, fmt.Errorf("pickle holds %s, want a state dict", typeName(v))
@@ -269,7 +336,7 @@ func (a *pthArchive) tensors(v any) ([]*Tensor, error) {
 		ref := refs[i]
 		st := storageTypes[ref.storage.typ]
 		if st.conv == nil {
-			if st.dtype == "int64" && strings.HasSuffix(name, ".num_batches_tracked") {
+			if isBatchesTracked(name, st.dtype == "int64") {
 				continue
 			}
 			return nil, fmt.Errorf("tensor %q: unsupported dtype %s (%s); want float32, float16, bfloat16 or float64", name, st.dtype, ref.storage.typ)
@@ -298,7 +365,7 @@ func allTensors(d *pDict) bool {
 	return true
 }
 
-func (a *pthArchive) tensor(name string, ref *pTensor, elem int, cv func([]byte) float32, cache map[string][]byte) (*Tensor, error) {
+func (a *tensorBuilder) tensor(name string, ref *pTensor, elem int, cv func([]byte) float32, cache map[string][]byte) (*Tensor, error) {
 	shape := make([]int, len(ref.size))
 	numel := int64(1)
 	for i, d := range ref.size {
@@ -330,13 +397,19 @@ func (a *pthArchive) tensor(name string, ref *pTensor, elem int, cv func([]byte)
 	raw, ok := cache[ref.storage.key]
 	if !ok {
 		var err error
-		raw, err = a.readEntry(a.entries["data/"+ref.storage.key], -1)
+		raw, err = a.readStorage(ref.storage)
 		if err != nil {
 			return nil, fmt.Errorf("tensor %q: storage %q: %w", name, ref.storage.key, err)
 		}
 		cache[ref.storage.key] = raw
 	}
-	src := raw[ref.offset*int64(elem) : (ref.offset+numel)*int64(elem)]
+	// The loaders checked the storage against its bytes; check again rather
+	// than trust that every path did.
+	start := ref.storage.base + ref.offset
+	if int64(len(raw))/int64(elem) < start+numel {
+		return nil, fmt.Errorf("tensor %q: %d elements at offset %d overrun the %d bytes of storage %q", name, numel, start, len(raw), ref.storage.key)
+	}
+	src := raw[start*int64(elem) : (start+numel)*int64(elem)]
 	if a.bigEndian && elem > 1 {
 		sw := make([]byte, elem)
 		for i := range t.Data {

@@ -260,7 +260,8 @@ func TestDecodePthContainer(t *testing.T) {
 		want string
 	}{
 		{"empty", nil, "not a torch.save zip"},
-		{"legacy format", []byte("\x80\x02\x8a\x0alw\xf9"), "legacy (PyTorch < 1.6)"},
+		{"legacy magic only", append([]byte{0x80, 2}, legacyMagic...), "legacy format: protocol version pickle: truncated pickle"},
+		{"pickle without the legacy magic", []byte("\x80\x02\x8a\x0alw\xf9"), "not a torch.save zip"},
 		{"zip without data.pkl", func() []byte {
 			var buf bytes.Buffer
 			zw := zip.NewWriter(&buf)

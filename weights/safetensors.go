@@ -11,6 +11,7 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"strings"
 )
 
 // maxHeader is the largest safetensors header accepted, the limit of the
@@ -37,7 +38,10 @@ type stEntry struct {
 
 // ReadSafetensors reads a safetensors file: its tensors, sorted by name, and
 // its "__metadata__" strings (nil when absent). F32 tensors are read as they
-// are; F16, BF16 and F64 are converted to float32. Other dtypes are refused.
+// are; F16, BF16 and F64 are converted to float32. BatchNorm's I64
+// num_batches_tracked buffers (safetensors.torch.save_file of a state dict
+// keeps them) are skipped, as ReadPth skips them; any other tensor of another
+// dtype is an error that names it.
 func ReadSafetensors(path string) ([]*Tensor, map[string]string, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -96,6 +100,7 @@ func decodeSafetensors(r io.ReaderAt, size int64) ([]*Tensor, map[string]string,
 		begin, end uint64
 	}
 	spans := make([]span, 0, len(names))
+	read := make([]string, 0, len(names))
 	for _, name := range names {
 		e := entries[name]
 		if len(e.DataOffsets) != 2 {
@@ -122,10 +127,14 @@ func decodeSafetensors(r io.ReaderAt, size int64) ([]*Tensor, map[string]string,
 		if numel*uint64(elem) != end-b {
 			return nil, nil, fmt.Errorf("tensor %q: shape %v of %s needs %d bytes, data_offsets give %d", name, e.Shape, e.Dtype, numel*uint64(elem), end-b)
 		}
+		spans = append(spans, span{name, b, end})
 		if conv[e.Dtype] == nil {
+			if isBatchesTracked(name, e.Dtype == "I64") {
+				continue // checked for overlaps below, never read
+			}
 			return nil, nil, fmt.Errorf("tensor %q: unsupported dtype %s (want F32, F16, BF16 or F64)", name, e.Dtype)
 		}
-		spans = append(spans, span{name, b, end})
+		read = append(read, name)
 	}
 	sort.Slice(spans, func(i, j int) bool {
 		if spans[i].begin != spans[j].begin {
@@ -142,8 +151,8 @@ func decodeSafetensors(r io.ReaderAt, size int64) ([]*Tensor, map[string]string,
 	// Every tensor's bytes now lie in the file and no two overlap, so the
 	// allocations below add up to at most the file size (times 2 for F16/BF16
 	// converted to float32).
-	ts := make([]*Tensor, 0, len(names))
-	for _, name := range names {
+	ts := make([]*Tensor, 0, len(read))
+	for _, name := range read {
 		e := entries[name]
 		shape := make([]int, len(e.Shape))
 		for i, d := range e.Shape {
@@ -158,6 +167,12 @@ func decodeSafetensors(r io.ReaderAt, size int64) ([]*Tensor, map[string]string,
 		ts = append(ts, &Tensor{Name: name, Shape: shape, Data: data})
 	}
 	return ts, meta, nil
+}
+
+// isBatchesTracked reports whether a tensor is BatchNorm's int64 counter of
+// training batches, which holds no weights and is skipped by every reader.
+func isBatchesTracked(name string, isInt64 bool) bool {
+	return isInt64 && strings.HasSuffix(name, ".num_batches_tracked")
 }
 
 // parseHeader decodes the JSON header, refusing duplicate keys.

@@ -15,11 +15,11 @@
 package weights
 
 import (
-	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 
@@ -157,27 +157,48 @@ func Arrange(ts []*Tensor, params []vgg.Param, partialBase bool) ([]*Tensor, err
 	return out, nil
 }
 
-// Load reads a weight file: safetensors or a torch .pth state dict, chosen by
-// extension (.safetensors; .pth, .pt, .bin) or else by content (a zip is a
-// .pth, anything else is tried as safetensors).
-func Load(path string) ([]*Tensor, error) {
-	switch strings.ToLower(filepath.Ext(path)) {
-	case ".safetensors":
-		ts, _, err := ReadSafetensors(path)
-		return ts, err
-	case ".pth", ".pt", ".bin":
-		return ReadPth(path)
+// CanonicalSHA256 returns the SHA-256 (lowercase hex) of ts in a byte layout
+// that depends only on the tensors' names, shapes and float32 values, not on
+// the file they came from or their order, so that the same state dict read
+// from safetensors, a zip .pth or a legacy .pth hashes the same. The hashed
+// bytes are, for each tensor in increasing byte order of its name (which is
+// Python's order of str for UTF-8 names):
+//
+//	uint32, little-endian   byte length of the name
+//	bytes                   the name, UTF-8
+//	uint32, little-endian   number of dimensions (0 for a scalar)
+//	int64, little-endian    each dimension, outermost first
+//	float32, little-endian  each element in row-major (C) order, as its IEEE 754 bits
+//
+// with nothing between tensors and nothing at the end. Tensors with equal
+// names keep their relative order; nil tensors are skipped. In Python, for a
+// state dict sd of float tensors:
+//
+//	h = hashlib.sha256()
+//	for name in sorted(sd):
+//	    t, b = sd[name], name.encode()
+//	    h.update(struct.pack("<I", len(b)) + b + struct.pack(f"<I{t.dim()}q", t.dim(), *t.shape))
+//	    h.update(t.detach().float().contiguous().numpy().astype("<f4").tobytes())
+//	h.hexdigest()
+func CanonicalSHA256(ts []*Tensor) string {
+	sorted := make([]*Tensor, 0, len(ts))
+	for _, t := range ts {
+		if t != nil {
+			sorted = append(sorted, t)
+		}
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("weights: %w", err)
+	slices.SortStableFunc(sorted, func(a, b *Tensor) int { return strings.Compare(a.Name, b.Name) })
+	h := sha256.New()
+	var b []byte
+	for _, t := range sorted {
+		b = binary.LittleEndian.AppendUint32(b[:0], uint32(len(t.Name)))
+		b = append(b, t.Name...)
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(t.Shape)))
+		for _, d := range t.Shape {
+			b = binary.LittleEndian.AppendUint64(b, uint64(int64(d)))
+		}
+		h.Write(b)
+		writeFloats(h, t.Data) // a hash.Hash never fails to write
 	}
-	head := make([]byte, 4)
-	n, _ := f.Read(head)
-	f.Close()
-	if bytes.Equal(head[:n], []byte("PK\x03\x04")) {
-		return ReadPth(path)
-	}
-	ts, _, err := ReadSafetensors(path)
-	return ts, err
+	return hex.EncodeToString(h.Sum(nil))
 }
