@@ -125,6 +125,7 @@ type feedTensor struct {
 	dt    tf.DataType
 	shape []int64
 	t     *tf.Tensor
+	buf   []float32 // setFloats' Go-side buffer, when the native one is out of reach
 }
 
 // set returns a tensor of the given shape holding src (raw little-endian
@@ -143,6 +144,37 @@ func (f *feedTensor) set(shape []int64, src []byte) (*tf.Tensor, error) {
 	}
 	f.t, f.shape = t, slices.Clone(shape)
 	return t, nil
+}
+
+// setFloats returns a float32 tensor of the given shape whose values fill
+// writes. fill writes straight into the reused native buffer where tfrun
+// can reach it (no copy; the buffer is reallocated only when the shape
+// changes), otherwise into a reused Go buffer that set copies.
+func (f *feedTensor) setFloats(shape []int64, fill func(dst []float32)) (*tf.Tensor, error) {
+	n := 1
+	for _, d := range shape {
+		n *= int(d)
+	}
+	if layoutOK && n > 0 {
+		if f.t == nil || !slices.Equal(f.shape, shape) {
+			f.free()
+			t, _, err := newFloatTensor(shape, n)
+			if err != nil {
+				return nil, err
+			}
+			f.t, f.shape = t, slices.Clone(shape)
+		}
+		if view := floatView(f.t, n); view != nil {
+			fill(view)
+			return f.t, nil
+		}
+	}
+	if cap(f.buf) < n {
+		f.buf = make([]float32, n)
+	}
+	f.buf = f.buf[:n]
+	fill(f.buf)
+	return f.set(shape, asBytes(f.buf))
 }
 
 func (f *feedTensor) free() {

@@ -18,48 +18,71 @@ type Config struct {
 	Model      vgg.Config // default vgg16
 	ImageSize  int        // S: images are S×S×3, S a multiple of 32, >= 32
 	NumClasses int
-	Hidden     int     // classifier hidden width; 0 means 4096 (tests use small widths)
-	Dropout    float64 // drop probability of the two classifier Dropout layers, in [0, 1); 0 disables
-	Mode       string  // "scratch" | "finetune" | "features"
-	Optimizer  string  // "sgd" | "adam"
+	// Head is the classifier on the convolutional base (see vgg.Head); ""
+	// means vgg.HeadFlatten. With vgg.HeadTorchvision the base's output is
+	// first average-pooled to 7×7 (torch's AdaptiveAvgPool2d bins).
+	Head    vgg.Head
+	Hidden  int     // classifier hidden width; 0 means 4096 (tests use small widths)
+	Dropout float64 // drop probability of each Dropout layer of the head, in [0, 1); 0 disables
+	Mode    string  // ModeScratch | ModeFinetune | ModeFeatures (vgg's mode constants)
+	// FreezeLoadedHead keeps, in features mode, the head layers that come
+	// from the weights file (torchvision's fc6 and fc7 with
+	// vgg.HeadTorchvision) frozen: only the re-initialised layers train
+	// (vgg.Trainable). Without it every head layer trains. Other modes
+	// ignore it.
+	FreezeLoadedHead bool
+	Optimizer        string // "sgd" | "adam"
 
 	LR, Momentum, WeightDecay float64 // WeightDecay is torch's L2 term: wd·w added to the gradient
 	Nesterov                  bool    // sgd only; needs Momentum > 0
 
 	Beta1, Beta2, Eps float64 // adam (0.9, 0.999, 1e-8 by default)
 
-	// Seed fixes the initial weights (when Weights is nil, and the new
-	// head) and the dropout masks: the masks of global step i derive from
-	// (Seed, i) only, so a resumed run draws the same masks.
+	// Seed fixes the seeded initial tensors (all of them when Weights is
+	// nil, otherwise those the mode re-initialises) and the dropout masks:
+	// the mask of dropout layer l at global step i is
+	// vgg.DropoutMask(Seed, i, l), drawn in Go, so a resumed run draws the
+	// same masks and torchrun drops the same units.
 	Seed           int64
 	Device         string // "cpu" | "cuda" | "cuda:N"
 	Threads        int    // intra-op threads of the session's own pool; 0 means runtime.NumCPU()
 	InterOpThreads int    // inter-op threads of the session's own pool; 0 means runtime.NumCPU()
 
-	// Weights are the initial tensors in torchvision's canonical layout
-	// (see package weights and the Mode constants). nil means
-	// weights.InitVGG(Model, ImageSize, NumClasses, Hidden, Seed). New
+	// Weights are the initial tensors in torchvision's canonical layout,
+	// composed by weights.Initial(Weights, params, Mode, Head, Seed, false)
+	// (see the Mode constants): nil means every tensor seeded
+	// (weights.InitParams with Seed); otherwise every tensor comes from
+	// Weights except those the mode re-initialises, and a missing,
+	// mis-shaped or unexpected tensor makes New fail with ErrWeights. New
 	// copies them into the graph's variables; the caller keeps ownership.
 	Weights []*weights.Tensor
 }
 
-// The modes (Config.Mode), as in torchrun.
+// The modes (Config.Mode): vgg's, as in torchrun. Where a run's initial
+// tensors come from is weights.Initial's rule, and what trains is
+// vgg.Trainable's.
 const (
-	// ModeScratch trains every layer from Config.Weights, or from
-	// weights.InitVGG(Seed) when Weights is nil.
-	ModeScratch = "scratch"
-	// ModeFinetune trains every layer starting from Config.Weights. When
-	// the weights' last layer (classifier.6) has another number of
-	// classes, that layer alone is replaced by a seeded new one
-	// (weights.InitHead(Seed)).
-	ModeFinetune = "finetune"
-	// ModeFeatures uses the convolutional base as a fixed feature
-	// extractor: base weights come from Config.Weights (or InitVGG when
-	// nil, useful only for timing), never change, get no gradients, and
-	// BatchNorm layers in the base stay in evaluation mode; the classifier
-	// head is newly initialised (weights.InitHead(Seed)) and trained.
-	ModeFeatures = "features"
+	// ModeScratch trains every layer. Every tensor comes from
+	// Config.Weights when given (the head included), else from the seed.
+	ModeScratch = vgg.ModeScratch
+	// ModeFinetune trains every layer. The base and the head's hidden
+	// layers come from Config.Weights; the output layer (and with
+	// vgg.HeadKeras the whole head) always starts from the seed
+	// (vgg.Reinitialised), whatever its shape in the file.
+	ModeFinetune = vgg.ModeFinetune
+	// ModeFeatures starts as ModeFinetune but uses the convolutional base
+	// as a fixed feature extractor: the base never changes, gets no
+	// gradients, and its BatchNorm layers stay in evaluation mode. The head
+	// trains, except the layers from the file when
+	// Config.FreezeLoadedHead is set. With nil Weights the base is seeded
+	// (useful only for timing).
+	ModeFeatures = vgg.ModeFeatures
 )
+
+// ErrWeights is wrapped by New's error when Config.Weights does not fit the
+// model (tensors missing, of another shape, or unexpected; the message
+// names them).
+var ErrWeights = errors.New("tfrun: the initial weights do not fit the model")
 
 // The optimizers (Config.Optimizer).
 const (
@@ -68,7 +91,7 @@ const (
 )
 
 // DefaultConfig returns the study's setting, as torchrun.DefaultConfig:
-// VGG16 at 224×224, three classes, torchvision's classifier (hidden 4096,
+// VGG16 at 224×224, three classes, vgg.HeadFlatten (hidden 4096,
 // dropout 0.5), trained from scratch with SGD (lr 0.01, momentum 0.9),
 // Adam's defaults from torch.optim.Adam, seed 1, on the CPU.
 func DefaultConfig() Config {
@@ -76,6 +99,7 @@ func DefaultConfig() Config {
 		Model:      vgg.Config{Name: "vgg16"},
 		ImageSize:  224,
 		NumClasses: 3,
+		Head:       vgg.HeadFlatten,
 		Dropout:    vgg.Dropout,
 		Mode:       ModeScratch,
 		Optimizer:  OptimizerSGD,
@@ -102,7 +126,10 @@ func (c Config) validate() error {
 	if err := c.Model.Validate(); err != nil {
 		return err
 	}
-	if _, err := vgg.ParamsHidden(c.Model, c.ImageSize, c.NumClasses, c.Hidden); err != nil {
+	if _, err := vgg.ParseHead(string(c.Head)); err != nil {
+		return err
+	}
+	if _, err := vgg.ParamsFor(c.Model, c.head(), c.ImageSize, c.NumClasses, c.Hidden); err != nil {
 		return err
 	}
 	finite := func(name string, v float64) error {
@@ -161,6 +188,24 @@ func (c Config) validate() error {
 		return fmt.Errorf("threads %d, inter-op threads %d: want >= 0", c.Threads, c.InterOpThreads)
 	}
 	return nil
+}
+
+// head returns c.Head normalised by vgg.ParseHead ("" is vgg.HeadFlatten);
+// an unknown head (which Validate rejects) is returned as is.
+func (c Config) head() vgg.Head {
+	h, err := vgg.ParseHead(string(c.Head))
+	if err != nil {
+		return c.Head
+	}
+	return h
+}
+
+// hidden resolves Hidden 0 to vgg.DefaultHidden.
+func (c Config) hidden() int {
+	if c.Hidden == 0 {
+		return vgg.DefaultHidden
+	}
+	return c.Hidden
 }
 
 // device is a parsed Config.Device.

@@ -36,17 +36,18 @@ type variable struct {
 type model struct {
 	graph *tf.Graph
 
-	// Inputs. rate and seeds have defaults (0 and 0) so that evaluation
-	// feeds only x and labels.
+	// Inputs. Evaluation feeds only x and labels (and Logits only x).
 	x      tf.Output // float32 [N, S, S, 3] NHWC
 	labels tf.Output // int32 [N]
-	rate   tf.Output // float32 scalar: dropout probability
-	seeds  [2]tf.Output
+	// masks are the dropout masks of a training step, float32 [N, width],
+	// one per dropout layer of the head (masks[l] for HeadLayer.Dropout l),
+	// fed from vgg.DropoutMask; none when Config.Dropout is 0.
+	masks []tf.Output
 
 	// Adam's per-step feeds (see buildOptimizer).
 	adamLR, adamEps tf.Output
 
-	params []*variable // in vgg.ParamsHidden order
+	params []*variable // in vgg.ParamsFor order
 	slots  []*variable // optimizer state, in params order
 
 	logits       tf.Output // evaluation mode: dropout off, BatchNorm running statistics
@@ -69,11 +70,16 @@ type model struct {
 // The graph carries no device; the caller places it by importing it with
 // a default device (see placeGraph).
 func buildModel(cfg Config, prefix string) (m *model, err error) {
-	params, err := vgg.ParamsHidden(cfg.Model, cfg.ImageSize, cfg.NumClasses, cfg.Hidden)
+	head := cfg.head()
+	params, err := vgg.ParamsFor(cfg.Model, head, cfg.ImageSize, cfg.NumClasses, cfg.Hidden)
 	if err != nil {
 		return nil, err
 	}
 	layers, err := cfg.Model.FeatureLayers(cfg.ImageSize)
+	if err != nil {
+		return nil, err
+	}
+	headLayers, err := head.Layers(cfg.ImageSize, cfg.NumClasses, cfg.Hidden)
 	if err != nil {
 		return nil, err
 	}
@@ -82,9 +88,9 @@ func buildModel(cfg Config, prefix string) (m *model, err error) {
 	in := root.SubScope("input")
 	m.x = op.Placeholder(in.SubScope("x"), tf.Float, op.PlaceholderShape(tf.MakeShape(-1, -1, -1, 3)))
 	m.labels = op.Placeholder(in.SubScope("labels"), tf.Int32, op.PlaceholderShape(tf.MakeShape(-1)))
-	m.rate = op.PlaceholderWithDefault(in.SubScope("rate"), op.Const(in.SubScope("rate_default"), float32(0)), tf.ScalarShape())
-	for i := range m.seeds {
-		m.seeds[i] = op.PlaceholderWithDefault(in.SubScope(fmt.Sprintf("seed%d", i)), op.Const(in.SubScope("seed_default"), []int64{0, 0}), tf.MakeShape(2))
+	for _, l := range dropoutLayers(cfg, headLayers) {
+		ms := in.SubScope(fmt.Sprintf("classifier.%d.mask", l.Index+2))
+		m.masks = append(m.masks, op.Placeholder(ms, tf.Float, op.PlaceholderShape(tf.MakeShape(-1, int64(l.Out)))))
 	}
 
 	vars := root.SubScope("vars")
@@ -105,17 +111,25 @@ func buildModel(cfg Config, prefix string) (m *model, err error) {
 	}
 
 	// The training forward pass, layer for layer as torchvision's
-	// VGG.features and VGG.classifier (with fwbench's flatten in place of
-	// the adaptive pool). With batch normalisation the evaluation pass is a
-	// second forward over the same variable reads, with BatchNorm in
-	// inference mode and no dropout; without it one pass serves both, with
-	// the dropout rate fed only when training.
-	f := forwardSpec{cfg: cfg, layers: layers, vars: byName, rate: m.rate, seeds: m.seeds}
-	var trainLogits tf.Output
-	trainLogits, m.bnUpdates = f.build(root.SubScope("forward"), m.x, true)
+	// VGG.features, VGG.avgpool (HeadTorchvision only) and VGG.classifier.
+	// The evaluation pass shares what it can: with BatchNorm trained in
+	// batch mode it is a second forward over the same variable reads, with
+	// BatchNorm in inference mode; otherwise it shares the base's output
+	// and only the head is built again, without the dropout masks (and
+	// with dropout 0 one pass serves both).
+	f := forwardSpec{cfg: cfg, layers: layers, head: head, headLayers: headLayers, vars: byName}
+	fs := root.SubScope("forward")
+	feat, bnUpdates := f.base(fs, m.x, true)
+	m.bnUpdates = bnUpdates
+	trainLogits := f.classifier(fs, feat, m.masks)
 	evalLogits := trainLogits
-	if cfg.Model.BatchNorm {
-		evalLogits, _ = f.build(root.SubScope("eval"), m.x, false)
+	switch {
+	case len(bnUpdates) > 0:
+		es := root.SubScope("eval")
+		evalFeat, _ := f.base(es, m.x, false)
+		evalLogits = f.classifier(es, evalFeat, nil)
+	case len(m.masks) > 0:
+		evalLogits = f.classifier(root.SubScope("eval"), feat, nil)
 	}
 	m.logits = evalLogits
 
@@ -128,7 +142,7 @@ func buildModel(cfg Config, prefix string) (m *model, err error) {
 	ce, _ := op.SoftmaxCrossEntropyWithLogits(ls, trainLogits, oneHot)
 	m.trainLoss = op.Mean(ls, ce, axis)
 	m.loss = m.trainLoss
-	if cfg.Model.BatchNorm {
+	if evalLogits != trainLogits {
 		es := ls.SubScope("eval")
 		ce, _ := op.SoftmaxCrossEntropyWithLogits(es, evalLogits, oneHot)
 		m.loss = op.Mean(es, ce, axis)
@@ -144,11 +158,12 @@ func buildModel(cfg Config, prefix string) (m *model, err error) {
 		return nil, scopeError(err)
 	}
 
-	// Gradients only for the trained parameters: in "features" mode the
-	// base gets none, so no backward pass through it is built or run.
+	// Gradients only for the trained parameters (vgg.Trainable): in
+	// "features" mode the base gets none, so no backward pass through it
+	// is built or run.
 	var trained []*variable
 	for _, v := range m.params {
-		if v.param.Kind.Trainable() && (cfg.Mode != ModeFeatures || v.param.Head) {
+		if vgg.Trainable(cfg.Mode, head, cfg.FreezeLoadedHead, v.param) {
 			trained = append(trained, v)
 		}
 	}
@@ -191,25 +206,40 @@ func buildModel(cfg Config, prefix string) (m *model, err error) {
 
 // forwardSpec holds what a forward pass needs.
 type forwardSpec struct {
-	cfg    Config
-	layers []vgg.Layer
-	vars   map[string]*variable
-	rate   tf.Output
-	seeds  [2]tf.Output
+	cfg        Config
+	layers     []vgg.Layer
+	head       vgg.Head
+	headLayers []vgg.HeadLayer
+	vars       map[string]*variable
 }
 
-// build adds one forward pass from x to the logits under s. In training
-// mode it includes dropout (rate and seeds fed) and, except in "features"
-// mode, whose base stays in evaluation mode as in torchrun, BatchNorm with
-// batch statistics, returning the assignments of the updated running
-// statistics. Otherwise BatchNorm normalises with the running statistics and
-// there is no dropout.
-func (f *forwardSpec) build(s *op.Scope, x tf.Output, train bool) (logits tf.Output, bnUpdates []*tf.Operation) {
+// dropoutLayers returns the head layers followed by a Dropout that does
+// something: the Hidden ones when cfg.Dropout > 0, none otherwise. Their
+// order is that of their Dropout numbers (0, 1, ...).
+func dropoutLayers(cfg Config, ls []vgg.HeadLayer) []vgg.HeadLayer {
+	if cfg.Dropout <= 0 {
+		return nil
+	}
+	var out []vgg.HeadLayer
+	for _, l := range ls {
+		if l.Hidden {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// base adds the convolutional base from x to its NHWC feature map under s.
+// In training mode, except in "features" mode, whose base stays in
+// evaluation mode as in torchrun, BatchNorm normalises with batch
+// statistics, and base returns the assignments of the updated running
+// statistics; otherwise it uses the running statistics.
+func (f *forwardSpec) base(s *op.Scope, x tf.Output, train bool) (h tf.Output, bnUpdates []*tf.Operation) {
 	S := int64(f.cfg.ImageSize)
 	// EnsureShape makes TensorFlow itself refuse images of another size,
 	// with its own message; without it a 33×33 batch at S = 32 would pool
 	// down to the same 1×1 map and pass unnoticed.
-	h := op.EnsureShape(s.SubScope("images"), x, tf.MakeShape(-1, S, S, 3))
+	h = op.EnsureShape(s.SubScope("images"), x, tf.MakeShape(-1, S, S, 3))
 	bnTrain := train && f.cfg.Mode != ModeFeatures
 	for _, l := range f.layers {
 		ls := s.SubScope(fmt.Sprintf("features.%d", l.Index))
@@ -228,38 +258,77 @@ func (f *forwardSpec) build(s *op.Scope, x tf.Output, train bool) (logits tf.Out
 		}
 		h = op.Relu(ls, h)
 	}
-	flatIn, _ := vgg.ClassifierInput(f.cfg.ImageSize)
-	h = op.Reshape(s.SubScope("flatten"), h, op.Const(s.SubScope("flatten_shape"), []int32{-1, int32(flatIn)}))
-	var batch, keepScale tf.Output
-	if train {
-		// The batch size comes from the input, not from h: the dropout
-		// masks must not be reachable from the variables, or the gradient
-		// builder would ask for StatelessRandomUniform's gradient, which
-		// the C++ registry lacks.
-		batch = op.StridedSlice(s.SubScope("batch"), op.Shape(s.SubScope("batch"), x, op.ShapeOutType(tf.Int32)),
-			op.Const(s.SubScope("b0"), []int32{0}), op.Const(s.SubScope("b1"), []int32{1}), op.Const(s.SubScope("b2"), []int32{1}),
-			op.StridedSliceShrinkAxisMask(1))
-		one := op.Const(s.SubScope("one"), float32(1))
-		keepScale = op.RealDiv(s.SubScope("keep_scale"), one, op.Sub(s.SubScope("keep"), one, f.rate))
+	return h, bnUpdates
+}
+
+// classifier adds the head from the base's NHWC feature map h to the
+// logits under s: the adaptive pool when the head has one (its output
+// flattened in torch's C×H×W order), else a flatten in NHWC's H×W×C order
+// (the first layer's rows are permuted to match, see layout.go), then each
+// Linear layer, with ReLU after a hidden one and, when masks is not nil,
+// the hidden activation multiplied by its dropout mask (masks[l.Dropout]).
+// A dropout rate of 0 has no masks and so no dropout ops at all.
+func (f *forwardSpec) classifier(s *op.Scope, h tf.Output, masks []tf.Output) tf.Output {
+	side := f.cfg.ImageSize / 32
+	if f.head.AdaptivePool() {
+		h = adaptivePool(s.SubScope("avgpool"), h, side, vgg.PoolSize, 512)
+	} else {
+		h = op.Reshape(s.SubScope("flatten"), h, op.Const(s.SubScope("flatten_shape"), []int32{-1, int32(512 * side * side)}))
 	}
-	hidden := f.cfg.Hidden
-	if hidden == 0 {
-		hidden = vgg.DefaultHidden
-	}
-	for i := range 3 {
-		ls := s.SubScope(fmt.Sprintf("classifier.%d", 3*i))
-		w := f.vars[fmt.Sprintf("classifier.%d.weight", 3*i)]
-		b := f.vars[fmt.Sprintf("classifier.%d.bias", 3*i)]
+	for _, l := range f.headLayers {
+		ls := s.SubScope(fmt.Sprintf("classifier.%d", l.Index))
+		w := f.vars[fmt.Sprintf("classifier.%d.weight", l.Index)]
+		b := f.vars[fmt.Sprintf("classifier.%d.bias", l.Index)]
 		h = op.BiasAdd(ls, op.MatMul(ls, h, w.read), b.read)
-		if i == 2 {
+		if !l.Hidden {
 			break
 		}
 		h = op.Relu(ls, h)
-		if train {
-			h = dropout(s.SubScope(fmt.Sprintf("classifier.%d", 3*i+2)), h, batch, hidden, f.rate, keepScale, f.seeds[i])
+		if masks != nil && l.Dropout < len(masks) {
+			// torch's nn.Dropout in training mode with the mask drawn in Go:
+			// each element is 0 or 1/(1−p) (vgg.DropoutMask).
+			h = op.Mul(s.SubScope(fmt.Sprintf("classifier.%d", l.Index+2)), h, masks[l.Dropout])
 		}
 	}
-	return h, bnUpdates
+	return h
+}
+
+// adaptivePool is torch's AdaptiveAvgPool2d((out, out)) on an NHWC map h of
+// side in with c channels, returning [N, c·out·out] in torch's C×H×W
+// flattening order. TensorFlow has no adaptive pooling op (and AvgPool
+// cannot make overlapping bins of different sizes), so the pooling is a
+// constant matrix product: h is transposed to NCHW and reshaped to
+// [N·c, in·in], and multiplied by poolMatrix(in, out) ([in·in, out·out]),
+// whose column for output cell (i, j) holds 1/(rows·cols) over the input
+// cells of the cell's bins (vgg.AdaptivePoolBins). Transpose, Reshape and
+// MatMul all have C++ gradients. At in = out the matrix is the identity.
+func adaptivePool(s *op.Scope, h tf.Output, in, out, c int) tf.Output {
+	h = op.Transpose(s, h, op.Const(s.SubScope("nchw"), []int32{0, 3, 1, 2}))
+	h = op.Reshape(s.SubScope("rows"), h, op.Const(s.SubScope("rows_shape"), []int32{-1, int32(in * in)}))
+	h = op.MatMul(s, h, op.Const(s.SubScope("bins"), poolMatrix(in, out)))
+	return op.Reshape(s.SubScope("flatten"), h, op.Const(s.SubScope("flatten_shape"), []int32{-1, int32(c * out * out)}))
+}
+
+// poolMatrix returns the [in·in][out·out] matrix of adaptivePool: entry
+// [h·in+w][i·out+j] is 1/(|rows_i|·|cols_j|) when input row h is in output
+// row i's bin and column w in output column j's bin, else 0.
+func poolMatrix(in, out int) [][]float32 {
+	start, end := vgg.AdaptivePoolBins(in, out)
+	p := make([][]float32, in*in)
+	for k := range p {
+		p[k] = make([]float32, out*out)
+	}
+	for i := range out {
+		for j := range out {
+			w := float32(1 / float64((end[i]-start[i])*(end[j]-start[j])))
+			for h := start[i]; h < end[i]; h++ {
+				for x := start[j]; x < end[j]; x++ {
+					p[h*in+x][i*out+j] = w
+				}
+			}
+		}
+	}
+	return p
 }
 
 // bnMomentum and bnEps are torch's BatchNorm2d defaults (momentum 0.1,
@@ -286,23 +355,6 @@ func (f *forwardSpec) batchNorm(s *op.Scope, h tf.Output, index int, train bool)
 		op.AssignVariableOp(s.SubScope("update_mean"), mean.handle, newMean),
 		op.AssignVariableOp(s.SubScope("update_var"), variance.handle, newVar),
 	}
-}
-
-// dropout is torch's nn.Dropout in training mode: each element is kept with
-// probability 1−rate and scaled by 1/(1−rate). With rate 0 the mask is all
-// ones and the scale 1, so evaluation (which feeds no rate) is exact.
-//
-// The uniform numbers come from StatelessRandomUniform with a seed pair fed
-// at run time, not from the stateful RandomUniform: the stateful op keeps a
-// Philox counter inside the session, which no checkpoint holds, so a resumed
-// run would draw other masks. The stateless op is a pure function of
-// (seed pair, shape), and tfrun feeds (Config.Seed, 2·step + layer): the
-// masks depend on the seed and the global step only.
-func dropout(s *op.Scope, h, batch tf.Output, width int, rate, keepScale, seed tf.Output) tf.Output {
-	shape := op.Pack(s, []tf.Output{batch, op.Const(s.SubScope("width"), int32(width))})
-	u := op.StatelessRandomUniform(s, shape, seed, op.StatelessRandomUniformDtype(tf.Float))
-	keep := op.Cast(s, op.GreaterEqual(s, u, rate), tf.Float)
-	return op.Mul(s.SubScope("apply"), h, op.Mul(s, keep, keepScale))
 }
 
 // newSlotFunc returns a function that makes an optimizer slot variable for
@@ -445,8 +497,11 @@ func (m *model) placeGraph(dev string) error {
 			list[i] = n
 		}
 	}
-	for _, o := range []*tf.Output{&m.x, &m.labels, &m.rate, &m.seeds[0], &m.seeds[1], &m.adamLR, &m.adamEps, &m.logits, &m.loss, &m.correct, &m.trainLoss, &m.trainCorrect} {
+	for _, o := range []*tf.Output{&m.x, &m.labels, &m.adamLR, &m.adamEps, &m.logits, &m.loss, &m.correct, &m.trainLoss, &m.trainCorrect} {
 		out(o)
+	}
+	for i := range m.masks {
+		out(&m.masks[i])
 	}
 	for _, v := range append(append([]*variable(nil), m.params...), m.slots...) {
 		out(&v.handle)

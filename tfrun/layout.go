@@ -9,10 +9,13 @@ import (
 //	Conv2D filter   HWIO [3, 3, in, out]   (torch OIHW [out, in, 3, 3])
 //	MatMul weight   [in, out]              (torch Linear [out, in])
 //
-// and the first classifier layer reads an NHWC feature map flattened as
-// H×W×C, where torch flattens C×H×W. Its input index j_tf = (h·s + w)·C + c
-// corresponds to torch's j_t = c·s·s + h·s + w (s = S/32, C = 512), so its
-// rows are permuted on load and back on save. Biases are the same in both.
+// and with the flattening heads (vgg.HeadFlatten, vgg.HeadKeras) the first
+// classifier layer reads an NHWC feature map flattened as H×W×C, where torch
+// flattens C×H×W. Its input index j_tf = (h·s + w)·C + c corresponds to
+// torch's j_t = c·s·s + h·s + w (s = S/32, C = 512), so its rows are
+// permuted on load and back on save. After the adaptive pool
+// (vgg.HeadTorchvision) the graph itself flattens in C×H×W order (see
+// adaptivePool), so no rows are permuted. Biases are the same in both.
 
 // tfShape returns the TensorFlow shape of a canonical parameter.
 func tfShape(p vgg.Param) []int64 {
@@ -29,14 +32,24 @@ func tfShape(p vgg.Param) []int64 {
 	return s
 }
 
-// flattenPerm returns, for the first classifier layer of an S×S model, the
-// torch input index of each TensorFlow input index (nil for other layers:
-// the identity).
-func flattenPerm(p vgg.Param, imageSize int) []int {
-	if p.Kind != vgg.LinearWeight || p.Name != "classifier.0.weight" {
+// flatSide returns the side s of the feature map that the first
+// classifier layer reads flattened in H×W×C order: S/32 for the flattening
+// heads, 0 (no permutation) after the adaptive pool.
+func flatSide(imageSize int, head vgg.Head) int {
+	if head.AdaptivePool() {
+		return 0
+	}
+	return imageSize / 32
+}
+
+// flattenPerm returns, for the first classifier layer when it reads an
+// s×s map flattened as H×W×C (s = flatSide), the torch input index of each
+// TensorFlow input index (nil for other layers and for s = 0: the
+// identity).
+func flattenPerm(p vgg.Param, s int) []int {
+	if s == 0 || p.Kind != vgg.LinearWeight || p.Name != "classifier.0.weight" {
 		return nil
 	}
-	s := imageSize / 32
 	in := p.Shape[1]
 	c := in / (s * s)
 	perm := make([]int, in)
@@ -50,22 +63,23 @@ func flattenPerm(p vgg.Param, imageSize int) []int {
 	return perm
 }
 
-// toTF converts a canonical tensor's data to TensorFlow's layout for p.
-func toTF(p vgg.Param, imageSize int, src []float32) []float32 {
+// toTF converts a canonical tensor's data to TensorFlow's layout for p
+// (side: see flatSide).
+func toTF(p vgg.Param, side int, src []float32) []float32 {
 	dst := make([]float32, len(src))
-	toTFInto(p, imageSize, src, dst)
+	toTFInto(p, side, src, dst)
 	return dst
 }
 
 // fromTF converts TensorFlow-layout data for p back to the canonical layout.
-func fromTF(p vgg.Param, imageSize int, src []float32) []float32 {
+func fromTF(p vgg.Param, side int, src []float32) []float32 {
 	dst := make([]float32, len(src))
-	fromTFInto(p, imageSize, src, dst)
+	fromTFInto(p, side, src, dst)
 	return dst
 }
 
-// toTFInto writes toTF(p, imageSize, src) into dst (len(dst) = len(src)).
-func toTFInto(p vgg.Param, imageSize int, src, dst []float32) {
+// toTFInto writes toTF(p, side, src) into dst (len(dst) = len(src)).
+func toTFInto(p vgg.Param, side int, src, dst []float32) {
 	switch p.Kind {
 	case vgg.ConvWeight:
 		o, i, kh, kw := p.Shape[0], p.Shape[1], p.Shape[2], p.Shape[3]
@@ -79,14 +93,14 @@ func toTFInto(p vgg.Param, imageSize int, src, dst []float32) {
 			}
 		}
 	case vgg.LinearWeight:
-		transpose(src, dst, p.Shape[0], p.Shape[1], flattenPerm(p, imageSize), false)
+		transpose(src, dst, p.Shape[0], p.Shape[1], flattenPerm(p, side), false)
 	default:
 		copy(dst, src)
 	}
 }
 
-// fromTFInto writes fromTF(p, imageSize, src) into dst.
-func fromTFInto(p vgg.Param, imageSize int, src, dst []float32) {
+// fromTFInto writes fromTF(p, side, src) into dst.
+func fromTFInto(p vgg.Param, side int, src, dst []float32) {
 	switch p.Kind {
 	case vgg.ConvWeight:
 		o, i, kh, kw := p.Shape[0], p.Shape[1], p.Shape[2], p.Shape[3]
@@ -100,7 +114,7 @@ func fromTFInto(p vgg.Param, imageSize int, src, dst []float32) {
 			}
 		}
 	case vgg.LinearWeight:
-		transpose(src, dst, p.Shape[0], p.Shape[1], flattenPerm(p, imageSize), true)
+		transpose(src, dst, p.Shape[0], p.Shape[1], flattenPerm(p, side), true)
 	default:
 		copy(dst, src)
 	}

@@ -50,7 +50,11 @@ type Trainer struct {
 	dev    device
 	intra  int
 	inter  int
-	params []vgg.Param
+	params []vgg.Param // vgg.ParamsFor order
+	side   int         // flatSide: the H×W×C-flattened map's side, 0 after the adaptive pool
+	// dropout lists the head layers followed by a Dropout (none when
+	// Config.Dropout is 0), in the order of m.masks and masks.
+	dropout []vgg.HeadLayer
 	// lastCorrect is the top-1 hit count of the last training batch.
 	lastCorrect int
 
@@ -60,16 +64,18 @@ type Trainer struct {
 	step     int64 // completed training steps (restored by LoadCheckpoint): the dropout mask index
 	adamStep int64 // Adam's t before the next step; reset with the optimizer state by LoadWeights
 
-	// Reused input tensors (see feedTensor).
-	x, labels, rate, adamLR, adamEps feedTensor
-	seeds                            [2]feedTensor
+	// Reused input tensors (see feedTensor); masks are the dropout masks.
+	x, labels, adamLR, adamEps feedTensor
+	masks                      []feedTensor
 
 	goOverhead atomic.Int64 // ns spent in Go by TrainStep outside Session.Run
 	steps      atomic.Int64 // TrainStep calls that GoOverhead covers
 }
 
 // New builds the model's graph, starts a session on cfg.Device and loads
-// the initial weights (cfg.Weights, or weights.InitVGG(cfg.Seed)).
+// the initial weights: weights.Initial(cfg.Weights, params, cfg.Mode,
+// cfg.Head, cfg.Seed, false), see Config.Weights and the Mode constants.
+// Weights that do not fit the model give an error wrapping ErrWeights.
 func New(ctx context.Context, cfg Config) (_ *Trainer, err error) {
 	var t *Trainer
 	defer func() { // after recoverTo: also on a panic
@@ -84,75 +90,37 @@ func New(ctx context.Context, cfg Config) (_ *Trainer, err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("tfrun: new: %w", err)
 	}
-	params, err := vgg.ParamsHidden(cfg.Model, cfg.ImageSize, cfg.NumClasses, cfg.Hidden)
+	cfg.Head = cfg.head()
+	params, err := vgg.ParamsFor(cfg.Model, cfg.Head, cfg.ImageSize, cfg.NumClasses, cfg.Hidden)
 	if err != nil {
 		return nil, fmt.Errorf("tfrun: new: %w", err)
 	}
-	init, err := initialWeights(cfg, params)
+	headLayers, err := cfg.Head.Layers(cfg.ImageSize, cfg.NumClasses, cfg.Hidden)
 	if err != nil {
 		return nil, fmt.Errorf("tfrun: new: %w", err)
+	}
+	init, _, err := weights.Initial(cfg.Weights, params, cfg.Mode, cfg.Head, cfg.Seed, false)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrWeights, err)
 	}
 	dev, _ := parseDevice(cfg.Device)
 	t = &Trainer{
 		cfg: cfg, dev: dev, params: params,
-		intra: threads(cfg.Threads), inter: threads(cfg.InterOpThreads),
-		x: feedTensor{dt: tf.Float}, labels: feedTensor{dt: tf.Int32}, rate: feedTensor{dt: tf.Float},
+		side:    flatSide(cfg.ImageSize, cfg.Head),
+		dropout: dropoutLayers(cfg, headLayers),
+		intra:   threads(cfg.Threads), inter: threads(cfg.InterOpThreads),
+		x: feedTensor{dt: tf.Float}, labels: feedTensor{dt: tf.Int32},
 		adamLR: feedTensor{dt: tf.Float}, adamEps: feedTensor{dt: tf.Float},
-		seeds: [2]feedTensor{{dt: tf.Int64}, {dt: tf.Int64}},
+	}
+	t.masks = make([]feedTensor, len(t.dropout))
+	for i := range t.masks {
+		t.masks[i].dt = tf.Float
 	}
 	t.cfg.Weights = nil // do not pin the caller's tensors
 	if err := t.start(ctx, init); err != nil {
 		return nil, fmt.Errorf("tfrun: new: %w", err)
 	}
 	return t, nil
-}
-
-// initialWeights returns the starting tensors in params order (see the
-// Mode constants); the same rules as torchrun's.
-func initialWeights(cfg Config, params []vgg.Param) ([]*weights.Tensor, error) {
-	if cfg.Weights == nil {
-		return weights.InitVGG(cfg.Model, cfg.ImageSize, cfg.NumClasses, cfg.Hidden, cfg.Seed)
-	}
-	switch cfg.Mode {
-	case ModeFeatures:
-		return weights.WithNewHead(cfg.Weights, cfg.Model, cfg.ImageSize, cfg.NumClasses, cfg.Hidden, cfg.Seed)
-	case ModeFinetune:
-		return withNewLastLayer(cfg, params)
-	}
-	return weights.Arrange(cfg.Weights, params, false)
-}
-
-// withNewLastLayer arranges cfg.Weights; when classifier.6 (the class
-// layer) has another shape, it alone is replaced by a seeded new one.
-func withNewLastLayer(cfg Config, params []vgg.Param) ([]*weights.Tensor, error) {
-	ws := slices.Clone(cfg.Weights)
-	head, err := weights.InitHead(cfg.Model, cfg.ImageSize, cfg.NumClasses, cfg.Hidden, cfg.Seed)
-	if err != nil {
-		return nil, err
-	}
-	replace := false
-	for _, w := range ws {
-		if p := paramNamed(params, w.Name); w.Name == "classifier.6.weight" || w.Name == "classifier.6.bias" {
-			replace = replace || p == nil || !slices.Equal(p.Shape, w.Shape)
-		}
-	}
-	if replace {
-		for i, w := range ws {
-			if w.Name == "classifier.6.weight" || w.Name == "classifier.6.bias" {
-				ws[i] = weights.Lookup(head, w.Name)
-			}
-		}
-	}
-	return weights.Arrange(ws, params, false)
-}
-
-func paramNamed(ps []vgg.Param, name string) *vgg.Param {
-	for i := range ps {
-		if ps[i].Name == name {
-			return &ps[i]
-		}
-	}
-	return nil
 }
 
 func (t *Trainer) start(ctx context.Context, init []*weights.Tensor) error {
@@ -196,9 +164,9 @@ func (t *Trainer) assign(ctx context.Context, vars []*variable, ts []*weights.Te
 		// at 224 px the first classifier layer alone is 411 MB.
 		val, view, err := newFloatTensor(v.shape, len(ts[i].Data))
 		if err == nil && view != nil {
-			toTFInto(v.param, t.cfg.ImageSize, ts[i].Data, view)
+			toTFInto(v.param, t.side, ts[i].Data, view)
 		} else if err == nil {
-			data := toTF(v.param, t.cfg.ImageSize, ts[i].Data)
+			data := toTF(v.param, t.side, ts[i].Data)
 			val, err = tf.ReadTensor(tf.Float, v.shape, bytes.NewReader(asBytes(data)))
 		}
 		if err != nil {
@@ -230,13 +198,13 @@ func (t *Trainer) read(vars []*variable) ([]*weights.Tensor, error) {
 		n := v.param.NumElements()
 		data := make([]float32, n)
 		if view := floatView(out[i], n); view != nil {
-			fromTFInto(v.param, t.cfg.ImageSize, view, data)
+			fromTFInto(v.param, t.side, view, data)
 		} else {
 			buf := make([]float32, n)
 			if err := readFloats(out[i], buf); err != nil {
 				return nil, fmt.Errorf("read %s: %w", v.name, err)
 			}
-			fromTFInto(v.param, t.cfg.ImageSize, buf, data)
+			fromTFInto(v.param, t.side, buf, data)
 		}
 		ts[i] = &weights.Tensor{Name: v.name, Shape: append([]int(nil), v.param.Shape...), Data: data}
 		freeTensor(out[i])
@@ -294,7 +262,9 @@ func (t *Trainer) feedBatch(b *dataset.Batch, labels bool) (x, l *tf.Tensor, err
 // TrainStep runs one optimizer step on b (forward in training mode with
 // dropout, backward, update, BatchNorm statistics) and returns the batch's
 // mean cross-entropy loss before the update. The whole step is one
-// Session.Run that fetches only the loss; the updates run as its targets.
+// Session.Run that fetches only the loss and the hit count; the updates run
+// as its targets. The dropout masks of global step Step() are drawn in Go
+// by vgg.DropoutMask straight into the reused input tensors and fed.
 // A batch of the wrong image size fails with TensorFlow's shape error
 // before any update.
 func (t *Trainer) TrainStep(ctx context.Context, b *dataset.Batch) (loss float64, err error) {
@@ -309,19 +279,14 @@ func (t *Trainer) TrainStep(ctx context.Context, b *dataset.Batch) (loss float64
 		return 0, fmt.Errorf("tfrun: train step: %w", err)
 	}
 	feeds := map[tf.Output]*tf.Tensor{t.m.x: x, t.m.labels: l}
-	if t.cfg.Dropout > 0 {
-		r, err := t.rate.set(nil, asBytes([]float32{float32(t.cfg.Dropout)}))
+	for i, dl := range t.dropout {
+		m, err := t.masks[i].setFloats([]int64{int64(b.N), int64(dl.Out)}, func(dst []float32) {
+			vgg.DropoutMask(dst, t.cfg.Seed, t.step, dl.Dropout, t.cfg.Dropout)
+		})
 		if err != nil {
 			return 0, fmt.Errorf("tfrun: train step: %w", err)
 		}
-		feeds[t.m.rate] = r
-		for i := range t.seeds {
-			s, err := t.seeds[i].set([]int64{2}, asBytes([]int64{t.cfg.Seed, 2*t.step + int64(i)}))
-			if err != nil {
-				return 0, fmt.Errorf("tfrun: train step: %w", err)
-			}
-			feeds[t.m.seeds[i]] = s
-		}
+		feeds[t.m.masks[i]] = m
 	}
 	if t.cfg.Optimizer == OptimizerAdam {
 		lr, eps := adamFeeds(t.cfg, t.adamStep+1)
@@ -418,7 +383,7 @@ func (t *Trainer) Logits(ctx context.Context, b *dataset.Batch) (logits []float3
 }
 
 // Weights returns the model's current weights in canonical torchvision
-// layout and vgg.ParamsHidden order. The tensors are the caller's.
+// layout and vgg.ParamsFor order. The tensors are the caller's.
 func (t *Trainer) Weights() (ts []*weights.Tensor, err error) {
 	if err := t.enter(context.Background(), "weights"); err != nil {
 		return nil, err
@@ -439,17 +404,14 @@ func (t *Trainer) SaveWeights(path string) error {
 	if err != nil {
 		return err
 	}
-	hidden := t.cfg.Hidden
-	if hidden == 0 {
-		hidden = vgg.DefaultHidden
-	}
 	meta := map[string]string{
 		"framework":   Framework,
 		"version":     Version(),
 		"model":       t.cfg.Model.String(),
+		"head":        string(t.cfg.Head),
 		"image_size":  strconv.Itoa(t.cfg.ImageSize),
 		"num_classes": strconv.Itoa(t.cfg.NumClasses),
-		"hidden":      strconv.Itoa(hidden),
+		"hidden":      strconv.Itoa(t.cfg.hidden()),
 	}
 	if err := weights.WriteSafetensors(path, ts, meta); err != nil {
 		return fmt.Errorf("tfrun: save weights: %w", err)
@@ -511,6 +473,7 @@ const (
 	extraStep     = "tfrun.step"      // global step counter: the dropout mask index
 	extraAdamStep = "tfrun.adam_step" // Adam's step count (torch's per-parameter "step")
 	extraModel    = "tfrun.model"
+	extraHead     = "tfrun.head"
 	extraMode     = "tfrun.mode"
 )
 
@@ -545,6 +508,7 @@ func (t *Trainer) SaveCheckpoint(dir string, epoch, step int) (err error) {
 		Extra: map[string]string{
 			extraStep:  strconv.FormatInt(t.step, 10),
 			extraModel: t.cfg.Model.String(),
+			extraHead:  string(t.cfg.Head),
 			extraMode:  t.cfg.Mode,
 		},
 	}
@@ -694,8 +658,11 @@ func (t *Trainer) Close() (err error) {
 
 // release frees the native objects: input tensors, session, graph.
 func (t *Trainer) release() error {
-	for _, f := range []*feedTensor{&t.x, &t.labels, &t.rate, &t.adamLR, &t.adamEps, &t.seeds[0], &t.seeds[1]} {
+	for _, f := range []*feedTensor{&t.x, &t.labels, &t.adamLR, &t.adamEps} {
 		f.free()
+	}
+	for i := range t.masks {
+		t.masks[i].free()
 	}
 	var err error
 	if t.sess != nil {

@@ -292,13 +292,24 @@ func TestResumeEqualsUninterrupted(t *testing.T) {
 // TestDropoutMasks: dropout is on in training (the training loss differs
 // from the evaluation loss of the same weights), and its masks depend on
 // the seed: two Trainers with one seed agree bit for bit, another seed
-// gives another loss.
+// gives another loss. (TestDropoutMaskApplied checks the masks' values.)
 func TestDropoutMasks(t *testing.T) {
+	for _, h := range vgg.Heads() {
+		t.Run(string(h), func(t *testing.T) { testDropoutMasks(t, h) })
+	}
+}
+
+func testDropoutMasks(t *testing.T, head vgg.Head) {
 	ctx := context.Background()
 	b := synthBatch(0, 8, 3, 32, 5)
 	cfg := tinyConfig()
+	cfg.Head = head
 	cfg.Dropout = 0.5
-	init, err := weights.InitVGG(cfg.Model, 32, 3, 16, 1)
+	ps, err := vgg.ParamsFor(cfg.Model, head, 32, 3, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	init, err := weights.InitParams(ps, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -403,6 +414,7 @@ func TestConfigValidate(t *testing.T) {
 		{"model", func(c *Config) { c.Model = vgg.Config{Name: "vgg17"} }},
 		{"size", func(c *Config) { c.ImageSize = 40 }},
 		{"classes", func(c *Config) { c.NumClasses = 0 }},
+		{"head", func(c *Config) { c.Head = "resnet" }},
 		{"dropout", func(c *Config) { c.Dropout = 1 }},
 		{"mode", func(c *Config) { c.Mode = "transfer" }},
 		{"optimizer", func(c *Config) { c.Optimizer = "rmsprop" }},
@@ -421,6 +433,18 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if err := DefaultConfig().Validate(); err != nil {
 		t.Errorf("DefaultConfig: %v", err)
+	}
+	bad := DefaultConfig()
+	bad.Head = "resnet"
+	if err, want := bad.Validate(), `unknown head "resnet" (want flatten, torchvision or keras)`; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("head resnet: got %v, want vgg.ParseHead's %q", err, want)
+	}
+	for _, h := range []vgg.Head{"", "flatten", "Torchvision", "keras"} {
+		c := DefaultConfig()
+		c.Head = h
+		if err := c.Validate(); err != nil {
+			t.Errorf("head %q: %v", h, err)
+		}
 	}
 	for _, d := range []string{"cpu", "cuda", "cuda:3", "CUDA:1"} {
 		if _, err := parseDevice(d); err != nil {

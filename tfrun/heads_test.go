@@ -1,0 +1,519 @@
+package tfrun
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	tf "github.com/galeone/tensorflow/tensorflow/go"
+	"github.com/galeone/tensorflow/tensorflow/go/op"
+
+	"github.com/fwbench/fwbench/vgg"
+	"github.com/fwbench/fwbench/weights"
+)
+
+// maxDiff is max|got−want| / max|want| over the elements.
+func maxDiff(got, want []float32) float64 {
+	var d, m float64
+	for i := range want {
+		d = max(d, math.Abs(float64(got[i])-float64(want[i])))
+		m = max(m, math.Abs(float64(want[i])))
+	}
+	if m == 0 {
+		return d
+	}
+	return d / m
+}
+
+// heWeights returns seeded tensors for ps (weights.InitParams) whose linear
+// layers are redrawn with He scaling (std √(2/in), biases 0.01·N(0, 1)):
+// torchvision's Linear init (std 0.01) makes logits so small that every
+// class gets nearly the same probability, which would hide the differences
+// these tests look for.
+func heWeights(t *testing.T, ps []vgg.Param, seed int64) []*weights.Tensor {
+	t.Helper()
+	ts, err := weights.InitParams(ps, seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range ps {
+		switch p.Kind {
+		case vgg.LinearWeight:
+			std := float32(math.Sqrt(2 / float64(p.Shape[1])))
+			for j, v := range randData(p.NumElements(), uint64(100+i)) {
+				ts[i].Data[j] = v * std
+			}
+		case vgg.LinearBias:
+			for j, v := range randData(p.NumElements(), uint64(100+i)) {
+				ts[i].Data[j] = 0.01 * v
+			}
+		}
+	}
+	return ts
+}
+
+func mustParams(t *testing.T, cfg Config) []vgg.Param {
+	t.Helper()
+	ps, err := vgg.ParamsFor(cfg.Model, cfg.head(), cfg.ImageSize, cfg.NumClasses, cfg.Hidden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ps
+}
+
+func floatTensor(t *testing.T, shape []int64, data []float32) *tf.Tensor {
+	t.Helper()
+	x, err := tf.ReadTensor(tf.Float, shape, bytes.NewReader(asBytes(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return x
+}
+
+// TestAdaptivePool checks adaptivePool's graph against a pure-Go
+// AdaptiveAvgPool2d((7, 7)) with torch's bins (vgg.AdaptivePoolBins: sum
+// over the bin, divided by its size, in float64), forward and backward, for
+// input sides below 7 (1 at 32 px: every cell copies the one input; 2 at
+// 64 px and 3: bins overlap and repeat), equal to it (224 px: the
+// identity), and above it (10 at 320 px, 14 at 448 px: overlapping bins of
+// 2 and 3 rows). The output must be in torch's C×H×W flattening order.
+//
+// Tolerance 1e-6 of the largest value: each output is a float32 sum of at
+// most 3·3 inputs of order 1 times a rounded 1/count (float32's relative
+// precision is 6e-8 per operation); a wrong bin changes an output by order 1.
+func TestAdaptivePool(t *testing.T) {
+	const n, c, out = 2, 3, vgg.PoolSize
+	cfg, err := sessionConfig(1, 1, device{}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range []int{1, 2, 3, 7, 10, 14} {
+		t.Run(fmt.Sprintf("%dx%d", in, in), func(t *testing.T) {
+			s := op.NewScope()
+			x := op.Placeholder(s.SubScope("x"), tf.Float, op.PlaceholderShape(tf.MakeShape(-1, int64(in), int64(in), c)))
+			r := op.Placeholder(s.SubScope("r"), tf.Float, op.PlaceholderShape(tf.MakeShape(-1, c*out*out)))
+			y := adaptivePool(s.SubScope("pool"), x, in, out, c)
+			obj := op.Sum(s, op.Mul(s, y, r), op.Const(s.SubScope("axes"), []int32{0, 1}))
+			g, err := s.Finalize()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer freeGraph(g)
+			// d obj / d x: the pool's backward pass (Transpose, Reshape and
+			// MatMul gradients from the C++ registry) applied to r.
+			grads, err := g.AddGradients("grad", []tf.Output{obj}, []tf.Output{x}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sess, err := tf.NewSession(g, &tf.SessionOptions{Config: cfg})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sess.Close()
+			xv, rv := randData(n*in*in*c, uint64(in)), randData(n*c*out*out, uint64(50+in))
+			xt, rt := floatTensor(t, []int64{n, int64(in), int64(in), c}, xv), floatTensor(t, []int64{n, c * out * out}, rv)
+			defer freeTensors([]*tf.Tensor{xt, rt})
+			res, err := sess.Run(map[tf.Output]*tf.Tensor{x: xt, r: rt}, []tf.Output{y, grads[0]}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer freeTensors(res)
+			gotY, gotG := make([]float32, n*c*out*out), make([]float32, len(xv))
+			if err := errors.Join(readFloats(res[0], gotY), readFloats(res[1], gotG)); err != nil {
+				t.Fatal(err)
+			}
+
+			start, end := vgg.AdaptivePoolBins(in, out)
+			wantY := make([]float32, len(gotY))
+			wantG64 := make([]float64, len(xv))
+			for b := range n {
+				for ch := range c {
+					for i := range out {
+						for j := range out {
+							var sum float64
+							count := float64((end[i] - start[i]) * (end[j] - start[j]))
+							o := (b*c+ch)*out*out + i*out + j // torch's [N, C, 7, 7] flattened
+							for h := start[i]; h < end[i]; h++ {
+								for w := start[j]; w < end[j]; w++ {
+									k := ((b*in+h)*in+w)*c + ch // NHWC
+									sum += float64(xv[k])
+									wantG64[k] += float64(rv[o]) / count
+								}
+							}
+							wantY[o] = float32(sum / count)
+						}
+					}
+				}
+			}
+			wantG := make([]float32, len(wantG64))
+			for k, v := range wantG64 {
+				wantG[k] = float32(v)
+			}
+			if e := maxDiff(gotY, wantY); e > 1e-6 {
+				t.Errorf("pooled values differ from torch's bins by %.3g of the largest, want <= 1e-6", e)
+			}
+			if e := maxDiff(gotG, wantG); e > 1e-6 {
+				t.Errorf("gradient differs from the bins' by %.3g of the largest, want <= 1e-6", e)
+			}
+		})
+	}
+}
+
+// TestHeadTorchvisionMatchesFlatten runs the torchvision head at 64 px,
+// where the base's 2×2 map is pooled to 7×7 with overlapping bins, against
+// the flatten head whose classifier.0 is the pooled layer folded into one
+// matrix: the pool is linear, P per channel (7·7 × 2·2, from
+// vgg.AdaptivePoolBins), so W_tv·pool(f) = (W_tv·P)·f. Both models must give
+// the same logits, the same training loss (dropout 0.5: both draw the same
+// masks) and the same first SGD step of the base, since ∂L/∂f = Pᵀ·W_tvᵀ·δ =
+// W_flatᵀ·δ: this checks the pool's backward pass end to end as well.
+//
+// Tolerances: logits and loss 1e-5 relative (float32 sums of 25088 products
+// against 2048, measured in the log); the base's change 1e-4 of its largest
+// change, as the PyTorch parity tests (parity_test.go) allow for float32
+// summation order.
+func TestHeadTorchvisionMatchesFlatten(t *testing.T) {
+	const S, side, c, out = 64, 2, 512, vgg.PoolSize
+	ctx := context.Background()
+	tv := tinyConfig()
+	tv.ImageSize, tv.Head, tv.Dropout = S, vgg.HeadTorchvision, 0.5
+	tv.Weights = heWeights(t, mustParams(t, tv), 3)
+	fl := tv
+	fl.Head = vgg.HeadFlatten
+	var flat []*weights.Tensor
+	start, end := vgg.AdaptivePoolBins(side, out)
+	for _, w := range tv.Weights {
+		if w.Name != "classifier.0.weight" {
+			flat = append(flat, w)
+			continue
+		}
+		rows := w.Shape[0]
+		in := c * side * side
+		f := &weights.Tensor{Name: w.Name, Shape: []int{rows, in}, Data: make([]float32, rows*in)}
+		for o := range rows {
+			for ch := range c {
+				for i := range out {
+					for j := range out {
+						wt := float64(w.Data[o*c*out*out+ch*out*out+i*out+j]) / float64((end[i]-start[i])*(end[j]-start[j]))
+						for h := start[i]; h < end[i]; h++ {
+							for x := start[j]; x < end[j]; x++ {
+								f.Data[o*in+ch*side*side+h*side+x] += float32(wt)
+							}
+						}
+					}
+				}
+			}
+		}
+		flat = append(flat, f)
+	}
+	fl.Weights = flat
+	a, b := mustNew(t, tv), mustNew(t, fl)
+	batch := synthBatch(0, 4, 3, S, 6)
+	la, err1 := a.Logits(ctx, batch)
+	lb, err2 := b.Logits(ctx, batch)
+	if err := errors.Join(err1, err2); err != nil {
+		t.Fatal(err)
+	}
+	if e := maxDiff(la, lb); e > 1e-5 {
+		t.Errorf("logits: torchvision head %v, folded flatten head %v: differ by %.3g of the largest, want <= 1e-5", la, lb, e)
+	} else {
+		t.Logf("logits differ by %.3g of the largest", e)
+	}
+	ta, err1 := a.TrainStep(ctx, batch)
+	tb, err2 := b.TrainStep(ctx, batch)
+	if err := errors.Join(err1, err2); err != nil {
+		t.Fatal(err)
+	}
+	if e := math.Abs(ta-tb) / tb; e > 1e-5 {
+		t.Errorf("training loss: torchvision head %.9g, folded flatten head %.9g: relative %.3g, want <= 1e-5", ta, tb, e)
+	} else {
+		t.Logf("training losses %.9g and %.9g (relative %.3g)", ta, tb, e)
+	}
+	wa, wb := mustWeights(t, a), mustWeights(t, b)
+	for _, name := range []string{"features.0.weight", "features.16.weight", "classifier.3.weight", "classifier.6.weight"} {
+		w0 := weights.Lookup(tv.Weights, name).Data
+		da, db := weights.Lookup(wa, name).Data, weights.Lookup(wb, name).Data
+		ca, cb := make([]float32, len(w0)), make([]float32, len(w0))
+		for i := range w0 {
+			ca[i], cb[i] = da[i]-w0[i], db[i]-w0[i]
+		}
+		if e := maxDiff(ca, cb); e > 1e-4 {
+			t.Errorf("%s: first step's change differs by %.3g of its largest change, want <= 1e-4", name, e)
+		} else {
+			t.Logf("%s: changes differ by %.3g of the largest", name, e)
+		}
+	}
+}
+
+// maskedHeadLoss computes in float64 the mean cross-entropy of a head whose
+// first layer has zero weights (so its output is its bias, whatever the
+// base computes), with each hidden activation multiplied by masks[l.Dropout]
+// when masks is not nil.
+func maskedHeadLoss(ws []*weights.Tensor, layers []vgg.HeadLayer, masks [][]float32, labels []int32) float64 {
+	n := len(labels)
+	var act [][]float64
+	for k, l := range layers {
+		w := weights.Lookup(ws, fmt.Sprintf("classifier.%d.weight", l.Index)).Data
+		b := weights.Lookup(ws, fmt.Sprintf("classifier.%d.bias", l.Index)).Data
+		next := make([][]float64, n)
+		for r := range n {
+			next[r] = make([]float64, l.Out)
+			for o := range l.Out {
+				v := float64(b[o])
+				if k > 0 {
+					for j := range l.In {
+						v += float64(w[o*l.In+j]) * act[r][j]
+					}
+				}
+				if l.Hidden {
+					v = max(v, 0)
+					if masks != nil {
+						v *= float64(masks[l.Dropout][r*l.Out+o])
+					}
+				}
+				next[r][o] = v
+			}
+		}
+		act = next
+	}
+	var loss float64
+	for r, logits := range act {
+		m := math.Inf(-1)
+		for _, v := range logits {
+			m = max(m, v)
+		}
+		var sum float64
+		for _, v := range logits {
+			sum += math.Exp(v - m)
+		}
+		loss += m + math.Log(sum) - logits[labels[r]]
+	}
+	return loss / float64(n)
+}
+
+// TestDropoutMaskApplied: a training step multiplies each hidden activation
+// by vgg.DropoutMask(Seed, global step, layer, p), and evaluation applies no
+// mask. The head's first layer has zero weights and positive biases, so its
+// activations are known whatever the base computes, and the training loss
+// of each step can be computed by hand from the weights and the masks. The
+// weights are reloaded before each step (LoadWeights keeps the step
+// counter), so steps 0..3 each use the same weights and their own masks.
+//
+// Tolerance 1e-5 relative: float32 sums of 16 products against float64.
+// The test also checks that another step's masks give a loss at least 1e-3
+// away, so that it would notice a wrong step, layer or seed.
+func TestDropoutMaskApplied(t *testing.T) {
+	ctx := context.Background()
+	batch := synthBatch(0, 4, 3, 32, 8)
+	for _, head := range vgg.Heads() {
+		t.Run(string(head), func(t *testing.T) {
+			cfg := tinyConfig()
+			cfg.Head, cfg.Dropout, cfg.Seed = head, 0.5, 11
+			cfg.Momentum = 0
+			ps := mustParams(t, cfg)
+			ws := heWeights(t, ps, 4)
+			for i, v := range randData(16, 9) {
+				weights.Lookup(ws, "classifier.0.bias").Data[i] = 1 + 0.5*v*v // positive: ReLU keeps it
+			}
+			clear(weights.Lookup(ws, "classifier.0.weight").Data)
+			path := filepath.Join(t.TempDir(), "w.safetensors")
+			if err := weights.WriteSafetensors(path, ws, nil); err != nil {
+				t.Fatal(err)
+			}
+			cfg.Weights = ws
+			tr := mustNew(t, cfg)
+			layers, err := head.Layers(32, 3, 16)
+			if err != nil {
+				t.Fatal(err)
+			}
+			masksAt := func(step int64) [][]float32 {
+				var ms [][]float32
+				for _, l := range layers {
+					if l.Hidden {
+						m := make([]float32, batch.N*l.Out)
+						vgg.DropoutMask(m, cfg.Seed, step, l.Dropout, cfg.Dropout)
+						ms = append(ms, m)
+					}
+				}
+				return ms
+			}
+			eval, _, err := tr.Evaluate(ctx, batch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := maskedHeadLoss(ws, layers, nil, batch.Labels); math.Abs(eval-want)/want > 1e-5 {
+				t.Errorf("evaluation loss %.9g, want %.9g (no dropout)", eval, want)
+			}
+			for step := range int64(4) {
+				if err := tr.LoadWeights(path); err != nil {
+					t.Fatal(err)
+				}
+				got, err := tr.TrainStep(ctx, batch)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := maskedHeadLoss(ws, layers, masksAt(step), batch.Labels)
+				if e := math.Abs(got-want) / want; e > 1e-5 {
+					t.Errorf("step %d: training loss %.9g, want %.9g from vgg.DropoutMask(seed %d, step %d) (relative %.3g, want <= 1e-5)",
+						step, got, want, cfg.Seed, step, e)
+				}
+				other := maskedHeadLoss(ws, layers, masksAt(step+1), batch.Labels)
+				if math.Abs(other-want)/want < 1e-3 {
+					t.Fatalf("step %d: the next step's masks give loss %.9g, too close to %.9g for this test to tell masks apart", step, other, want)
+				}
+			}
+		})
+	}
+}
+
+// TestDropoutZeroHasNoMaskOps: with dropout 0 the graph has no mask inputs
+// and no multiplication in the head; with dropout 0.5 one mask per hidden
+// layer (vgg.Head.Layers: 2 for flatten and torchvision, 1 for keras), and
+// evaluation has its own head without them.
+func TestDropoutZeroHasNoMaskOps(t *testing.T) {
+	for _, tc := range []struct {
+		head    vgg.Head
+		dropout float64
+		want    int
+	}{
+		{vgg.HeadFlatten, 0, 0},
+		{vgg.HeadTorchvision, 0, 0},
+		{vgg.HeadKeras, 0, 0},
+		{vgg.HeadFlatten, 0.5, 2},
+		{vgg.HeadTorchvision, 0.5, 2},
+		{vgg.HeadKeras, 0.5, 1},
+	} {
+		cfg := tinyConfig()
+		cfg.Head, cfg.Dropout = tc.head, tc.dropout
+		m, err := buildModel(cfg, "test/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		masks, muls := 0, 0
+		for _, o := range m.graph.Operations() {
+			switch {
+			case o.Type() == "Placeholder" && strings.Contains(o.Name(), ".mask"):
+				masks++
+			case o.Type() == "Mul" && strings.HasPrefix(o.Name(), "forward/classifier"):
+				muls++
+			}
+		}
+		if masks != tc.want || muls != tc.want || len(m.masks) != tc.want {
+			t.Errorf("%s dropout %v: got %d mask placeholders, %d head Mul ops, %d mask inputs, want %d each",
+				tc.head, tc.dropout, masks, muls, len(m.masks), tc.want)
+		}
+		freeGraph(m.graph)
+	}
+}
+
+// TestFreezeLoadedHead: features mode with the torchvision head starts
+// classifier.0 and classifier.3 (fc6, fc7) from the weights file and
+// classifier.6 from the seed (vgg.Reinitialised); with FreezeLoadedHead
+// fc6 and fc7 stay bit for bit what the file holds after training steps,
+// without it they train. The base never changes and classifier.6 always
+// trains.
+func TestFreezeLoadedHead(t *testing.T) {
+	ctx := context.Background()
+	for _, freeze := range []bool{true, false} {
+		t.Run(fmt.Sprintf("freeze=%t", freeze), func(t *testing.T) {
+			cfg := tinyConfig()
+			cfg.Head, cfg.Mode, cfg.FreezeLoadedHead, cfg.Seed = vgg.HeadTorchvision, ModeFeatures, freeze, 5
+			file, err := weights.InitParams(mustParams(t, cfg), 99) // the "file": another seed
+			if err != nil {
+				t.Fatal(err)
+			}
+			seeded, err := weights.InitParams(mustParams(t, cfg), cfg.Seed)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.Weights = file
+			tr := mustNew(t, cfg)
+			before := mustWeights(t, tr)
+			for _, w := range before {
+				want, from := weights.Lookup(file, w.Name), "the file"
+				if strings.HasPrefix(w.Name, "classifier.6.") {
+					want, from = weights.Lookup(seeded, w.Name), "the seed"
+				}
+				if d := sameBits([]*weights.Tensor{w}, []*weights.Tensor{want}); d != "" {
+					t.Errorf("initial %s: not the tensor from %s", w.Name, from)
+				}
+			}
+			for i := range 2 {
+				if _, err := tr.TrainStep(ctx, synthBatch(4*i, 4, 3, 32, 1)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			after := mustWeights(t, tr)
+			for i, w := range after {
+				same := sameBits(before[i:i+1], []*weights.Tensor{w}) == ""
+				var wantSame bool
+				switch {
+				case !strings.HasPrefix(w.Name, "classifier."):
+					wantSame = true // the frozen base
+				case strings.HasPrefix(w.Name, "classifier.6."):
+					wantSame = false
+				default:
+					wantSame = freeze
+				}
+				if same != wantSame {
+					t.Errorf("FreezeLoadedHead %t: %s unchanged after 2 steps: got %t, want %t", freeze, w.Name, same, wantSame)
+				}
+			}
+		})
+	}
+}
+
+// TestInitialWeightsMismatch: a weights file that does not fit the model is
+// refused with ErrWeights and a message naming the tensors (weights.Initial),
+// before any graph is built; in finetune and features mode the output layer
+// of another class count is not a mismatch (it is re-initialised).
+func TestInitialWeightsMismatch(t *testing.T) {
+	ctx := context.Background()
+	flat, err := weights.InitVGG(vgg.Config{Name: "vgg11"}, 32, 1000, 16, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		head  vgg.Head
+		mode  string
+		ws    []*weights.Tensor
+		wants []string // substrings of the error; nil: no error
+	}{
+		{"scratch 1000 classes into 3", vgg.HeadFlatten, ModeScratch, flat, []string{"classifier.6.weight: got shape [1000 16], want [3 16]"}},
+		{"finetune 1000 classes into 3", vgg.HeadFlatten, ModeFinetune, flat, nil},
+		{"flatten file into keras head", vgg.HeadKeras, ModeScratch, flat, []string{"classifier.6.weight: unexpected", "classifier.3.weight: got shape [16 16], want [3 16]"}},
+		{"flatten file into torchvision head", vgg.HeadTorchvision, ModeFinetune, flat, []string{"classifier.0.weight: got shape [16 512], want [16 25088]"}},
+		{"base only", vgg.HeadFlatten, ModeFeatures, flat[:16], []string{"classifier.0.weight: missing", "classifier.3.bias: missing"}},
+	} {
+		cfg := tinyConfig()
+		cfg.Head, cfg.Mode, cfg.Weights = tc.head, tc.mode, tc.ws
+		tr, err := New(ctx, cfg)
+		if tc.wants == nil {
+			if err != nil {
+				t.Errorf("%s: %v, want no error", tc.name, err)
+			} else {
+				tr.Close()
+			}
+			continue
+		}
+		if err == nil {
+			tr.Close()
+			t.Errorf("%s: no error, want ErrWeights", tc.name)
+			continue
+		}
+		if !errors.Is(err, ErrWeights) {
+			t.Errorf("%s: got %v, want it to wrap ErrWeights", tc.name, err)
+		}
+		for _, w := range tc.wants {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: got %q, want it to contain %q", tc.name, err, w)
+			}
+		}
+	}
+}
