@@ -210,7 +210,9 @@ func sampleReport() *Report {
 	cfg := withDefaults(Config{Spec: DefaultSpec(), Repeat: 2})
 	r := newReport(cfg)
 	r.Config.InitialWeightsSHA256 = strings.Repeat("ab", 32)
-	r.Parity = Parity{Losses: map[string]float64{Torch: 1.0986, TensorFlow: 1.0987}, RelativeDifference: 9.1e-5, Tolerance: 1e-3, Passed: true, Message: "ok"}
+	r.Config.InitialWeightsTensorsSHA256 = strings.Repeat("cd", 32)
+	r.Parity = Parity{Losses: map[string]float64{Torch: 1.0986, TensorFlow: 1.0987}, RelativeDifference: 9.1e-5, Tolerance: 1e-3, Passed: true, Message: "ok",
+		Differences: differences(cfg.Spec)}
 	for i, fw := range []string{TensorFlow, Torch, Torch, TensorFlow} {
 		total := map[string]float64{TensorFlow: 12, Torch: 10}[fw] + float64(i)
 		r.Order = append(r.Order, fw)
@@ -219,6 +221,7 @@ func sampleReport() *Report {
 			Dataset:     DatasetInfo{Path: "d", Classes: 3, TrainImages: 24, ValImages: 6},
 			InitialLoss: 1.0986, TotalSeconds: total, ImagesPerSecond: 100 / total, DataWaitFraction: 0.01, PeakRSSBytes: 1 << 28,
 			StepSeconds: Quantiles{0.1, 0.2}, StepTimesSeconds: []float64{0.1, 0.12, 0.2}, PID: 1000 + i,
+			StepLosses: []float64{1.1, 1.0, 0.95, 0.9, 0.85}, TimedSteps: 3, SyncedTimerReads: 5,
 			Epochs: []EpochRecord{{1, 1.1, 0.3, 1.0, 0.4, total / 2, 50}, {2, 0.9, 0.5, 0.8, 0.6, total / 2, 55}}})
 	}
 	r.Fairness = fairness(cfg, r)

@@ -1,5 +1,7 @@
 package compare
 
+import "github.com/fwbench/fwbench/weights"
+
 // RunSchema names the run record format written by `fwbench train --json`.
 const RunSchema = "fwbench.run/v1"
 
@@ -39,6 +41,24 @@ type RunRecord struct {
 	FirstBatchSHA256     string `json:"first_batch_sha256,omitempty"`     // dataset.Batch.Hash of epoch 0, batch 0
 	InitialWeightsSHA256 string `json:"initial_weights_sha256,omitempty"` // sha256 of the weights file loaded, if any
 	PID                  int    `json:"pid,omitempty"`
+	// LoadedWeightsSHA256 is weights.CanonicalSHA256 of the parameters read back out of the
+	// framework right after loading, in torchvision's layout: what the framework really holds.
+	LoadedWeightsSHA256 string `json:"loaded_weights_sha256,omitempty"`
+	// WeightsProvenance says which initial tensors came from the weights file and which
+	// were seeded (on purpose, or because the file lacked them under --allow-partial-weights).
+	WeightsProvenance *weights.Provenance `json:"weights_provenance,omitempty"`
+	// Recipe is the configuration this run really used, as the child read it: the evidence
+	// the fairness check compares across runs (see Spec.Recipe).
+	Recipe map[string]string `json:"recipe,omitempty"`
+	// FirstBatchLogits are the logits of epoch 0's first batch before any update (dropout
+	// off), row-major [batch, classes]: the logits parity evidence.
+	FirstBatchLogits []float32 `json:"first_batch_logits,omitempty"`
+	// StepLosses is the training loss of every step, in order (warm-up included).
+	StepLosses []float64 `json:"step_losses"`
+	// TimedSteps counts the steps whose time is in StepTimesSeconds (all steps after warm-up);
+	// SyncedTimerReads counts the timer reads that followed a successful Trainer.Sync.
+	TimedSteps       int `json:"timed_steps"`
+	SyncedTimerReads int `json:"synced_timer_reads"`
 	// WeightsSHA256 is the hash of the final weights file, when the run saved one.
 	WeightsSHA256 string            `json:"weights_sha256,omitempty"`
 	Settings      map[string]string `json:"settings,omitempty"` // framework settings (threads, oneDNN, memory format...)

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -25,21 +27,22 @@ const ReportSchema = "fwbench.report/v1"
 
 // Report is one comparison: what was run, how it was kept fair, and what was measured.
 type Report struct {
-	Schema   string                 `json:"schema"`
-	Created  string                 `json:"created"`
-	Partial  bool                   `json:"partial"`
-	Config   ReportConfig           `json:"config"`
-	Fairness []Condition            `json:"fairness"`
-	Parity   Parity                 `json:"parity"`
-	Order    []string               `json:"order"`
-	Runs     []RunRecord            `json:"runs"`
-	Failures []Failure              `json:"failures"`
-	Summary  map[string]FWSummary   `json:"summary"`
-	Ratio    *Ratio                 `json:"ratio_tensorflow_over_torch,omitempty"`
-	Study    StudyReference         `json:"study"`
-	Machine  map[string]string      `json:"machine"`
-	Extra    map[string]any         `json:"extra,omitempty"`
-	byFW     map[string][]RunRecord // runs per framework, complete ones only
+	Schema     string                 `json:"schema"`
+	Created    string                 `json:"created"`
+	Partial    bool                   `json:"partial"`
+	Config     ReportConfig           `json:"config"`
+	Fairness   []Condition            `json:"fairness"`
+	Parity     Parity                 `json:"parity"`
+	Order      []string               `json:"order"`
+	Runs       []RunRecord            `json:"runs"`
+	Failures   []Failure              `json:"failures"`
+	Summary    map[string]FWSummary   `json:"summary"`
+	Ratio      *Ratio                 `json:"ratio_tensorflow_over_torch,omitempty"`
+	Study      StudyReference         `json:"study"`
+	Machine    map[string]string      `json:"machine"`
+	Extra      map[string]any         `json:"extra,omitempty"`
+	byFW       map[string][]RunRecord // runs per framework, complete ones only
+	parityRuns []RunRecord            // the parity children's records
 }
 
 // ReportConfig is the configuration a report was made with.
@@ -51,7 +54,13 @@ type ReportConfig struct {
 	SyntheticData        bool     `json:"synthetic_data"`
 	InitialWeights       string   `json:"initial_weights"`
 	InitialWeightsSHA256 string   `json:"initial_weights_sha256"`
-	ParityTolerance      float64  `json:"parity_tolerance"`
+	// InitialWeightsTensorsSHA256 is weights.CanonicalSHA256 of the shared file's tensors:
+	// what every run's loaded_weights_sha256 must equal.
+	InitialWeightsTensorsSHA256 string `json:"initial_weights_tensors_sha256"`
+	// InitialWeightsProvenance says which tensors came from the user's weights file and
+	// which were seeded (on purpose, or missing from the file under --allow-partial-weights).
+	InitialWeightsProvenance weights.Provenance `json:"initial_weights_provenance"`
+	ParityTolerance          float64            `json:"parity_tolerance"`
 	// Chosen lists the settings the study left unreported and that fwbench chose.
 	Chosen map[string]string `json:"chosen,omitempty"`
 }
@@ -63,13 +72,43 @@ type Condition struct {
 	Evidence string `json:"evidence"`
 }
 
-// Parity is the first-batch loss check made before timing.
+// Parity is the check made before timing: the first-batch loss and logits of every framework
+// from the same weights and batch (dropout off), and, after the runs, the per-step training
+// losses of the first run of each framework.
 type Parity struct {
 	Losses             map[string]float64 `json:"losses"`
 	RelativeDifference float64            `json:"relative_difference"`
 	Tolerance          float64            `json:"tolerance"`
-	Passed             bool               `json:"passed"`
-	Message            string             `json:"message"`
+	// Passed is true when both the losses and the logits agree within Tolerance.
+	Passed     bool              `json:"passed"`
+	Message    string            `json:"message"`
+	Logits     *LogitsParity     `json:"logits,omitempty"`
+	Trajectory *TrajectoryParity `json:"trajectory,omitempty"`
+	// Differences names what still differs between the frameworks' computations.
+	Differences []string `json:"differences"`
+}
+
+// LogitsParity compares the full first-batch logits of two frameworks. MaxRelDiff is
+// MaxAbsDiff over the largest |logit| of either.
+type LogitsParity struct {
+	Frameworks []string `json:"frameworks"`
+	Count      int      `json:"count"`
+	MaxAbsDiff float64  `json:"max_abs_diff"`
+	MaxRelDiff float64  `json:"max_rel_diff"`
+	Tolerance  float64  `json:"tolerance"`
+	Passed     bool     `json:"passed"`
+}
+
+// TrajectoryParity compares the per-step training losses (step_losses) of the first complete
+// run of each framework: the largest of |a−b|/max(|a|,|b|) over the steps both ran.
+type TrajectoryParity struct {
+	Frameworks []string `json:"frameworks"`
+	Steps      int      `json:"steps"`
+	MaxRelDiff float64  `json:"max_rel_diff"`
+	Tolerance  float64  `json:"tolerance"`
+	Passed     bool     `json:"passed"`
+	// FirstStepBeyond is the first step (1-based) whose difference exceeds Tolerance, 0 if none.
+	FirstStepBeyond int `json:"first_step_beyond_tolerance"`
 }
 
 // Failure is a child run that did not finish: its exit and the tail of its stderr.
@@ -133,6 +172,7 @@ func newReport(cfg Config) *Report {
 		Config: ReportConfig{Spec: cfg.Spec, Frameworks: cfg.Frameworks, Repeat: cfg.Repeat,
 			Preset: cfg.Preset, ParityTolerance: cfg.ParityTolerance, Chosen: presetChoices(cfg)},
 		Fairness: []Condition{}, Order: []string{}, Runs: []RunRecord{}, Failures: []Failure{},
+		Parity:  Parity{Losses: map[string]float64{}, Differences: differences(cfg.Spec)},
 		Summary: map[string]FWSummary{},
 		Study: StudyReference{
 			Citation:  `"A Comparative Analysis of Deep Learning Frameworks for Image Learning" (Dongshin University), Table 2`,
@@ -252,48 +292,139 @@ func meanEpoch(r RunRecord, f func(EpochRecord) float64) float64 {
 	return s / float64(len(r.Epochs))
 }
 
-// fairness checks each fairness condition against what the children reported.
+// fairness checks each fairness condition against the evidence the runs carry: every row is
+// computed from the run records (and the parent's own configuration as the reference), so a
+// run that deviated makes its row fail. A failed row makes Run return ErrUnfair.
 func fairness(cfg Config, r *Report) []Condition {
-	same := func(f func(RunRecord) string) (bool, string) {
+	runs := r.Runs
+	var cs []Condition
+	add := func(name string, held bool, evidence string) {
+		cs = append(cs, Condition{Name: name, Held: held && len(runs) > 0, Evidence: evidence})
+	}
+	// distinct lists the distinct values of f over the runs, sorted.
+	distinct := func(f func(RunRecord) string) []string {
 		vals := map[string]bool{}
-		for _, run := range r.Runs {
+		for _, run := range runs {
 			vals[f(run)] = true
 		}
-		var list []string
+		list := make([]string, 0, len(vals))
 		for v := range vals {
 			list = append(list, v)
 		}
 		sort.Strings(list)
-		return len(vals) == 1, strings.Join(list, " | ")
+		return list
 	}
-	var cs []Condition
-	add := func(name string, held bool, evidence string) {
-		cs = append(cs, Condition{Name: name, Held: held, Evidence: evidence})
+	one := func(vals []string) bool { return len(vals) == 1 && vals[0] != "" }
+
+	v := distinct(func(x RunRecord) string { return x.FirstBatchSHA256 })
+	add("same data split, batch order and augmentation", one(v),
+		"every run's first batch (dataset.Batch.Hash, after augmentation and normalisation) has sha256 "+strings.Join(v, " | ")+
+			"; split, order and augmentation derive from the recipe's seed, which the recipe row compares")
+
+	files := distinct(func(x RunRecord) string { return x.InitialWeightsSHA256 })
+	loaded := distinct(func(x RunRecord) string { return x.LoadedWeightsSHA256 })
+	want := r.Config.InitialWeightsTensorsSHA256
+	add("same initial weights", one(files) && files[0] == r.Config.InitialWeightsSHA256 && one(loaded) && loaded[0] == want,
+		fmt.Sprintf("shared file %s (sha256 %s, tensors %s); runs loaded files %s and read back from the framework tensors %s",
+			filepath.Base(r.Config.InitialWeights), r.Config.InitialWeightsSHA256, want, strings.Join(files, " | "), strings.Join(loaded, " | ")))
+
+	ref := cfg.Spec.Recipe(cfg.Spec.Threads)
+	var diffs []string
+	for _, run := range runs {
+		for _, k := range sortedKeys(ref, run.Recipe) {
+			if run.Recipe[k] != ref[k] {
+				diffs = append(diffs, fmt.Sprintf("%s run %d: %s=%q, want %q", run.Framework, run.PID, k, run.Recipe[k], ref[k]))
+			}
+		}
 	}
-	ok, v := same(func(x RunRecord) string { return x.FirstBatchSHA256 })
-	add("same data split, batch order and augmentation", ok && len(r.Runs) > 0,
-		"every run's first batch (dataset.Batch.Hash, after augmentation and normalisation) has sha256 "+v+"; split and order derive from seed "+strconv.FormatInt(cfg.Spec.Seed, 10))
-	ok, v = same(func(x RunRecord) string { return x.InitialWeightsSHA256 })
-	add("same initial weights", ok && v == r.Config.InitialWeightsSHA256,
-		"one safetensors file generated in Go ("+filepath.Base(r.Config.InitialWeights)+", sha256 "+r.Config.InitialWeightsSHA256+"); each run loaded a file with sha256 "+v)
-	ok, v = same(func(x RunRecord) string {
-		return fmt.Sprintf("%s/%s S=%d batch=%d hidden=%d %s lr=%g threads=%d", x.Model, x.Mode, x.ImageSize, x.BatchSize, x.Hidden, x.Optimizer, x.LR, x.Threads)
-	})
-	add("same architecture, loss, optimizer, hyper-parameters and threads", ok, "every run reported "+v+"; loss: cross-entropy in both")
+	ev := "every run reported the recipe " + recipeString(ref)
+	if len(diffs) > 0 {
+		ev = "runs differ from the recipe: " + strings.Join(diffs, "; ")
+	}
+	add("same architecture, loss, optimizer, hyper-parameters and threads", len(diffs) == 0, ev)
+
 	pids := map[int]bool{}
-	for _, run := range r.Runs {
+	for _, run := range runs {
 		pids[run.PID] = true
 	}
-	add("each run in its own process", len(pids) == len(r.Runs) && !pids[os.Getpid()],
-		fmt.Sprintf("%d runs reported %d distinct process IDs, none of them the parent's", len(r.Runs), len(pids)))
-	add("order alternates across repeats", true, "run order: "+strings.Join(r.Order, " "))
-	add("warm-up left out of throughput", true, fmt.Sprintf("the first %d steps of each run are not timed", cfg.Spec.WarmupSteps))
-	if cfg.Spec.GPU() {
-		add("GPU synchronised before every timer read", true, "Trainer.Sync (torch: torch::cuda::synchronize; TF: Session.Run returns after the device work) runs before each step's clock is read")
-	} else {
-		add("GPU synchronised before every timer read", true, "not applicable: CPU run (Trainer.Sync is still called before each timer read)")
+	add("each run in its own process", len(pids) == len(runs) && !pids[0] && !pids[os.Getpid()],
+		fmt.Sprintf("%d runs reported %d distinct process IDs, none of them the parent's", len(runs), len(pids)))
+
+	var got, exp []string
+	for _, run := range runs {
+		got = append(got, run.Framework)
 	}
+	for rep := 0; len(exp) < len(got); rep++ {
+		exp = append(exp, order(cfg.Frameworks, rep)...)
+	}
+	exp = exp[:len(got)]
+	add("order alternates across repeats", slices.Equal(got, exp),
+		"runs finished in the order "+strings.Join(got, " ")+"; alternation wants "+strings.Join(exp, " "))
+
+	var warm []string
+	warmOK := true
+	for _, run := range runs {
+		timed := run.TimedSteps == len(run.StepTimesSeconds)
+		if run.ResumedFrom == nil {
+			timed = timed && run.TimedSteps == max(0, len(run.StepLosses)-cfg.Spec.WarmupSteps)
+		}
+		warmOK = warmOK && run.WarmupSteps == cfg.Spec.WarmupSteps && timed
+		warm = append(warm, fmt.Sprintf("%s: %d warm-up, %d of %d steps timed", run.Framework, run.WarmupSteps, len(run.StepTimesSeconds), len(run.StepLosses)))
+	}
+	add("warm-up left out of throughput", warmOK, fmt.Sprintf("want the first %d steps untimed; %s", cfg.Spec.WarmupSteps, strings.Join(warm, "; ")))
+
+	var syncs []string
+	syncOK := true
+	for _, run := range runs {
+		syncOK = syncOK && run.SyncedTimerReads == len(run.StepLosses)
+		syncs = append(syncs, fmt.Sprintf("%s: %d of %d", run.Framework, run.SyncedTimerReads, len(run.StepLosses)))
+	}
+	what := "CPU run (Trainer.Sync is a no-op there, and is still called)"
+	if cfg.Spec.GPU() {
+		what = "CUDA run (torch: torch::cuda::synchronize; TF: Session.Run returns after the device work)"
+	}
+	add("GPU synchronised before every timer read", syncOK, what+"; timer reads after a successful Trainer.Sync, per run: "+strings.Join(syncs, "; "))
 	return cs
+}
+
+// ErrUnfair is returned by Run when a fairness condition did not hold; the report is written.
+var ErrUnfair = errors.New("compare: a fairness condition did not hold")
+
+// unfair returns an error naming every failed condition, or nil.
+func unfair(cs []Condition) error {
+	var bad []string
+	for _, c := range cs {
+		if !c.Held {
+			bad = append(bad, fmt.Sprintf("%q (%s)", c.Name, c.Evidence))
+		}
+	}
+	if len(bad) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %s", ErrUnfair, strings.Join(bad, "; "))
+}
+
+func sortedKeys(ms ...map[string]string) []string {
+	seen := map[string]bool{}
+	var keys []string
+	for _, m := range ms {
+		for k := range m {
+			if !seen[k] {
+				seen[k] = true
+				keys = append(keys, k)
+			}
+		}
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func recipeString(m map[string]string) string {
+	var parts []string
+	for _, k := range sortedKeys(m) {
+		parts = append(parts, k+"="+m[k])
+	}
+	return strings.Join(parts, " ")
 }
 
 // Write writes report.json, report.csv, report.md and the charts (PNG and SVG) to dir.
@@ -387,6 +518,22 @@ func (r *Report) Table() string {
 	out := b.String()
 	var tail strings.Builder
 	fmt.Fprintf(&tail, "\nparity: %s — %s\n", passFail(r.Parity.Passed), r.Parity.Message)
+	if tp := r.Parity.Trajectory; tp != nil {
+		fmt.Fprintf(&tail, "trajectory: %s — step losses of %s over %d steps differ by at most %.3g relative (tolerance %.3g)",
+			passFail(tp.Passed), strings.Join(tp.Frameworks, " and "), tp.Steps, tp.MaxRelDiff, tp.Tolerance)
+		if !tp.Passed {
+			fmt.Fprintf(&tail, "; first beyond it at step %d", tp.FirstStepBeyond)
+		}
+		tail.WriteString("\n")
+	}
+	if miss := r.Config.InitialWeightsProvenance.NotFromFile(); len(miss) > 0 {
+		fmt.Fprintf(&tail, "WARNING: %d tensor(s) did not come from the weights file and were seeded (--allow-partial-weights): %s\n", len(miss), strings.Join(miss, ", "))
+	}
+	for _, c := range r.Fairness {
+		if !c.Held {
+			fmt.Fprintf(&tail, "FAIRNESS FAILED: %s — %s\n", c.Name, c.Evidence)
+		}
+	}
 	if r.Ratio != nil {
 		fmt.Fprintf(&tail, "TensorFlow / PyTorch total time: %.3f (per-repeat ratios %.3f–%.3f, n=%d); the study reported %.2f (464 s / 374 s)\n",
 			r.Ratio.Median, r.Ratio.TotalSeconds.Min, r.Ratio.TotalSeconds.Max, r.Ratio.TotalSeconds.N, r.Study.Ratio)
@@ -436,8 +583,8 @@ func (r *Report) Markdown() string {
 		b.WriteString("**PARTIAL REPORT: the comparison did not finish.**\n\n")
 	}
 	s := r.Config.Spec
-	fmt.Fprintf(&b, "Created %s on %s (%s cores). Model %s, mode %s, image size %d, batch %d, %s lr %g, %d epochs, %d repeats per framework, seed %d, data `%s`%s.\n\n",
-		r.Created, r.Machine["cpu"], r.Machine["cores"], s.Model, s.Mode, s.ImageSize, s.BatchSize, s.Optimizer, s.LR,
+	fmt.Fprintf(&b, "Created %s on %s (%s cores). Model %s (head %s), mode %s, image size %d, batch %d, %s lr %g, %d epochs, %d repeats per framework, seed %d, data `%s`%s.\n\n",
+		r.Created, r.Machine["cpu"], r.Machine["cores"], s.Model, s.Head, s.Mode, s.ImageSize, s.BatchSize, s.Optimizer, s.LR,
 		s.Epochs, r.Config.Repeat, s.Seed, s.Data, map[bool]string{true: " (built-in synthetic set)", false: ""}[r.Config.SyntheticData])
 	b.WriteString("## Results\n\n```\n" + r.Table() + "```\n\n")
 	b.WriteString("![loss](loss.png) ![accuracy](accuracy.png) ![images/s](throughput.png) ![step time](steptime.png)\n\n")
@@ -446,6 +593,35 @@ func (r *Report) Markdown() string {
 		fmt.Fprintf(&b, "| %s | %v | %s |\n", c.Name, c.Held, strings.ReplaceAll(c.Evidence, "|", "/"))
 	}
 	fmt.Fprintf(&b, "\n## Parity\n\n%s: %s\n\n", passFail(r.Parity.Passed), r.Parity.Message)
+	if tp := r.Parity.Trajectory; tp != nil {
+		fmt.Fprintf(&b, "Trajectory %s: the per-step training losses of %s over %d steps differ by at most %.3g relative (tolerance %.3g, first step beyond it: %d).\n\n",
+			passFail(tp.Passed), strings.Join(tp.Frameworks, " and "), tp.Steps, tp.MaxRelDiff, tp.Tolerance, tp.FirstStepBeyond)
+	}
+	if len(r.Parity.Differences) > 0 {
+		b.WriteString("What still differs between the two computations:\n\n")
+		for _, d := range r.Parity.Differences {
+			fmt.Fprintf(&b, "- %s\n", d)
+		}
+		b.WriteString("\n")
+	}
+	p := r.Config.InitialWeightsProvenance
+	fmt.Fprintf(&b, "## Initial weights\n\nHead `%s`, normalisation `%s`. From the weights file (`%s`): %d tensors. ", s.Head, s.Normalize, s.Weights, len(p.FromFile))
+	if s.Weights == "" {
+		fmt.Fprintf(&b, "No weights file: %d tensors seeded (seed %d). ", len(p.Seeded), s.Seed)
+	}
+	if len(p.Reinitialised) > 0 {
+		fmt.Fprintf(&b, "Replaced on purpose by the mode (seeded): %s. ", strings.Join(p.Reinitialised, ", "))
+	}
+	if len(p.Ignored) > 0 {
+		fmt.Fprintf(&b, "Ignored from the file (a head the mode replaces): %s. ", strings.Join(p.Ignored, ", "))
+	}
+	if miss := p.NotFromFile(); len(miss) > 0 {
+		fmt.Fprintf(&b, "**Not from the file, seeded instead (--allow-partial-weights): %s.** ", strings.Join(miss, ", "))
+	}
+	if len(p.Unexpected) > 0 {
+		fmt.Fprintf(&b, "**In the file but not in the model (ignored): %s.** ", strings.Join(p.Unexpected, ", "))
+	}
+	b.WriteString("\n\n")
 	if len(r.Config.Chosen) > 0 {
 		b.WriteString("## Settings the study did not report (chosen by fwbench)\n\n")
 		keys := make([]string, 0, len(r.Config.Chosen))

@@ -3,6 +3,7 @@ package compare
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -26,6 +27,7 @@ type Spec struct {
 	Framework   string  // "torch" or "tensorflow"
 	Data        string  // dataset folder; "" means the built-in synthetic set
 	Model       string  // "vgg16", "vgg11_bn", ...
+	Head        string  // "flatten" (default), "torchvision" or "keras": see vgg.Head
 	Mode        string  // "scratch", "finetune", "features"
 	Optimizer   string  // "sgd", "adam"
 	LR          float64 // learning rate
@@ -40,11 +42,19 @@ type Spec struct {
 	Seed        int64
 	Threads     int    // intra-op and inter-op threads; 0 means all cores
 	Device      string // "cpu", "cuda", "cuda:N"
-	Normalize   string // "rescale", "imagenet", "caffe"
-	Augment     bool   // the study's ImageDataGenerator-style augmentation
-	ValSplit    float64
-	Weights     string // initial weights (.safetensors or .pth); "" means seeded init
-	WarmupSteps int    // steps left out of throughput and step-time figures
+	// Normalize is "rescale", "imagenet", "caffe", or "auto": the weights' origin decides
+	// (torch files imagenet, Keras files caffe, none rescale), see ResolveNormalize.
+	Normalize string
+	Augment   bool // the study's ImageDataGenerator-style augmentation
+	ValSplit  float64
+	Weights   string // initial weights (safetensors, torch .pth, Keras .h5; by content); "" means seeded init
+	// FreezeFC keeps the head layers that come from the weights file (torchvision's fc6
+	// and fc7 with --head torchvision) frozen in features mode; by default they train.
+	FreezeFC bool
+	// AllowPartialWeights seeds the tensors the weights file lacks (or has in another
+	// shape) instead of refusing the file; the report lists every one.
+	AllowPartialWeights bool
+	WarmupSteps         int // steps left out of throughput and step-time figures
 	// StepsPerEpoch, when > 0, caps the training batches per epoch (quick runs, tests).
 	StepsPerEpoch  int
 	TargetAccuracy float64 // when > 0, record the time to reach this validation accuracy
@@ -62,21 +72,27 @@ type Spec struct {
 // --model vgg16 for the study's architecture.
 func DefaultSpec() Spec {
 	return Spec{
-		Framework: Torch, Model: "vgg16_bn", Mode: "scratch", Optimizer: "adam",
+		Framework: Torch, Model: "vgg16_bn", Head: string(vgg.HeadFlatten), Mode: "scratch", Optimizer: "adam",
 		LR: 0.0003, Momentum: 0.9, Epochs: 6, BatchSize: 16, ImageSize: 32, Hidden: 256,
-		Dropout: 0.5, Seed: 1, Device: "cpu", Normalize: "rescale", ValSplit: 0.2, WarmupSteps: 2,
+		Dropout: 0.5, Seed: 1, Device: "cpu", Normalize: "auto", ValSplit: 0.2, WarmupSteps: 2,
 	}
 }
 
-// PaperSpec is `--preset paper`: the study's setup (VGG16, 3 classes, features mode with a
-// new head, rescale 1/255, ImageDataGenerator augmentation, categorical cross-entropy). The
-// study did not report image size, epochs, batch size or optimizer; the values chosen here
-// are stated in every report.
+// PaperSpec is `--preset paper`: the study's setup (VGG16, 3 classes, features mode,
+// ImageDataGenerator augmentation, categorical cross-entropy) with the study's PyTorch head
+// in both frameworks: torchvision's AdaptiveAvgPool2d(7×7) and classifier, the weight
+// file's fc6 and fc7 kept and only the last layer replaced by a new 3-way one. One head for
+// both frameworks is what makes the comparison fair (the study's two heads differed); the
+// torchvision one is chosen because the ImageNet files users have (vgg16-397923af.pth) carry
+// fc6/fc7 for it. `--head keras` gives the study's Keras side instead. Normalisation follows
+// the weights' origin ("auto"). The study did not report image size, epochs, batch size or
+// optimizer; the values chosen here are stated in every report.
 func PaperSpec() Spec {
 	s := DefaultSpec()
 	s.Model = "vgg16"
+	s.Head = string(vgg.HeadTorchvision)
 	s.Mode = "features"
-	s.Normalize = "rescale"
+	s.Normalize = "auto"
 	s.Augment = true
 	s.ImageSize = 64
 	s.Hidden = 4096
@@ -100,6 +116,9 @@ func (s Spec) Validate() error {
 	}
 	if _, err := vgg.Parse(s.Model); err != nil {
 		return bad("unknown model %q", s.Model)
+	}
+	if _, err := vgg.ParseHead(s.Head); err != nil {
+		return bad("unknown head %q (want flatten, torchvision or keras)", s.Head)
 	}
 	switch s.Mode {
 	case "scratch", "finetune", "features":
@@ -142,9 +161,9 @@ func (s Spec) Validate() error {
 		return bad("%v", err)
 	}
 	switch s.Normalize {
-	case "rescale", "imagenet", "caffe":
+	case "auto", "rescale", "imagenet", "caffe":
 	default:
-		return bad("unknown normalisation %q (want rescale, imagenet or caffe)", s.Normalize)
+		return bad("unknown normalisation %q (want auto, rescale, imagenet or caffe)", s.Normalize)
 	}
 	if s.ValSplit <= 0 || s.ValSplit >= 1 {
 		return bad("val split must be in (0, 1), got %v", s.ValSplit)
@@ -184,7 +203,7 @@ func (s Spec) GPU() bool { return strings.HasPrefix(s.Device, "cuda") }
 func (s Spec) Args() []string {
 	f := func(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
 	a := []string{
-		"--framework", s.Framework, "--model", s.Model, "--mode", s.Mode,
+		"--framework", s.Framework, "--model", s.Model, "--head", s.Head, "--mode", s.Mode,
 		"--optimizer", s.Optimizer, "--lr", f(s.LR), "--momentum", f(s.Momentum),
 		"--weight-decay", f(s.WeightDecay), "--nesterov=" + strconv.FormatBool(s.Nesterov),
 		"--epochs", strconv.Itoa(s.Epochs), "--batch-size", strconv.Itoa(s.BatchSize),
@@ -195,6 +214,8 @@ func (s Spec) Args() []string {
 		"--val-split", f(s.ValSplit), "--warmup-steps", strconv.Itoa(s.WarmupSteps),
 		"--steps-per-epoch", strconv.Itoa(s.StepsPerEpoch),
 		"--target-accuracy", f(s.TargetAccuracy),
+		"--freeze-fc=" + strconv.FormatBool(s.FreezeFC),
+		"--allow-partial-weights=" + strconv.FormatBool(s.AllowPartialWeights),
 	}
 	for _, kv := range [][2]string{{"--data", s.Data}, {"--weights", s.Weights}, {"--checkpoint", s.Checkpoint}, {"--resume", s.Resume}} {
 		if kv[1] != "" {
@@ -202,4 +223,70 @@ func (s Spec) Args() []string {
 		}
 	}
 	return a
+}
+
+// ResolveNormalize returns the normalisation a run uses: s.Normalize, or for "auto" the one
+// that follows the weights' origin: torchvision weights (torch .pth, safetensors) were trained
+// on "imagenet"-normalised RGB, Keras' VGG16 weights on "caffe" (BGR, mean subtraction), and
+// without a file "rescale" (x/255, the study's ImageDataGenerator). The origin is read from
+// the file's first bytes (HDF5's signature means Keras).
+func ResolveNormalize(s Spec) (string, error) {
+	if s.Normalize != "auto" {
+		return s.Normalize, nil
+	}
+	if s.Weights == "" {
+		return "rescale", nil
+	}
+	f, err := os.Open(s.Weights)
+	if err != nil {
+		return "", fmt.Errorf("compare: %w: weights file: %v", ErrInvalid, err)
+	}
+	defer f.Close()
+	head := make([]byte, 8)
+	n, _ := io.ReadFull(f, head)
+	if string(head[:n]) == "\x89HDF\r\n\x1a\n" {
+		return "caffe", nil
+	}
+	return "imagenet", nil
+}
+
+// Recipe renders the configuration a run really trains with as flat strings, threads as the
+// driver reports them: the evidence that compare's fairness check compares across runs. Paths
+// (data, weights, checkpoints) are left out: they are checked by content hashes instead.
+func (s Spec) Recipe(threads int) map[string]string {
+	f := func(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
+	device := "cpu"
+	if s.GPU() {
+		device = "cuda"
+	}
+	return map[string]string{
+		"model": s.Model, "head": s.Head, "mode": s.Mode, "freeze_fc": strconv.FormatBool(s.FreezeFC),
+		"loss": "cross_entropy", "optimizer": s.Optimizer, "lr": f(s.LR), "momentum": f(s.Momentum),
+		"weight_decay": f(s.WeightDecay), "nesterov": strconv.FormatBool(s.Nesterov),
+		"epochs": strconv.Itoa(s.Epochs), "batch_size": strconv.Itoa(s.BatchSize),
+		"image_size": strconv.Itoa(s.ImageSize), "hidden": strconv.Itoa(s.Hidden), "dropout": f(s.Dropout),
+		"dropout_masks": "vgg.DropoutMask(seed, step, layer)", "seed": strconv.FormatInt(s.Seed, 10),
+		"threads": strconv.Itoa(threads), "device": device, "normalize": s.Normalize,
+		"augment": strconv.FormatBool(s.Augment), "val_split": f(s.ValSplit),
+		"warmup_steps": strconv.Itoa(s.WarmupSteps), "steps_per_epoch": strconv.Itoa(s.StepsPerEpoch),
+		"precision": "fp32",
+	}
+}
+
+// Params lists the model's tensors for this Spec and classes outputs (vgg.ParamsFor), with
+// the parsed head.
+func (s Spec) Params(classes int) ([]vgg.Param, vgg.Head, error) {
+	model, err := vgg.Parse(s.Model)
+	if err != nil {
+		return nil, "", fmt.Errorf("compare: %w: %v", ErrInvalid, err)
+	}
+	head, err := vgg.ParseHead(s.Head)
+	if err != nil {
+		return nil, "", fmt.Errorf("compare: %w: %v", ErrInvalid, err)
+	}
+	ps, err := vgg.ParamsFor(model, head, s.ImageSize, classes, s.Hidden)
+	if err != nil {
+		return nil, "", fmt.Errorf("compare: %w: %v", ErrInvalid, err)
+	}
+	return ps, head, nil
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/fwbench/fwbench/dataset"
+	"github.com/fwbench/fwbench/weights"
 )
 
 // Trainer is what compare needs of a framework driver. torchrun.Trainer and tfrun.Trainer
@@ -30,6 +31,17 @@ type Trainer interface {
 	Device() string
 	Threads() int
 	Close() error
+}
+
+// WeightsReader is implemented by drivers that can read their parameters back out of the
+// framework in torchvision's canonical layout (torchrun and tfrun do).
+type WeightsReader interface {
+	Weights() ([]*weights.Tensor, error)
+}
+
+// Logitser is implemented by drivers that return a batch's logits, dropout off.
+type Logitser interface {
+	Logits(ctx context.Context, b *dataset.Batch) ([]float32, error)
 }
 
 // StepCorrecter is implemented by drivers that count, during a training step, how many of the
@@ -77,6 +89,16 @@ func Train(ctx context.Context, tr Trainer, spec Spec, data Loaders, onProgress 
 		onProgress = func(Progress) {}
 	}
 	rec := newRecord(tr, spec, data)
+	if spec.Resume == "" {
+		// What the framework really holds, read back before the clock starts.
+		if wr, ok := tr.(WeightsReader); ok {
+			ts, err := wr.Weights()
+			if err != nil {
+				return rec, fmt.Errorf("compare: reading the loaded weights back: %w", err)
+			}
+			rec.LoadedWeightsSHA256 = weights.CanonicalSHA256(ts)
+		}
+	}
 	start := time.Now()
 	startEpoch, skip := 0, 0
 	if spec.Resume != "" {
@@ -109,6 +131,11 @@ func Train(ctx context.Context, tr Trainer, spec Spec, data Loaders, onProgress 
 			return rec, fmt.Errorf("compare: initial loss: %w", err)
 		}
 		rec.InitialLoss = loss
+		if lg, ok := tr.(Logitser); ok {
+			if rec.FirstBatchLogits, err = lg.Logits(ctx, b); err != nil {
+				return rec, fmt.Errorf("compare: first-batch logits: %w", err)
+			}
+		}
 		onProgress(Progress{Phase: "parity", Framework: tr.Framework(), Loss: loss})
 	}
 
@@ -116,7 +143,7 @@ func Train(ctx context.Context, tr Trainer, spec Spec, data Loaders, onProgress 
 	var waitTotal, stepTotal time.Duration
 	globalStep := 0
 	for epoch := startEpoch; epoch < spec.Epochs; epoch++ {
-		er, interrupted, err := trainEpoch(ctx, tr, spec, data, epoch, steps, skip, &globalStep, &stepTimes, &waitTotal, &stepTotal, onProgress)
+		er, interrupted, err := trainEpoch(ctx, tr, spec, data, epoch, steps, skip, &globalStep, rec, &stepTimes, &waitTotal, &stepTotal, onProgress)
 		skip = 0
 		if err != nil {
 			rec.finish(start, stepTimes, waitTotal, stepTotal, tr)
@@ -157,7 +184,7 @@ func Train(ctx context.Context, tr Trainer, spec Spec, data Loaders, onProgress 
 }
 
 func trainEpoch(ctx context.Context, tr Trainer, spec Spec, data Loaders, epoch, steps, skip int,
-	globalStep *int, stepTimes *[]float64, waitTotal, stepTotal *time.Duration, onProgress func(Progress)) (EpochRecord, *Position, error) {
+	globalStep *int, rec *RunRecord, stepTimes *[]float64, waitTotal, stepTotal *time.Duration, onProgress func(Progress)) (EpochRecord, *Position, error) {
 	er := EpochRecord{Epoch: epoch + 1}
 	it := data.Train.Epoch(ctx, epoch)
 	defer it.Close()
@@ -191,12 +218,15 @@ func trainEpoch(ctx context.Context, tr Trainer, spec Spec, data Loaders, epoch,
 			return er, nil, fmt.Errorf("compare: epoch %d step %d: %w", epoch+1, i+1, err)
 		}
 		d := time.Since(t0)
+		rec.SyncedTimerReads++
+		rec.StepLosses = append(rec.StepLosses, loss)
 		if math.IsNaN(loss) || math.IsInf(loss, 0) {
 			return er, nil, fmt.Errorf("compare: epoch %d step %d: loss is %v (lower the learning rate)", epoch+1, i+1, loss)
 		}
 		*globalStep++
 		if *globalStep > spec.WarmupSteps {
 			*stepTimes = append(*stepTimes, d.Seconds())
+			rec.TimedSteps++
 			*waitTotal += b.Wait
 			*stepTotal += d + b.Wait
 			timed += d + b.Wait
@@ -258,7 +288,7 @@ func newRecord(tr Trainer, spec Spec, data Loaders) *RunRecord {
 		Schema: RunSchema, Framework: tr.Framework(), FrameworkVersion: tr.Version(),
 		Device: tr.Device(), Threads: tr.Threads(), Model: spec.Model, Mode: spec.Mode,
 		ImageSize: spec.ImageSize, BatchSize: spec.BatchSize, Optimizer: spec.Optimizer,
-		LR: spec.LR, Seed: spec.Seed, Hidden: spec.Hidden,
+		LR: spec.LR, Seed: spec.Seed, Hidden: spec.Hidden, Recipe: spec.Recipe(tr.Threads()), StepLosses: []float64{},
 		Dataset:     DatasetInfo{Path: data.DataPath, Classes: data.Classes, TrainImages: data.TrainLen, ValImages: data.ValLen},
 		WarmupSteps: spec.WarmupSteps, Epochs: []EpochRecord{}, PID: os.Getpid(),
 	}
