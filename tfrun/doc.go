@@ -15,29 +15,49 @@
 //
 // The graph is NHWC (TensorFlow's CPU Conv2D and MaxPool accept only NHWC),
 // with the same layers, sizes, dropout and head as torchrun: 3×3 SAME
-// convolutions with bias and ReLU, 2×2 max pooling, flatten, then
-// Linear → ReLU → Dropout → Linear → ReLU → Dropout → Linear. Weights live
-// in resource variables (VarHandleOp) with unique shared names. Gradients
-// come from TensorFlow's C++ gradient registry (Graph.AddGradients), taken
-// with respect to the variables' ReadVariableOp outputs; the loss is
+// convolutions with bias and ReLU, 2×2 max pooling, then the head that
+// Config.Head names, built from vgg.Head.Layers: with vgg.HeadTorchvision
+// torch's AdaptiveAvgPool2d((7, 7)) first, then flatten and the Linear
+// layers, ReLU and Dropout after each hidden one (flatten and torchvision:
+// Linear → ReLU → Dropout → Linear → ReLU → Dropout → Linear; keras:
+// Linear → ReLU → Dropout → Linear). TensorFlow has no adaptive pooling
+// op: the pool is a MatMul by a constant matrix that Go builds from
+// vgg.AdaptivePoolBins (torch's bins, overlapping where the sides do not
+// divide), after a transpose to NCHW so that its output is already in
+// torch's C×H×W order. Weights live in resource variables (VarHandleOp)
+// with unique shared names. Gradients come from TensorFlow's C++ gradient
+// registry (Graph.AddGradients), taken with respect to the trained
+// variables' ReadVariableOp outputs; the loss is
 // SoftmaxCrossEntropyWithLogits on one-hot labels (the sparse op has no C++
-// gradient). Dropout is built from StatelessRandomUniform, GreaterEqual,
-// Cast and Mul, with the rate and a (seed, step) pair fed at run time, so
-// masks depend on Config.Seed and the global step only and a resumed run
-// draws the same masks.
+// gradient).
+//
+// Dropout does not use TensorFlow's random numbers: each dropout layer is a
+// Mul by a [batch, width] float32 mask input, which TrainStep fills every
+// step with vgg.DropoutMask(Config.Seed, global step, layer, Config.Dropout)
+// straight into a reused native tensor. The masks depend on the seed and
+// the global step only, so a resumed run draws the same masks, and torchrun
+// draws the very same ones. With Config.Dropout 0 the graph has no mask
+// inputs and no dropout ops; evaluation and Logits never apply masks.
 //
 // Weight files use torchvision's layout; tfrun converts on load and save:
-// convolution OIHW ↔ HWIO, linear [out, in] ↔ [in, out], and the rows of the
-// first classifier layer are permuted between torch's C×H×W flattening and
-// NHWC's H×W×C.
+// convolution OIHW ↔ HWIO, linear [out, in] ↔ [in, out], and with the
+// flattening heads the rows of the first classifier layer are permuted
+// between torch's C×H×W flattening and NHWC's H×W×C (after the adaptive
+// pool the graph flattens C×H×W itself).
 //
-// Modes (the Mode constants) follow torchrun's rules: "scratch" trains
-// every layer from Config.Weights or weights.InitVGG(Seed); "finetune"
-// trains every layer from Config.Weights, replacing classifier.6 by a seeded
-// new one when its class count differs; "features" freezes the
-// convolutional base (the graph holds no backward op for it at all, and its
-// BatchNorm layers stay in evaluation mode) and trains a new head from
-// weights.InitHead(Seed).
+// Initial weights are weights.Initial(Config.Weights, vgg.ParamsFor(...),
+// Mode, Head, Seed, false), as in torchrun: without a file every tensor is
+// seeded (per-name streams, so HeadFlatten's seeded values are those of
+// earlier releases); with one, every tensor comes from the file except
+// those the mode re-initialises on purpose (vgg.Reinitialised: in
+// "finetune" and "features" the output layer always, with vgg.HeadKeras the
+// whole head), and a missing, mis-shaped or unexpected tensor is an error
+// wrapping ErrWeights that names each one. "scratch" takes every tensor
+// from the file. What trains is vgg.Trainable: everything in "scratch" and
+// "finetune"; in "features" the convolutional base is frozen (the graph
+// holds no backward op for it at all, and its BatchNorm layers stay in
+// evaluation mode), and with Config.FreezeLoadedHead so are the head layers
+// from the file (torchvision's fc6 and fc7).
 //
 // The optimizers are TF's ResourceApplyGradientDescent, ResourceApplyMomentum
 // and ResourceApplyAdam, fed so that each step equals torch.optim's (see
