@@ -81,11 +81,11 @@ func fuzzStorages(f *testing.F) (pkl []byte, storages map[string][]byte) {
 
 // FuzzReadPth fuzzes the restricted pickle reader. With raw false the input
 // is a pickle, wrapped in a torch.save zip that holds tiny_vgg's storages;
-// with raw true it is a whole file (zip included).
+// with raw true it is a whole file (zip or legacy format).
 func FuzzReadPth(f *testing.F) {
 	pkl, storages := fuzzStorages(f)
 	f.Add(pkl, false)
-	for _, name := range []string{"tiny_vgg.pth", "views.pth", "evil_os_system.pth"} {
+	for _, name := range []string{"tiny_vgg.pth", "views.pth", "evil_os_system.pth", "tiny_vgg_legacy.pth"} {
 		b, err := os.ReadFile(filepath.Join("testdata", name))
 		if err != nil {
 			f.Fatal(err)

@@ -64,38 +64,46 @@ func encodePth(w io.Writer, ts []*Tensor) error {
 		}
 		seen[t.Name] = true
 	}
-	cw := &countWriter{w: w}
-	zw := zip.NewWriter(cw)
-	put := func(name string, write func(io.Writer) error) error {
-		if err := zw.Flush(); err != nil { // so that cw.n is where the next header starts
-			return err
-		}
-		name = pthArchiveName + "/" + name
-		fw, err := zw.CreateHeader(&zip.FileHeader{Name: name, Method: zip.Store, Extra: alignExtra(cw.n, len(name))})
-		if err != nil {
-			return err
-		}
-		return write(fw)
-	}
-	bytesOf := func(b []byte) func(io.Writer) error {
-		return func(w io.Writer) error { _, err := w.Write(b); return err }
-	}
 	type record struct {
 		name  string
+		size  int64
 		write func(io.Writer) error
 	}
+	bytesRecord := func(name string, b []byte) record {
+		return record{name, int64(len(b)), func(w io.Writer) error { _, err := w.Write(b); return err }}
+	}
 	records := []record{
-		{"data.pkl", bytesOf(statePickle(ts))},
-		{".format_version", bytesOf([]byte("1"))},
-		{".storage_alignment", bytesOf([]byte(strconv.Itoa(pthAlignment)))},
-		{"byteorder", bytesOf([]byte("little"))},
+		bytesRecord("data.pkl", statePickle(ts)),
+		bytesRecord(".format_version", []byte("1")),
+		bytesRecord(".storage_alignment", []byte(strconv.Itoa(pthAlignment))),
+		bytesRecord("byteorder", []byte("little")),
 	}
 	for i, t := range ts {
-		records = append(records, record{"data/" + strconv.Itoa(i), func(w io.Writer) error { return writeFloats(w, t.Data) }})
+		records = append(records, record{"data/" + strconv.Itoa(i), 4 * int64(len(t.Data)), func(w io.Writer) error { return writeFloats(w, t.Data) }})
 	}
-	records = append(records, record{"version", bytesOf([]byte("3\n"))})
-	for _, r := range records {
-		if err := put(r.name, r.write); err != nil {
+	records = append(records, bytesRecord("version", []byte("3\n")))
+
+	cw := &countWriter{w: w}
+	zw := zip.NewWriter(cw)
+	for i, r := range records {
+		if err := zw.Flush(); err != nil {
+			return err
+		}
+		// archive/zip writes the previous entry's data descriptor when this
+		// one starts: 16 bytes, or 24 for a zip64 entry (APPNOTE 4.3.9).
+		off := cw.n
+		if i > 0 {
+			off += 16
+			if records[i-1].size >= math.MaxUint32 {
+				off += 8
+			}
+		}
+		name := pthArchiveName + "/" + r.name
+		fw, err := zw.CreateHeader(&zip.FileHeader{Name: name, Method: zip.Store, Extra: alignExtra(off, len(name))})
+		if err != nil {
+			return fmt.Errorf("%s: %w", r.name, err)
+		}
+		if err := r.write(fw); err != nil {
 			return fmt.Errorf("%s: %w", r.name, err)
 		}
 	}

@@ -49,6 +49,7 @@ import os
 import struct
 import subprocess
 import sys
+import tempfile
 from collections import OrderedDict
 
 import torch
@@ -159,12 +160,17 @@ def check_golden(want_logits):
     ref = float_items(model("vgg16_bn").state_dict())
     assert list(sd) == list(ref), "golden: names or order differ from the state dict's float tensors"
     assert all(sd[k].dtype == torch.float32 and torch.equal(sd[k], ref[k]) for k in ref), "golden: values differ"
+    with tempfile.TemporaryDirectory() as d:  # mmap reads the storages in place: they must be aligned
+        p = os.path.join(d, GOLDEN)
+        open(p, "wb").write(raw)
+        mm = torch.load(p, mmap=True, weights_only=True)
+        assert same(mm, sd), "golden: torch.load(mmap=True) reads other tensors"
     m = TorchvisionVGG("vgg16_bn")
     res = m.load_state_dict(sd, strict=True)
     got = logits_of(m, make_input(BATCH, SIZE, 3)[0])
     diff = float((got - want_logits).abs().max())
     assert torch.equal(got, want_logits), f"golden: logits differ by up to {diff}"
-    msg = (f"{GOLDEN} (Go WritePth): torch {torch.__version__} torch.load(weights_only=True) ok, "
+    msg = (f"{GOLDEN} (Go WritePth): torch {torch.__version__} torch.load(weights_only=True) ok, with mmap=True too, "
            f"{len(sd)} float32 tensors equal to vgg16_bn's, load_state_dict(strict=True) ok "
            f"({res}), eval logits equal to the original state dict's (max |diff| {diff})")
     print(msg)
@@ -229,7 +235,7 @@ def main():
         loss.backward()
         opt.step()
         ckpt = {"epoch": 3, "model_state_dict": sd, "optimizer_state_dict": opt.state_dict(),
-                "loss": float(loss), "global_step": torch.tensor(1, dtype=torch.int64),
+                "loss": float(loss.detach()), "global_step": torch.tensor(1, dtype=torch.int64),
                 "rng_state": torch.get_rng_state(),
                 "args": {"arch": "vgg16", "lr": 0.01, "milestones": [30, 60], "nested": {"betas": (0.9, 0.999)}}}
         add("vgg16_checkpoint.pth", "torch .pth (zip)", saved(ckpt), lambda b: b["model_state_dict"],
