@@ -1,7 +1,21 @@
 // Package weights owns fwbench's weight files: the float32 Tensor that both
 // drivers exchange, safetensors reading and writing, a restricted reader for
-// torchvision .pth state dicts, seeded torchvision-style VGG initialisation,
-// atomic file writes, and checkpoints (weights, optimizer state and metadata).
+// PyTorch .pth state dicts in both torch.save formats (the zip of PyTorch 1.6
+// and later, and the legacy format of torchvision's ImageNet files such as
+// vgg16-397923af.pth), a torch zip .pth writer that torch.load(weights_only=True)
+// accepts, seeded torchvision-style VGG initialisation, atomic file writes,
+// and checkpoints (weights, optimizer state and metadata).
+//
+// Load reads any weight file, choosing the format by the file's first 64
+// bytes and never by its name, from a registry (RegisterFormat) in which this
+// package puts safetensors and both .pth formats and other packages add
+// theirs (the Keras HDF5 reader, which needs a native library). Load removes
+// DataParallel's "module." prefix when every name has it, and the .pth reader
+// unwraps training checkpoints ({"model_state_dict": ..., "optimizer_state_dict":
+// ..., "epoch": ...}). BatchNorm's int64 num_batches_tracked is skipped in
+// every format. CanonicalSHA256 hashes tensors independently of the format
+// and order they came in, in a byte layout that Python reproduces
+// (scripts/reference/make_weights_fixtures.py).
 //
 // Tensors use torchvision's canonical names and layouts (see package vgg):
 // convolution weights OIHW, linear weights [out, in]. The package is pure Go,
