@@ -74,3 +74,32 @@ func ExampleWithNewHead() {
 	// Output:
 	// 22 classifier.6.weight [10 64]
 }
+
+// Write a state dict that torch.load(path, weights_only=True) reads, and load
+// it back: Load picks the format from the file's bytes, not its name, and
+// removes DataParallel's "module." prefix.
+func ExampleWritePth() {
+	dir, err := os.MkdirTemp("", "fwbench-example")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer os.RemoveAll(dir)
+
+	ts := []*weights.Tensor{
+		{Name: "module.classifier.6.weight", Shape: []int{2, 3}, Data: []float32{1, 2, 3, 4, 5, 6}},
+		{Name: "module.classifier.6.bias", Shape: []int{2}, Data: []float32{0.5, -0.5}},
+	}
+	path := filepath.Join(dir, "weights.bin")
+	if err := weights.WritePth(path, ts); err != nil {
+		fmt.Println(err)
+		return
+	}
+	back, err := weights.Load(path)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(back[0].Name, back[0].Shape, back[1].Name)
+	// Output: classifier.6.weight [2 3] classifier.6.bias
+}

@@ -89,6 +89,7 @@ func TestDecodePthLegacy(t *testing.T) {
 			"\x80\x02}("+pStr("w")+legacyTensorOp("k", 6, 0, []int{2, 2}, []int{2, 1}, "("+pStr("v")+"K\x01K\x04t")+"u.",
 			legacyKeys("k"), legacyData(6, floats(0, 1, 2, 3, 4, 9))), ""},
 		{"pickles longer than the first read", ok(long), ""},
+		{"saved from a GPU", ok(strings.Replace(obj, "torch\nFloatStorage", "torch.cuda\nFloatStorage", 1)), ""},
 
 		{"wrong protocol version", legacyFileBytes("\x80\x02M\xe8\x03.", legacySysInfo, obj, legacyKeys("k"), data), "protocol version 1000 (int), want 1001"},
 		{"sys_info not a dict", legacyFileBytes(legacyProto, "\x80\x02N.", obj, legacyKeys("k"), data), "sys_info is None, want dict"},

@@ -47,7 +47,9 @@ const (
 	gStorage
 )
 
-// allowedGlobals is the complete list of names a pickle may refer to.
+// allowedGlobals is the complete list of names a pickle may refer to (the
+// torch.cuda storage classes are added by init: legacy files saved from a GPU
+// name them, and torch's legacy loader reads them as their CPU namesakes).
 var allowedGlobals = map[string]globalKind{
 	"collections.OrderedDict":                    gOrderedDict,
 	"torch._utils._rebuild_tensor_v2":            gRebuildTensor,
@@ -64,6 +66,12 @@ var allowedGlobals = map[string]globalKind{
 	"torch.CharStorage":                          gStorage,
 	"torch.ByteStorage":                          gStorage,
 	"torch.BoolStorage":                          gStorage,
+}
+
+func init() {
+	for name := range storageTypes {
+		allowedGlobals["torch.cuda."+name] = gStorage
+	}
 }
 
 // Values on the pickle stack. Python ints are int64, floats float64, str

@@ -44,7 +44,8 @@ var storageTypes = map[string]struct {
 // torch.save uses and the globals collections.OrderedDict,
 // torch._utils._rebuild_tensor_v2, torch._utils._rebuild_tensor (PyTorch 0.3
 // and earlier), torch._utils._rebuild_parameter(_with_state) and
-// torch.*Storage; any other global (os.system, builtins.eval, a model class,
+// torch.*Storage (torch.cuda.*Storage in legacy files saved from a GPU,
+// read as its CPU namesake); any other global (os.system, builtins.eval, a model class,
 // ...) is refused with a *ForbiddenGlobalError naming it, and nothing is ever
 // executed. Also accepted: a dict that wraps the state dict under
 // "state_dict", "model_state_dict" or "model" (a training checkpoint), beside
