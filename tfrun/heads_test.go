@@ -3,6 +3,7 @@ package tfrun
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -13,6 +14,7 @@ import (
 	tf "github.com/galeone/tensorflow/tensorflow/go"
 	"github.com/galeone/tensorflow/tensorflow/go/op"
 
+	"github.com/fwbench/fwbench/internal/reftest"
 	"github.com/fwbench/fwbench/vgg"
 	"github.com/fwbench/fwbench/weights"
 )
@@ -516,4 +518,161 @@ func TestInitialWeightsMismatch(t *testing.T) {
 			}
 		}
 	}
+}
+
+// headsFixturePath is the PyTorch reference for the heads
+// (scripts/reference/make_head_fixture.py): vgg11 and vgg11_bn at S = 32,
+// 3 classes, hidden 16, dropout 0, batch 4, formula weights
+// (reftest.WeightsFor) and input, scratch; per "<head>/<model>" the
+// evaluation-mode logits and loss, and one SGD step (lr 0.01, momentum 0.9,
+// weight decay 5e-4): its training-mode loss and the weights after it.
+const headsFixturePath = "../testdata/reference/heads_s32.safetensors"
+
+// TestParityHeads checks the torchvision head (adaptive pool from a 1×1 map:
+// every one of the 49 cells copies it, and the backward pass sums 49
+// gradients) and the Keras head against PyTorch, with and without
+// BatchNorm.
+//
+// Tolerances are the shared reference tests' (parity_test.go): logits 1e-4
+// of the largest (float32 convolutions summed in another order); the
+// evaluation loss and the first training loss 1e-5 relative without
+// BatchNorm, 1e-4 with it (batch statistics summed in another order:
+// TestParityBatchNorm); each stored element's change within 1e-4 of its
+// tensor's largest change (deltaErr, 2 ulps forgiven), at most 1% of them
+// beyond 1e-4, and for tensors stored in part (the base's first 64 values,
+// torchvision's classifier.0.weight every 97th) the float64 sums of the
+// whole change within 1e-4 of sum|Δw|. In the BatchNorm models the
+// convolutions' biases are not compared: BatchNorm subtracts the batch mean
+// right after them, so their gradient is 0 in exact arithmetic and what
+// either framework computes is float32 cancellation noise, as large as
+// their whole change (lr·wd·b, about 2.5e-8 here; measured: differences up
+// to 0.75 of the largest change). TestParityBatchNorm skips them too.
+func TestParityHeads(t *testing.T) {
+	f := loadFixtureFile(t, headsFixturePath)
+	var shas map[string]string
+	if err := json.Unmarshal([]byte(f.meta["weights_sha256"]), &shas); err != nil {
+		t.Fatalf("fixture weights_sha256: %v", err)
+	}
+	stride := 97
+	if got := f.meta["stride"]; got != "97" {
+		t.Fatalf("fixture stride %q, want 97 (make_head_fixture.py's STRIDE)", got)
+	}
+	ctx := context.Background()
+	batch := reftest.Input(4, 32)
+	for _, head := range []vgg.Head{vgg.HeadTorchvision, vgg.HeadKeras} {
+		for _, model := range []vgg.Config{{Name: "vgg11"}, {Name: "vgg11", BatchNorm: true}} {
+			prefix := string(head) + "/" + model.String()
+			t.Run(prefix, func(t *testing.T) {
+				init, err := reftest.WeightsFor(model, head, 32, 3, 16)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got, want := sha(init), shas[prefix]; got != want {
+					t.Fatalf("formula weights sha256 %s, fixture %s: Go and Python start from different weights", got, want)
+				}
+				cfg := tinyConfig()
+				cfg.Model, cfg.Head, cfg.Hidden, cfg.Dropout = model, head, 16, 0
+				cfg.Mode, cfg.Weights = ModeScratch, init
+				cfg.LR, cfg.Momentum, cfg.WeightDecay = 0.01, 0.9, 5e-4
+				tr := mustNew(t, cfg)
+				lossTol := 1e-5
+				if model.BatchNorm {
+					lossTol = 1e-4
+				}
+
+				logits, err := tr.Logits(ctx, batch)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := f.get(t, prefix+"/logits")
+				if e := relErr(logits, want); e > 1e-4 {
+					t.Errorf("logits %v, PyTorch %v: relative difference %.3g, want <= 1e-4", logits, want, e)
+				} else {
+					t.Logf("logits relative difference %.3g", e)
+				}
+				loss, _, err := tr.Evaluate(ctx, batch)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if w := float64(f.get(t, prefix+"/loss")[0]); math.Abs(loss-w)/w > lossTol {
+					t.Errorf("evaluation loss %.9g, PyTorch %.9g: relative %.3g, want <= %g", loss, w, math.Abs(loss-w)/w, lossTol)
+				}
+				loss, err = tr.TrainStep(ctx, batch)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if w := float64(f.get(t, prefix+"/sgd1/loss")[0]); math.Abs(loss-w)/w > lossTol {
+					t.Errorf("training loss %.9g, PyTorch %.9g: relative %.3g, want <= %g", loss, w, math.Abs(loss-w)/w, lossTol)
+				} else {
+					t.Logf("training loss relative difference %.3g", math.Abs(loss-w)/w)
+				}
+
+				ws := mustWeights(t, tr)
+				worst, worstSum, over, total := 0.0, 0.0, 0.0, 0
+				for i, w := range ws {
+					if model.BatchNorm && tr.params[i].Kind == vgg.ConvBias {
+						continue
+					}
+					w0 := init[i].Data
+					key := prefix + "/sgd1/" + w.Name
+					got, base, whole := w.Data, w0, true
+					switch {
+					case f.t[key] != nil:
+					case f.t[key+"/stride97"] != nil:
+						key += "/stride97"
+						got, base, whole = strided(w.Data, stride), strided(w0, stride), false
+					default:
+						key += "/first64"
+						got, base, whole = w.Data[:64], w0[:64], false
+					}
+					want := f.get(t, key)
+					if len(want) != len(got) {
+						t.Fatalf("%s: fixture has %d values, want %d", key, len(want), len(got))
+					}
+					e, frac := deltaErr(got, want, base)
+					worst = max(worst, e)
+					over += frac * float64(len(want))
+					total += len(want)
+					if e > 1e-4 {
+						t.Errorf("%s: update differs from PyTorch by up to %.3g of its largest change, want <= 1e-4", w.Name, e)
+					}
+					if whole {
+						continue
+					}
+					s, err := f.deltaSum(prefix + "/sgd1/" + w.Name)
+					if err != nil {
+						t.Fatal(err)
+					}
+					var dsum, dabs float64
+					for j, v := range w.Data {
+						d := float64(v) - float64(w0[j])
+						dsum += d
+						dabs += math.Abs(d)
+					}
+					e1 := math.Abs(dabs-s.DeltaAbsSum) / s.DeltaAbsSum
+					e2 := math.Abs(dsum-s.DeltaSum) / s.DeltaAbsSum
+					worstSum = max(worstSum, e1, e2)
+					if !(e1 <= 1e-4 && e2 <= 1e-4) {
+						t.Errorf("%s: sum|Δw| = %.9g, sum Δw = %.9g; PyTorch %.9g, %.9g (relative to sum|Δw|: %.3g, %.3g; want <= 1e-4)",
+							w.Name, dabs, dsum, s.DeltaAbsSum, s.DeltaSum, e1, e2)
+					}
+				}
+				if frac := over / float64(total); frac > 0.01 {
+					t.Errorf("%.2g%% of the compared elements differ by more than 1e-4 of their tensor's largest change, want <= 1%%", 100*frac)
+				}
+				t.Logf("worst update difference %.3g of the largest change, worst sum difference %.3g, %.0f of %d elements beyond 1e-4",
+					worst, worstSum, over, total)
+			})
+		}
+	}
+}
+
+// strided returns every stride-th element of x, from the first
+// (make_head_fixture.py's flat[::STRIDE]).
+func strided(x []float32, stride int) []float32 {
+	out := make([]float32, 0, (len(x)+stride-1)/stride)
+	for i := 0; i < len(x); i += stride {
+		out = append(out, x[i])
+	}
+	return out
 }
