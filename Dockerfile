@@ -6,7 +6,7 @@ ARG RUNTIME_IMAGE=debian:bookworm-slim
 
 FROM ${GO_IMAGE} AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 python3-pip g++ binutils ca-certificates \
+ && apt-get install -y --no-install-recommends python3 python3-pip g++ binutils ca-certificates libhdf5-dev pkg-config \
  && rm -rf /var/lib/apt/lists/*
 ENV FWBENCH_CACHE=/opt/fwbench
 WORKDIR /src
@@ -19,7 +19,7 @@ RUN scripts/setup.sh \
 
 FROM ${RUNTIME_IMAGE} AS runtime
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libstdc++6 ca-certificates \
+ && apt-get install -y --no-install-recommends libstdc++6 ca-certificates libhdf5-103-1 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --create-home --uid 10001 fwbench \
  && mkdir -p /data /out && chown fwbench /data /out

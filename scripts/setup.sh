@@ -206,6 +206,27 @@ build_cgotorch() {
 	rm -rf "$cgotorch_dir" && mv "$out" "$cgotorch_dir"
 }
 
+# ---------------------------------------------------------------- HDF5 (package keras)
+# keras/ links the HDF5 C library through cgo (`#cgo pkg-config: hdf5`): Debian's and Ubuntu's
+# libhdf5-dev, found with pkg-config. As root on Debian/Ubuntu it is installed with apt-get.
+provision_hdf5() {
+	if pkg-config --exists hdf5 2>/dev/null; then
+		log "HDF5 $(pkg-config --modversion hdf5): found by pkg-config"
+		return
+	fi
+	[ $check_only = 1 ] && die "the HDF5 C library is not installed (Debian/Ubuntu: apt-get install libhdf5-dev pkg-config)"
+	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+		log "HDF5: installing libhdf5-dev and pkg-config (apt-get)"
+		apt-get install -y -q --no-install-recommends libhdf5-dev pkg-config >/dev/null 2>&1 ||
+			(apt-get update -q >/dev/null 2>&1 &&
+				apt-get install -y -q --no-install-recommends libhdf5-dev pkg-config >/dev/null) ||
+			die "apt-get could not install libhdf5-dev and pkg-config"
+	else
+		die "the HDF5 C library is missing: install libhdf5-dev and pkg-config (Debian/Ubuntu, as root) and run setup.sh again"
+	fi
+	pkg-config --exists hdf5 || die "libhdf5-dev is installed but pkg-config does not find hdf5"
+}
+
 if [ "${FWBENCH_VARIANT:-cpu}" = cuda ]; then
 	venv=$prefix/cuda-venv
 	if [ ! -f "$venv/.ok" ]; then
@@ -220,6 +241,7 @@ if [ "${FWBENCH_VARIANT:-cpu}" = cuda ]; then
 	LIBTENSORFLOW_DIR=$site/tensorflow
 fi
 
+provision_hdf5
 provision_torch
 provision_tf
 build_cgotorch
