@@ -21,6 +21,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 NUMPY_VERSION=2.4.6
 SAFETENSORS_VERSION=0.8.0
+# h5py comes with Keras anyway; pinned so that make_keras_fixtures.py's h5py-written files do not drift.
+H5PY_VERSION=3.14.0
 
 venv=$FWBENCH_CACHE/pyref
 wheels=$FWBENCH_CACHE/wheels
@@ -69,7 +71,7 @@ links=()
 # Without the stamp (written last) a broken or partial venv is made again on the next call.
 "$venv/bin/pip" install --quiet --disable-pip-version-check "${links[@]}" \
 	"torch==$TORCH_VERSION" "tensorflow-cpu==$TF_VERSION" \
-	"numpy==$NUMPY_VERSION" "safetensors==$SAFETENSORS_VERSION" >&2 ||
+	"numpy==$NUMPY_VERSION" "safetensors==$SAFETENSORS_VERSION" "h5py==$H5PY_VERSION" >&2 ||
 	die "pip could not install $want"
 got=$(have)
 [ "$got" = "$want" ] || die "the new environment has $got, want $want"
