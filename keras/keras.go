@@ -61,6 +61,10 @@ import (
 // Signature is the HDF5 format signature that starts a Keras .h5 file.
 const Signature = "\x89HDF\r\n\x1a\n"
 
+// WeightsSuffix ends the name of every file WriteWeightsH5 writes: Keras 3
+// reads a file as a .weights.h5 only when its name ends so.
+const WeightsSuffix = ".weights.h5"
+
 // FormatName is the name the package registers with weights.RegisterFormat.
 const FormatName = "Keras HDF5 (.h5, .weights.h5)"
 
@@ -673,7 +677,14 @@ type WriteOptions struct {
 // converted to Keras' HWIO and [in, out] layouts, the first Dense layer's rows
 // to Keras' H×W×C flattening. The file is replaced atomically (see
 // weights.WriteFileAtomic); the same tensors always give the same bytes.
+//
+// path must end in ".weights.h5": Keras' load_weights chooses the loader by
+// the file name and reads any other .h5 as a Keras 2 file, which this is not.
 func WriteWeightsH5(path string, ts []*weights.Tensor, opt WriteOptions) error {
+	if !strings.HasSuffix(path, WeightsSuffix) {
+		return fmt.Errorf("keras: write %s: the name must end in %s: Keras' load_weights reads any other .h5 as a Keras 2 file",
+			path, WeightsSuffix)
+	}
 	m, err := planWrite(ts, opt)
 	if err != nil {
 		return fmt.Errorf("keras: write %s: %w", path, err)

@@ -557,20 +557,25 @@ func TestWriteErrors(t *testing.T) {
 		name string
 		ts   []*weights.Tensor
 		want string
+		path string // the file name; "" means x.weights.h5
 	}{
-		{"batch norm", bn, "batch normalisation has no counterpart"},
-		{"a missing conv bias", without("features.0.bias"), "features.0.bias: missing"},
-		{"7 convolutions", without("features.18.weight"), "7 convolutions match no VGG"},
-		{"classifier.3 without classifier.0", without("classifier.0.weight"), "classifier layers [3]"},
-		{"a bias without its weight", append(slices.Clone(good), &weights.Tensor{Name: "classifier.6.bias", Shape: []int{3}, Data: make([]float32, 3)}), "not part of vgg11"},
-		{"a misshapen kernel", reshaped("features.3.weight", []int{128, 64, 5, 5}), "features.3.weight: shape [128 64 5 5], want [128 64 3 3]"},
-		{"a head input not 512·s²", reshaped("classifier.0.weight", []int{4, 1000}), "1000 inputs, want 512·s²"},
-		{"a foreign name", append(slices.Clone(good), &weights.Tensor{Name: "fc.weight", Shape: []int{1}, Data: []float32{0}}), "fc.weight: not a VGG parameter name"},
-		{"a nil tensor", append(slices.Clone(good), nil), "a nil tensor"},
+		{"a name Keras reads as Keras 2", good, "the name must end in .weights.h5", "model.h5"},
+		{"batch norm", bn, "batch normalisation has no counterpart", ""},
+		{"a missing conv bias", without("features.0.bias"), "features.0.bias: missing", ""},
+		{"7 convolutions", without("features.18.weight"), "7 convolutions match no VGG", ""},
+		{"classifier.3 without classifier.0", without("classifier.0.weight"), "classifier layers [3]", ""},
+		{"a bias without its weight", append(slices.Clone(good), &weights.Tensor{Name: "classifier.6.bias", Shape: []int{3}, Data: make([]float32, 3)}), "not part of vgg11", ""},
+		{"a misshapen kernel", reshaped("features.3.weight", []int{128, 64, 5, 5}), "features.3.weight: shape [128 64 5 5], want [128 64 3 3]", ""},
+		{"a head input not 512·s²", reshaped("classifier.0.weight", []int{4, 1000}), "1000 inputs, want 512·s²", ""},
+		{"a foreign name", append(slices.Clone(good), &weights.Tensor{Name: "fc.weight", Shape: []int{1}, Data: []float32{0}}), "fc.weight: not a VGG parameter name", ""},
+		{"a nil tensor", append(slices.Clone(good), nil), "a nil tensor", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := filepath.Join(t.TempDir(), "x.weights.h5")
+			if tt.path != "" {
+				p = filepath.Join(t.TempDir(), tt.path)
+			}
 			err := WriteWeightsH5(p, tt.ts, WriteOptions{})
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("got error %v, want one containing %q", err, tt.want)
