@@ -11,22 +11,24 @@ import (
 	"github.com/fwbench/fwbench/weights"
 )
 
-// Training modes (Config.Mode).
+// Training modes (Config.Mode), equal to package vgg's. Where the initial
+// tensors come from is decided by weights.Initial (vgg.Reinitialised), what
+// trains by vgg.Trainable.
 const (
-	// ModeScratch trains every layer from Config.Weights, or from
-	// weights.InitVGG(Seed) when Weights is nil.
-	ModeScratch = "scratch"
-	// ModeFinetune trains every layer starting from Config.Weights. When the
-	// weights' last layer (classifier.6) has another number of classes, that
-	// layer alone is replaced by a seeded new one, as the study did with
-	// torchvision's VGG16.
-	ModeFinetune = "finetune"
+	// ModeScratch trains every layer. With Config.Weights every tensor comes
+	// from them (a file for another head or class count is an error); without,
+	// every tensor is seeded.
+	ModeScratch = vgg.ModeScratch
+	// ModeFinetune trains every layer starting from Config.Weights, except the
+	// output layer (classifier.6; with HeadKeras the whole head), which always
+	// starts from the seed, as the study replaced torchvision's VGG16 head.
+	ModeFinetune = vgg.ModeFinetune
 	// ModeFeatures uses the convolutional base as a fixed feature extractor:
-	// base weights come from Config.Weights (or InitVGG when nil, useful only
+	// base weights come from Config.Weights (seeded when nil, useful only
 	// for timing), never change, get no gradients, and BatchNorm layers in the
-	// base stay in eval mode; the classifier head is newly initialised
-	// (weights.InitHead(Seed)) and trained.
-	ModeFeatures = "features"
+	// base stay in eval mode; the head starts as in ModeFinetune and trains,
+	// except the layers from the file when Config.FreezeLoadedHead is set.
+	ModeFeatures = vgg.ModeFeatures
 )
 
 // Optimizers (Config.Optimizer).
@@ -42,17 +44,28 @@ type Config struct {
 	ImageSize  int        // S: a multiple of 32, at least 32
 	NumClasses int
 	Hidden     int     // classifier hidden width; 0 means vgg.DefaultHidden (4096)
-	Dropout    float64 // drop probability of the two classifier dropouts, in [0, 1)
+	Dropout    float64 // drop probability of every dropout of the head, in [0, 1)
 	Mode       string  // ModeScratch, ModeFinetune or ModeFeatures
-	Optimizer  string  // OptimizerSGD or OptimizerAdam
+	// Head is the classifier on the base (see vgg.Head); "" means
+	// vgg.HeadFlatten.
+	Head vgg.Head
+	// FreezeLoadedHead keeps, in ModeFeatures, the head layers that the mode
+	// takes from Config.Weights frozen (torchvision's fc6 and fc7 with
+	// HeadTorchvision or HeadFlatten; with HeadKeras every head layer is new,
+	// so nothing more freezes). It is vgg.Trainable's rule, so it freezes
+	// those layers also when they were seeded because Weights is nil. Other
+	// modes ignore it.
+	FreezeLoadedHead bool
+	Optimizer        string // OptimizerSGD or OptimizerAdam
 
 	LR, Momentum, WeightDecay float64
 	Nesterov                  bool    // SGD only; needs Momentum > 0
 	Beta1, Beta2, Eps         float64 // Adam
 
-	// Seed fixes the initial weights (when Weights is nil, and the new head in
-	// ModeFeatures) and the dropout masks: the masks of global step i derive
-	// from (Seed, i) only, so a resumed run draws the same masks.
+	// Seed fixes the seeded initial tensors (all of them when Weights is nil,
+	// the layers the mode replaces otherwise; weights.InitParams) and the
+	// dropout masks: the masks of global step i are vgg.DropoutMask(Seed, i,
+	// layer), so a resumed run draws the same masks, and tfrun draws the same.
 	Seed int64
 
 	Device         string // "cpu", "cuda" or "cuda:N"
@@ -60,8 +73,11 @@ type Config struct {
 	InterOpThreads int    // libtorch inter-op threads (settable once per process); 0 means runtime.NumCPU()
 
 	// Weights are the initial tensors in torchvision's canonical layout (see
-	// package weights). nil means weights.InitVGG(Model, ImageSize, NumClasses,
-	// Hidden, Seed). The Trainer copies them; the caller keeps ownership.
+	// package weights), composed with the seeded ones by weights.Initial: nil
+	// means every tensor seeded; otherwise the model takes every tensor it
+	// needs from them except those the mode re-initialises, and a missing,
+	// mis-shaped or unexpected tensor is an error wrapping ErrWeights. The
+	// Trainer copies them; the caller keeps ownership.
 	Weights []*weights.Tensor
 }
 
@@ -111,6 +127,9 @@ func (c Config) Validate() error {
 	case ModeScratch, ModeFinetune, ModeFeatures:
 	default:
 		bad("mode %q: want %q, %q or %q", c.Mode, ModeScratch, ModeFinetune, ModeFeatures)
+	}
+	if _, err := vgg.ParseHead(string(c.Head)); err != nil {
+		errs = append(errs, err)
 	}
 	if !(c.LR > 0) || math.IsInf(c.LR, 0) {
 		bad("learning rate %v: want a positive number", c.LR)

@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"math"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/fwbench/fwbench/internal/reftest"
+	"github.com/fwbench/fwbench/vgg"
+	"github.com/fwbench/fwbench/weights"
 )
 
 // cudaDevice returns the first CUDA device or skips the test; "no CUDA GPU" is
@@ -125,5 +128,61 @@ func TestCUDABadIndex(t *testing.T) {
 	cfg.Device = "cuda:" + itoa(len(all))
 	if _, err := New(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "CUDA device(s) present") {
 		t.Errorf("device %s with %d GPUs: got %v, want an error counting the devices", cfg.Device, len(all), err)
+	}
+}
+
+// TestCUDAHeads runs the head fixture's vgg11 cases on the GPU (rtol 1e-3, as
+// TestCUDAReference), and checks that the Go-drawn dropout masks give the GPU the
+// CPU's training losses (same masks; different masks would move the loss by far
+// more than 1e-3, see TestDropoutMasks) and that FreezeLoadedHead holds there too.
+func TestCUDAHeads(t *testing.T) {
+	dev := cudaDevice(t)
+	ts, _, err := weights.ReadSafetensors(filepath.FromSlash(headFixturePath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []vgg.Head{vgg.HeadTorchvision, vgg.HeadKeras} {
+		prefix := string(h) + "/vgg11/"
+		init, _ := reftest.WeightsFor(vgg.Config{Name: "vgg11"}, h, 32, 3, 16)
+		cfg := refConfig(OptimizerSGD)
+		cfg.Model, cfg.Head, cfg.Hidden, cfg.Weights, cfg.Device = vgg.Config{Name: "vgg11"}, h, 16, init, dev
+		tr := mustNew(t, cfg)
+		in := reftest.Input(4, 32)
+		logits, err := tr.Logits(context.Background(), in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := closeTo(logits, weights.Lookup(ts, prefix+"logits").Data, 1e-3, 1e-5); err != nil {
+			t.Errorf("%s logits: %v", h, err)
+		}
+		loss, err := tr.TrainStep(context.Background(), in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w := float64(weights.Lookup(ts, prefix+"sgd1/loss").Data[0]); math.Abs(loss-w) > 1e-3*math.Abs(w) {
+			t.Errorf("%s loss: got %.8g, want %.8g (PyTorch)", h, loss, w)
+		}
+
+		var losses [2][]float64
+		for i, d := range []string{"cpu", dev} {
+			c := tinyConfig()
+			c.Head, c.Dropout, c.Weights, c.Device = h, 0.5, init, d
+			c.Mode, c.FreezeLoadedHead = ModeFeatures, true
+			tr := mustNew(t, c)
+			before, _ := tr.Weights()
+			losses[i] = trainRun(t, tr, 0, 3)
+			after, _ := tr.Weights()
+			for k, w := range after {
+				want := (h == vgg.HeadKeras && strings.HasPrefix(w.Name, "classifier.")) || strings.HasPrefix(w.Name, "classifier.6.")
+				if changed := !equalData(w.Data, before[k].Data); changed != want {
+					t.Errorf("%s on %s: %s: got changed=%t, want %t", h, d, w.Name, changed, want)
+				}
+			}
+		}
+		for s := range losses[0] {
+			if g, c := losses[1][s], losses[0][s]; math.Abs(g-c) > 1e-3*math.Abs(c) {
+				t.Errorf("%s dropout step %d: got loss %.8g on %s, want %.8g (CPU, same masks)", h, s+1, g, dev, c)
+			}
+		}
 	}
 }

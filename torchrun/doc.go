@@ -1,9 +1,23 @@
 // Package torchrun trains fwbench's VGG models on libtorch, PyTorch's C++
 // library, from Go: it builds torchvision's VGG (11/13/16/19, with or without
-// BatchNorm, from package vgg's table) as a torch::nn module, trains it with
-// torch::optim SGD or Adam on cross-entropy, evaluates it, and moves weights,
-// checkpoints and optimizer state in and out in torchvision's canonical layout
-// (package weights).
+// BatchNorm, from package vgg's table) with one of package vgg's heads
+// (Config.Head) as a torch::nn module, trains it with torch::optim SGD or
+// Adam on cross-entropy, evaluates it, and moves weights, checkpoints and
+// optimizer state in and out in torchvision's canonical layout (package
+// weights).
+//
+// # Initial weights and modes
+//
+// New composes the initial tensors with weights.Initial, the one place fwbench
+// does it: without Config.Weights every tensor is seeded; with them, the model
+// takes every tensor from them except those the mode re-initialises
+// (vgg.Reinitialised: in finetune and features mode the output layer, and with
+// HeadKeras the whole head, always start from the seed, even when the file's
+// layer would fit; scratch takes everything from the file), and a tensor
+// missing, of another shape or unknown to the model is an error wrapping
+// ErrWeights. What trains is vgg.Trainable: everything in scratch and
+// finetune mode; in features mode the head only, without its layers from the
+// file when Config.FreezeLoadedHead is set.
 //
 // # Native library
 //
@@ -25,6 +39,11 @@
 // libtorch error (a shape mismatch, an unknown device, CUDA out of memory)
 // comes back as "torchrun: <op>: <libtorch message>".
 //
+// The head is built from vgg.Head.Layers with no per-head code: after the
+// base, at::adaptive_avg_pool2d to 7×7 when Head.AdaptivePool (torchvision's
+// AdaptiveAvgPool2d((7, 7))), then flatten in torch's C×H×W order, then the
+// Linear layers, each hidden one followed by ReLU and dropout.
+//
 // A training step is one cgo call: the shim builds the input tensor from the
 // batch's NHWC float32 buffer (from_blob, permuted to NCHW and copied), runs the
 // forward pass, the loss, the backward pass and the optimizer update, and
@@ -37,11 +56,15 @@
 // gotorch tensors nor runtime.GC. Only the Trainer itself has a cleanup
 // (runtime.AddCleanup), as a safety net behind Close.
 //
-// Dropout masks come from a generator private to each Trainer, reseeded at
-// every step from (Config.Seed, step number): a run resumed from a checkpoint
-// draws the same masks as an uninterrupted one without saving any RNG state,
-// and two Trainers in one process do not disturb each other's masks. Masks are
-// drawn on the CPU, so they are the same on every device.
+// Dropout does not use libtorch's random generator: for every step Go draws
+// each hidden head layer's mask with vgg.DropoutMask(Config.Seed, step, layer)
+// (values 0 or 1/(1-p)) into a buffer the Trainer reuses, and the step's one
+// native call multiplies the layer's activation after ReLU by it. The masks
+// depend on (Seed, global step, layer) only, so a run resumed from a
+// checkpoint draws the same masks as an uninterrupted one without saving any
+// RNG state, two Trainers in one process do not disturb each other, the masks
+// are the same on every device, and tfrun drops the very same units. With
+// Dropout 0 no mask is drawn or applied; evaluation never applies one.
 //
 // # Threads
 //

@@ -12,6 +12,8 @@ import (
 	"runtime"
 	"strings"
 	"unsafe"
+
+	"github.com/fwbench/fwbench/vgg"
 )
 
 // This file is the only one that talks to C. Every wrapper turns the shim's
@@ -35,16 +37,17 @@ func nativeErr(op string, e *C.char) error {
 
 // spec mirrors tr_spec; Go owns the memory it points to for the call's duration.
 type spec struct {
-	layers                     []int32
-	batchNorm                  bool
-	imageSize, classes, hidden int
-	dropout                    float64
-	features                   bool
-	adam                       bool
-	lr, momentum, weightDecay  float64
-	nesterov                   bool
-	beta1, beta2, eps          float64
-	device                     string
+	layers                    []int32
+	batchNorm                 bool
+	imageSize                 int
+	head                      []vgg.HeadLayer // the head's Linear layers, in order
+	headPool                  bool            // AdaptiveAvgPool2d((7, 7)) before the head
+	features                  bool
+	adam                      bool
+	lr, momentum, weightDecay float64
+	nesterov                  bool
+	beta1, beta2, eps         float64
+	device                    string
 }
 
 func b2i(b bool) C.int32_t {
@@ -84,23 +87,28 @@ func nativeCUDACount() (int, error) {
 }
 
 func nativeNew(s *spec) (*model, error) {
-	if len(s.layers) == 0 {
+	if len(s.layers) == 0 || len(s.head) == 0 {
 		return nil, errors.New("torchrun: new: empty layer table")
 	}
 	dev := C.CString(s.device)
 	defer C.free(unsafe.Pointer(dev))
-	// cs is Go memory that points to more Go memory (the layer table): pin it.
+	head := make([]C.tr_head_layer, len(s.head))
+	for i, l := range s.head {
+		head[i] = C.tr_head_layer{index: C.int32_t(l.Index), in: C.int32_t(l.In), out: C.int32_t(l.Out), hidden: b2i(l.Hidden)}
+	}
+	// cs is Go memory that points to more Go memory (the tables): pin it.
 	var pin runtime.Pinner
 	defer pin.Unpin()
 	pin.Pin(&s.layers[0])
+	pin.Pin(&head[0])
 	cs := C.tr_spec{
 		layers:       (*C.int32_t)(unsafe.Pointer(&s.layers[0])),
 		nlayers:      C.int32_t(len(s.layers)),
 		batchnorm:    b2i(s.batchNorm),
 		image_size:   C.int32_t(s.imageSize),
-		classes:      C.int32_t(s.classes),
-		hidden:       C.int32_t(s.hidden),
-		dropout:      C.double(s.dropout),
+		head:         &head[0],
+		nhead:        C.int32_t(len(head)),
+		head_pool:    b2i(s.headPool),
 		features:     b2i(s.features),
 		optimizer:    b2i(s.adam),
 		lr:           C.double(s.lr),
@@ -120,6 +128,13 @@ func nativeNew(s *spec) (*model, error) {
 }
 
 func nativePrepare(m *model) error { return nativeErr("new", C.tr_prepare(m)) }
+
+// nativeFreeze excludes one parameter from training (before nativePrepare).
+func nativeFreeze(m *model, name string) error {
+	cn := C.CString(name)
+	defer C.free(unsafe.Pointer(cn))
+	return nativeErr("new", C.tr_freeze(m, cn))
+}
 
 func nativeFree(m *model) { C.tr_free(m) }
 
@@ -175,11 +190,17 @@ func nativeSetState(m *model, name string, a, b []float32, step int64) error {
 func nativeClearState(m *model) error { return nativeErr("optimizer", C.tr_clear_state(m)) }
 
 // nativeTrainStep runs one training step on a batch that checkBatch accepted.
-func nativeTrainStep(m *model, x []float32, labels []int32, n, h, w, c int, seed uint64) (float64, int, error) {
+// masks holds the dropout masks of the hidden head layers one after the other
+// (n·Out values each), or is nil for no dropout.
+func nativeTrainStep(m *model, x []float32, labels []int32, n, h, w, c int, masks []float32) (float64, int, error) {
 	var loss C.double
 	var correct C.int64_t
+	pm := (*C.float)(nil)
+	if len(masks) > 0 {
+		pm = (*C.float)(&masks[0])
+	}
 	err := nativeErr("step", C.tr_train_step(m, (*C.float)(&x[0]), (*C.int32_t)(&labels[0]),
-		C.int64_t(n), C.int64_t(h), C.int64_t(w), C.int64_t(c), C.uint64_t(seed), &loss, &correct))
+		C.int64_t(n), C.int64_t(h), C.int64_t(w), C.int64_t(c), pm, C.int64_t(len(masks)), &loss, &correct))
 	return float64(loss), int(correct), err
 }
 

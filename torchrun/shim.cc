@@ -1,8 +1,10 @@
 // shim.cc: torchrun's libtorch side. See shim.h for the error contract.
 //
-// The model is torchvision's VGG built from the table that Go passes in
-// (features = Conv2d/BatchNorm2d/ReLU/MaxPool2d in torchvision's order, classifier
-// Linear 0/3/6), so named_parameters() yields torchvision's state-dict names.
+// The model is torchvision's VGG built from the tables that Go passes in
+// (features = Conv2d/BatchNorm2d/ReLU/MaxPool2d in torchvision's order; an optional
+// 7x7 adaptive average pool; classifier = the head's Linear layers at their
+// torchvision indices), so named_parameters() yields torchvision's state-dict names.
+// Dropout is not drawn here: Go passes each step's masks (vgg.DropoutMask).
 // Everything a step allocates is owned by C++ RAII and freed before the call
 // returns; nothing per step is left for Go finalizers.
 #include "shim.h"
@@ -10,7 +12,6 @@
 #include <dlfcn.h>
 
 #include <ATen/ATen.h>
-#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <ATen/Version.h>
 #include <c10/core/CachingDeviceAllocator.h>
@@ -123,14 +124,15 @@ struct tr_model {
   std::shared_ptr<Holder> root;
   torch::nn::Sequential features;
   std::shared_ptr<Holder> classifier;
-  torch::nn::Linear fc[3] = {nullptr, nullptr, nullptr};
+  std::vector<torch::nn::Linear> fc;  // the head's Linear layers in order
+  std::vector<bool> hidden;           // fc[i] is followed by ReLU and a dropout mask
+  int64_t mask_width = 0;             // sum of the hidden layers' widths: mask values per image
+  bool head_pool = false;
   std::unique_ptr<torch::optim::Optimizer> opt;
   std::map<std::string, torch::Tensor> named;  // parameters and buffers by canonical name
-  at::Generator gen;                           // dropout masks (CPU, reseeded every step)
   bool features_mode = false;
   int optimizer = 0;
-  double dropout = 0;
-  int64_t classes = 0, hidden = 0, image_size = 0;
+  int64_t image_size = 0;
   tr_spec spec{};
 };
 
@@ -142,23 +144,24 @@ torch::Tensor lookup(tr_model *m, const char *name) {
   return it->second;
 }
 
-torch::Tensor dropout(tr_model *m, torch::Tensor h) {
-  double p = m->dropout;
-  // Masks are drawn on the CPU from the model's own generator, so they depend on
-  // the step seed only (not on the device, nor on other Trainers in the process).
-  auto mask = torch::empty(h.sizes(), torch::kFloat32);
-  mask.bernoulli_(1.0 - p, m->gen);
-  mask.div_(1.0 - p);
-  return h * mask.to(h.device());
-}
-
-torch::Tensor head(tr_model *m, torch::Tensor h, bool train) {
-  bool drop = train && m->dropout > 0;
-  h = m->fc[0]->forward(h).relu_();
-  if (drop) h = dropout(m, h);
-  h = m->fc[1]->forward(h).relu_();
-  if (drop) h = dropout(m, h);
-  return m->fc[2]->forward(h);
+// head runs the Linear layers; masks (NULL: no dropout) holds each hidden layer's
+// [n, out] mask in turn. On the CPU the mask tensor is a view of the caller's
+// buffer: autograd keeps it for the backward pass, which ends before the step
+// returns, as does every tensor that refers to it.
+torch::Tensor head(tr_model *m, torch::Tensor h, const float *masks) {
+  int64_t n = h.size(0);
+  for (size_t i = 0; i < m->fc.size(); i++) {
+    h = m->fc[i]->forward(h);
+    if (!m->hidden[i]) continue;
+    h = h.relu_();
+    if (masks != nullptr) {
+      int64_t out = h.size(1);
+      auto mask = torch::from_blob(const_cast<float *>(masks), {n, out}, torch::kFloat32);
+      h = h * mask.to(h.device());
+      masks += n * out;
+    }
+  }
+  return h;
 }
 
 // input builds the NCHW device tensor from Go's NHWC buffer. The result never
@@ -176,7 +179,7 @@ torch::Tensor targets(tr_model *m, const int32_t *labels, int64_t n) {
   return blob.to(m->device, torch::kInt64, /*non_blocking=*/false, /*copy=*/true);
 }
 
-torch::Tensor forward(tr_model *m, const torch::Tensor &x, bool train) {
+torch::Tensor forward(tr_model *m, const torch::Tensor &x, const float *masks) {
   torch::Tensor h;
   if (m->features_mode) {
     // The base is a fixed feature extractor: no graph, no gradients, BatchNorm in
@@ -186,7 +189,9 @@ torch::Tensor forward(tr_model *m, const torch::Tensor &x, bool train) {
   } else {
     h = m->features->forward(x);
   }
-  return head(m, h.flatten(1), train);
+  // torchvision's AdaptiveAvgPool2d((7, 7)); flatten in torch's C x H x W order.
+  if (m->head_pool) h = at::adaptive_avg_pool2d(h, {7, 7});
+  return head(m, h.flatten(1), masks);
 }
 
 void set_mode(tr_model *m, bool train) {
@@ -271,12 +276,12 @@ const char *tr_new(const tr_spec *s, tr_model **out) {
   m->spec = *s;
   m->spec.layers = nullptr;
   m->spec.device = nullptr;
+  m->spec.head = nullptr;
   m->features_mode = s->features != 0;
   m->optimizer = s->optimizer;
-  m->dropout = s->dropout;
-  m->classes = s->classes;
-  m->hidden = s->hidden;
+  m->head_pool = s->head_pool != 0;
   m->image_size = s->image_size;
+  TORCH_CHECK(s->nhead >= 1, "the head has no layers");
 
   torch::Device dev(std::string(s->device));  // throws on an unknown device string
   if (dev.is_cuda()) {
@@ -309,14 +314,20 @@ const char *tr_new(const tr_spec *s, tr_model **out) {
     in = v;
   }
   TORCH_CHECK(size > 0, "image size ", s->image_size, " is too small for the model");
-  int64_t flat = in * size * size;
+  int64_t flat = m->head_pool ? in * 7 * 7 : in * size * size;
   m->classifier = std::make_shared<Holder>();
-  m->fc[0] = torch::nn::Linear(flat, s->hidden);
-  m->fc[1] = torch::nn::Linear(s->hidden, s->hidden);
-  m->fc[2] = torch::nn::Linear(s->hidden, s->classes);
-  m->classifier->add("0", m->fc[0]);
-  m->classifier->add("3", m->fc[1]);
-  m->classifier->add("6", m->fc[2]);
+  for (int i = 0; i < s->nhead; i++) {
+    const tr_head_layer &l = s->head[i];
+    TORCH_CHECK(l.in == flat, "head layer classifier.", l.index, ": ", l.in, " inputs, the layer before gives ", flat);
+    TORCH_CHECK(l.out > 0, "head layer classifier.", l.index, ": ", l.out, " outputs");
+    TORCH_CHECK((l.hidden != 0) == (i + 1 < s->nhead), "head layer classifier.", l.index,
+                ": every layer but the last must be hidden");
+    m->fc.push_back(torch::nn::Linear(l.in, l.out));
+    m->hidden.push_back(l.hidden != 0);
+    if (l.hidden != 0) m->mask_width += l.out;
+    m->classifier->add(std::to_string(l.index), m->fc.back());
+    flat = l.out;
+  }
   m->root->add("features", m->features.ptr());
   m->root->add("classifier", m->classifier);
 
@@ -324,8 +335,14 @@ const char *tr_new(const tr_spec *s, tr_model **out) {
   for (auto &b : m->root->named_buffers()) {
     if (b.value().scalar_type() == torch::kFloat32) m->named[b.key()] = b.value();
   }
-  m->gen = at::make_generator<at::CPUGeneratorImpl>(0);
   *out = m.release();
+  TR_CATCH
+}
+
+const char *tr_freeze(tr_model *m, const char *name) {
+  TR_TRY
+  TORCH_CHECK(!m->opt, "tr_freeze after tr_prepare");
+  lookup(m, name).set_requires_grad(false);
   TR_CATCH
 }
 
@@ -339,13 +356,13 @@ const char *tr_prepare(tr_model *m) {
   for (auto &b : m->root->named_buffers()) {
     if (b.value().scalar_type() == torch::kFloat32) m->named[b.key()] = b.value();
   }
+  // tr_freeze marked what does not train (in features mode: the whole base, and
+  // perhaps head layers); to() keeps requires_grad.
   std::vector<torch::Tensor> params;
-  if (m->features_mode) {
-    for (auto &p : m->features->parameters()) p.set_requires_grad(false);
-    params = m->classifier->parameters();
-  } else {
-    params = m->root->parameters();
+  for (auto &p : m->root->parameters()) {
+    if (p.requires_grad()) params.push_back(p);
   }
+  TORCH_CHECK(!params.empty(), "no parameter is trained");
   const tr_spec &s = m->spec;
   if (s.optimizer == 1) {
     m->opt = std::make_unique<torch::optim::Adam>(
@@ -448,16 +465,18 @@ const char *tr_clear_state(tr_model *m) {
 }
 
 const char *tr_train_step(tr_model *m, const float *x, const int32_t *labels, int64_t n, int64_t h,
-                          int64_t w, int64_t c, uint64_t seed, double *loss, int64_t *correct) {
+                          int64_t w, int64_t c, const float *masks, int64_t nmasks, double *loss,
+                          int64_t *correct) {
   TR_TRY
   apply_threads();
   TORCH_CHECK(m->opt, "optimizer not built");
+  TORCH_CHECK(masks == nullptr || nmasks == n * m->mask_width, "dropout masks: got ", nmasks,
+              " values, want ", n * m->mask_width);
   auto xt = input(m, x, n, h, w, c);
   auto yt = targets(m, labels, n);
-  m->gen.set_current_seed(seed);
   set_mode(m, true);
   m->opt->zero_grad();
-  auto logits = forward(m, xt, true);
+  auto logits = forward(m, xt, masks);
   auto l = torch::nn::functional::cross_entropy(logits, yt);
   l.backward();
   m->opt->step();
@@ -473,7 +492,7 @@ const char *tr_evaluate(tr_model *m, const float *x, const int32_t *labels, int6
   torch::NoGradGuard g;
   auto xt = input(m, x, n, h, w, c);
   set_mode(m, false);
-  auto out = forward(m, xt, false);
+  auto out = forward(m, xt, nullptr);
   if (labels != nullptr) {
     auto yt = targets(m, labels, n);
     *loss = torch::nn::functional::cross_entropy(out, yt).item<double>();

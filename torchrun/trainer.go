@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"slices"
 	"strconv"
 	"sync"
 
@@ -21,6 +20,10 @@ var (
 	ErrBusy = errors.New("torchrun: trainer is busy: another call on it is in progress (a Trainer is not safe for concurrent use)")
 	// ErrOutOfMemory is wrapped by errors from a device (or host) allocation failure.
 	ErrOutOfMemory = errors.New("out of memory")
+	// ErrWeights is wrapped by New's error when Config.Weights do not fit the
+	// model (tensors missing, of another shape, or not in the model); the
+	// message names them. It is the caller's mistake, not a libtorch failure.
+	ErrWeights = errors.New("initial weights do not fit the model")
 )
 
 // Framework is what Trainer.Framework reports.
@@ -32,6 +35,7 @@ const (
 	extraAdamStep = "torchrun.adam_step" // Adam's per-parameter step (equal for all)
 	extraModel    = "torchrun.model"
 	extraMode     = "torchrun.mode"
+	extraHead     = "torchrun.head"
 )
 
 // Trainer trains one VGG on libtorch. It owns a native model and optimizer;
@@ -50,7 +54,11 @@ type Trainer struct {
 
 	cfg    Config
 	params []vgg.Param
+	head   []vgg.HeadLayer
 	device string
+	// masks holds one step's dropout masks, layer after layer (N·Out values
+	// for each hidden head layer); reused across steps. nil with Dropout 0.
+	masks []float32
 	// lastCorrect is the top-1 hit count of the last training batch.
 	lastCorrect int
 	threads     int
@@ -70,6 +78,7 @@ func New(ctx context.Context, cfg Config) (*Trainer, error) {
 	if cfg.Hidden == 0 {
 		cfg.Hidden = vgg.DefaultHidden
 	}
+	cfg.Head, _ = vgg.ParseHead(string(cfg.Head)) // Validate accepted it; "" becomes HeadFlatten
 	threads := cfg.Threads
 	if threads == 0 {
 		threads = runtime.NumCPU()
@@ -78,12 +87,19 @@ func New(ctx context.Context, cfg Config) (*Trainer, error) {
 	if interop == 0 {
 		interop = runtime.NumCPU()
 	}
-	params, err := vgg.ParamsHidden(cfg.Model, cfg.ImageSize, cfg.NumClasses, cfg.Hidden)
+	params, err := vgg.ParamsFor(cfg.Model, cfg.Head, cfg.ImageSize, cfg.NumClasses, cfg.Hidden)
 	if err != nil {
 		return nil, fmt.Errorf("torchrun: new: %w", err)
 	}
-	init, err := initialWeights(cfg, params)
+	head, err := cfg.Head.Layers(cfg.ImageSize, cfg.NumClasses, cfg.Hidden)
 	if err != nil {
+		return nil, fmt.Errorf("torchrun: new: %w", err)
+	}
+	init, _, err := weights.Initial(cfg.Weights, params, cfg.Mode, cfg.Head, cfg.Seed, false)
+	if err != nil {
+		if cfg.Weights != nil {
+			return nil, fmt.Errorf("torchrun: new: %w: %w", ErrWeights, err)
+		}
 		return nil, fmt.Errorf("torchrun: new: %w", err)
 	}
 	layers := cfg.Model.Layers()
@@ -91,9 +107,8 @@ func New(ctx context.Context, cfg Config) (*Trainer, error) {
 		layers:      make([]int32, len(layers)),
 		batchNorm:   cfg.Model.BatchNorm,
 		imageSize:   cfg.ImageSize,
-		classes:     cfg.NumClasses,
-		hidden:      cfg.Hidden,
-		dropout:     cfg.Dropout,
+		head:        head,
+		headPool:    cfg.Head.AdaptivePool(),
 		features:    cfg.Mode == ModeFeatures,
 		adam:        cfg.Optimizer == OptimizerAdam,
 		lr:          cfg.LR,
@@ -126,6 +141,11 @@ func New(ctx context.Context, cfg Config) (*Trainer, error) {
 				break
 			}
 		}
+		for _, p := range params {
+			if err == nil && p.Kind.Trainable() && !vgg.Trainable(cfg.Mode, cfg.Head, cfg.FreezeLoadedHead, p) {
+				err = nativeFreeze(m, p.Name)
+			}
+		}
 		if err == nil {
 			err = nativePrepare(m)
 		}
@@ -137,7 +157,7 @@ func New(ctx context.Context, cfg Config) (*Trainer, error) {
 		w.stop()
 		return nil, err
 	}
-	t := &Trainer{m: m, w: w, cfg: cfg, params: params, device: device, threads: threads}
+	t := &Trainer{m: m, w: w, cfg: cfg, params: params, head: head, device: device, threads: threads}
 	t.cfg.Weights = nil // copied into the model; do not keep the caller's tensors alive
 	// A safety net only: Close is the plan.
 	t.cleanup = runtime.AddCleanup(t, func(r native) {
@@ -151,49 +171,6 @@ func New(ctx context.Context, cfg Config) (*Trainer, error) {
 type native struct {
 	m *model
 	w *worker
-}
-
-// initialWeights returns the starting tensors in params order (see the Mode constants).
-func initialWeights(cfg Config, params []vgg.Param) ([]*weights.Tensor, error) {
-	if cfg.Weights == nil {
-		return weights.InitVGG(cfg.Model, cfg.ImageSize, cfg.NumClasses, cfg.Hidden, cfg.Seed)
-	}
-	switch cfg.Mode {
-	case ModeFeatures:
-		return weights.WithNewHead(cfg.Weights, cfg.Model, cfg.ImageSize, cfg.NumClasses, cfg.Hidden, cfg.Seed)
-	case ModeFinetune:
-		return withNewLastLayer(cfg, params)
-	default:
-		return weights.Arrange(cfg.Weights, params, false)
-	}
-}
-
-// withNewLastLayer arranges cfg.Weights; when the class layer (classifier.6)
-// has other shapes than the model's, both its tensors are replaced by
-// weights.InitHead's. Any other mismatch is left for Arrange to report.
-func withNewLastLayer(cfg Config, params []vgg.Param) ([]*weights.Tensor, error) {
-	last := map[string]bool{"classifier.6.weight": true, "classifier.6.bias": true}
-	replace := false
-	for _, p := range params {
-		if w := weights.Lookup(cfg.Weights, p.Name); last[p.Name] && w != nil && !slices.Equal(w.Shape, p.Shape) {
-			replace = true
-		}
-	}
-	if !replace {
-		return weights.Arrange(cfg.Weights, params, false)
-	}
-	head, err := weights.InitHead(cfg.Model, cfg.ImageSize, cfg.NumClasses, cfg.Hidden, cfg.Seed)
-	if err != nil {
-		return nil, err
-	}
-	ws := make([]*weights.Tensor, 0, len(cfg.Weights))
-	for _, w := range cfg.Weights {
-		if last[w.Name] {
-			w = weights.Lookup(head, w.Name)
-		}
-		ws = append(ws, w)
-	}
-	return weights.Arrange(ws, params, false)
 }
 
 // acquire locks t for one call: ErrBusy if a call is in flight, ErrClosed after Close.
@@ -244,17 +221,38 @@ func (t *Trainer) checkShape(op string, b *dataset.Batch) error {
 	return nil
 }
 
-// dropoutSeed is the seed of step's dropout masks: splitmix64 of (seed, step).
-func dropoutSeed(seed, step int64) uint64 {
-	z := uint64(seed)*0x9E3779B97F4A7C15 + uint64(step) + 0x632BE59BD9B4E019
-	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9
-	z = (z ^ (z >> 27)) * 0x94D049BB133111EB
-	return z ^ (z >> 31)
+// fillMasks draws the dropout masks of global step t.step for a batch of n
+// images (vgg.DropoutMask, layer after layer) into t.masks and returns them;
+// nil when the head has no dropout.
+func (t *Trainer) fillMasks(n int) []float32 {
+	if !(t.cfg.Dropout > 0) {
+		return nil
+	}
+	total := 0
+	for _, l := range t.head {
+		if l.Hidden {
+			total += n * l.Out
+		}
+	}
+	if cap(t.masks) < total {
+		t.masks = make([]float32, total)
+	}
+	masks, off := t.masks[:total], 0
+	for _, l := range t.head {
+		if l.Hidden {
+			vgg.DropoutMask(masks[off:off+n*l.Out], t.cfg.Seed, t.step, l.Dropout, t.cfg.Dropout)
+			off += n * l.Out
+		}
+	}
+	return masks
 }
 
 // TrainStep runs one optimizer step on b (forward in training mode,
 // cross-entropy, backward, update) and returns the batch's mean loss before the
-// update. The whole step is one native call; ctx is checked before it starts.
+// update. Dropout multiplies each hidden head layer's activation (after ReLU)
+// by vgg.DropoutMask(Seed, step, layer), step being the number of steps the
+// Trainer has taken (restored by LoadCheckpoint). The whole step is one native
+// call, masks included; ctx is checked before it starts.
 // After an error the weights may be partly updated.
 func (t *Trainer) TrainStep(ctx context.Context, b *dataset.Batch) (float64, error) {
 	return t.trainStep(ctx, b, true)
@@ -277,7 +275,7 @@ func (t *Trainer) trainStep(ctx context.Context, b *dataset.Batch, check bool) (
 			}
 		}
 		var err error
-		if loss, t.lastCorrect, err = nativeTrainStep(t.m, b.X, b.Labels, b.N, b.H, b.W, b.C, dropoutSeed(t.cfg.Seed, t.step)); err != nil {
+		if loss, t.lastCorrect, err = nativeTrainStep(t.m, b.X, b.Labels, b.N, b.H, b.W, b.C, t.fillMasks(b.N)); err != nil {
 			return err
 		}
 		t.step++
@@ -368,6 +366,7 @@ func (t *Trainer) fileMeta() map[string]string {
 		"image_size":  strconv.Itoa(t.cfg.ImageSize),
 		"num_classes": strconv.Itoa(t.cfg.NumClasses),
 		"hidden":      strconv.Itoa(t.cfg.Hidden),
+		"head":        string(t.cfg.Head),
 	}
 }
 
@@ -431,9 +430,9 @@ func (t *Trainer) optimizerString() string {
 	return fmt.Sprintf("sgd(lr=%g,momentum=%g,weight_decay=%g,nesterov=%t)", c.LR, c.Momentum, c.WeightDecay, c.Nesterov)
 }
 
-// trainable reports whether the optimizer updates p in this Trainer's mode.
+// trainable reports whether the optimizer updates p (vgg.Trainable).
 func (t *Trainer) trainable(p vgg.Param) bool {
-	return p.Kind.Trainable() && (p.Head || t.cfg.Mode != ModeFeatures)
+	return vgg.Trainable(t.cfg.Mode, t.cfg.Head, t.cfg.FreezeLoadedHead, p)
 }
 
 // SaveCheckpoint writes dir/ (weights.SaveCheckpoint, atomically): the model's
@@ -490,6 +489,7 @@ func (t *Trainer) saveCheckpoint(dir string, epoch, step int) error {
 			extraStep:  strconv.FormatInt(t.step, 10),
 			extraModel: t.cfg.Model.String(),
 			extraMode:  t.cfg.Mode,
+			extraHead:  string(t.cfg.Head),
 		},
 	}
 	if adamStep >= 0 {

@@ -42,6 +42,8 @@ func TestValidate(t *testing.T) {
 		{"tpu", func(c *Config) { c.Device = "tpu" }, `device "tpu"`},
 		{"cuda:x", func(c *Config) { c.Device = "cuda:x" }, `device "cuda:x"`},
 		{"negative threads", func(c *Config) { c.Threads = -1 }, "threads -1"},
+		{"torchvision head", func(c *Config) { c.Head = vgg.HeadTorchvision; c.FreezeLoadedHead = true }, ""},
+		{"unknown head", func(c *Config) { c.Head = "resnet" }, `unknown head "resnet"`},
 	}
 	for _, tt := range tests {
 		cfg := DefaultConfig()
@@ -147,7 +149,8 @@ func sameWeights(t *testing.T, got, want []*weights.Tensor) {
 }
 
 // TestFeaturesMode: the base must come out bit-identical (including BatchNorm's
-// running statistics), the head must change and start from weights.InitHead(Seed).
+// running statistics), the head must change; classifier.0 and .3 start from the
+// file, classifier.6 (another class count there) from weights.InitHead(Seed).
 func TestFeaturesMode(t *testing.T) {
 	cfg := tinyConfig()
 	cfg.Model = vgg.Config{Name: "vgg11", BatchNorm: true}
@@ -168,7 +171,7 @@ func TestFeaturesMode(t *testing.T) {
 	head, _ := weights.InitHead(cfg.Model, 32, 3, 16, 3)
 	for _, w := range before {
 		want := weights.Lookup(base, w.Name)
-		if w.Name[:len("classifier")] == "classifier" {
+		if strings.HasPrefix(w.Name, "classifier.6.") {
 			want = weights.Lookup(head, w.Name)
 		}
 		if !equalData(w.Data, want.Data) {
@@ -192,32 +195,46 @@ func TestFeaturesMode(t *testing.T) {
 	}
 }
 
-// TestFinetuneNewLastLayer: finetune from a 1000-class file keeps everything but
-// classifier.6, which is replaced by weights.InitHead's seeded layer.
+// TestFinetuneNewLastLayer: finetune keeps everything from the file but
+// classifier.6, which always starts from weights.InitHead's seeded layer (whether
+// the file's has 1000 classes or already 3: vgg.Reinitialised).
 func TestFinetuneNewLastLayer(t *testing.T) {
+	for _, classes := range []int{1000, 3} {
+		cfg := tinyConfig()
+		cfg.Mode = ModeFinetune
+		loaded, _ := reftest.Weights(cfg.Model, 32, classes, 16)
+		cfg.Weights = loaded
+		tr := mustNew(t, cfg)
+		got, err := tr.Weights()
+		if err != nil {
+			t.Fatal(err)
+		}
+		head, _ := weights.InitHead(cfg.Model, 32, 3, 16, cfg.Seed)
+		for _, w := range got {
+			want := weights.Lookup(loaded, w.Name)
+			if strings.HasPrefix(w.Name, "classifier.6.") {
+				want = weights.Lookup(head, w.Name)
+			}
+			if !equalData(w.Data, want.Data) {
+				t.Errorf("%d-class file: %s: got other values than expected", classes, w.Name)
+			}
+		}
+	}
+	// Any other mismatch is an error naming the tensor, in every mode.
+	for _, mode := range []string{ModeScratch, ModeFinetune, ModeFeatures} {
+		cfg := tinyConfig()
+		cfg.Mode = mode
+		cfg.Weights, _ = reftest.Weights(cfg.Model, 32, 3, 32)
+		_, err := New(context.Background(), cfg)
+		if !errors.Is(err, ErrWeights) || !strings.Contains(err.Error(), "classifier.0.weight") {
+			t.Errorf("%s: hidden 32 weights for a hidden 16 model: got %v, want ErrWeights naming classifier.0.weight", mode, err)
+		}
+	}
+	// Scratch takes every tensor from the file: a 1000-class file does not fit.
 	cfg := tinyConfig()
-	cfg.Mode = ModeFinetune
-	loaded, _ := reftest.Weights(cfg.Model, 32, 1000, 16)
-	cfg.Weights = loaded
-	tr := mustNew(t, cfg)
-	got, err := tr.Weights()
-	if err != nil {
-		t.Fatal(err)
-	}
-	head, _ := weights.InitHead(cfg.Model, 32, 3, 16, cfg.Seed)
-	for _, w := range got {
-		want := weights.Lookup(loaded, w.Name)
-		if strings.HasPrefix(w.Name, "classifier.6.") {
-			want = weights.Lookup(head, w.Name)
-		}
-		if !equalData(w.Data, want.Data) {
-			t.Errorf("%s: got other values than expected", w.Name)
-		}
-	}
-	// Any other mismatch is an error.
-	cfg.Weights, _ = reftest.Weights(cfg.Model, 32, 3, 32)
-	if _, err := New(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "classifier.0.weight") {
-		t.Errorf("hidden 32 weights for a hidden 16 model: got %v, want an error naming classifier.0.weight", err)
+	cfg.Weights, _ = reftest.Weights(cfg.Model, 32, 1000, 16)
+	if _, err := New(context.Background(), cfg); !errors.Is(err, ErrWeights) || !strings.Contains(err.Error(), "classifier.6.weight") {
+		t.Errorf("scratch from a 1000-class file: got %v, want ErrWeights naming classifier.6.weight", err)
 	}
 }
 
@@ -465,6 +482,11 @@ func TestResume(t *testing.T) {
 		}},
 		{"adam", func(c *Config) { c.Optimizer, c.LR = OptimizerAdam, 1e-3 }},
 		{"features sgd", func(c *Config) { c.Mode = ModeFeatures }},
+		{"features torchvision frozen fc6/fc7 adam", func(c *Config) {
+			c.Mode, c.Head, c.FreezeLoadedHead = ModeFeatures, vgg.HeadTorchvision, true
+			c.Optimizer, c.LR = OptimizerAdam, 1e-3
+		}},
+		{"keras head", func(c *Config) { c.Head = vgg.HeadKeras }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
