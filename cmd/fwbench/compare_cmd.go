@@ -18,9 +18,10 @@ func compareCommand() *cli.Command {
 		&cli.StringFlag{Name: "frameworks", Value: "tensorflow,torch", Usage: "comma-separated frameworks to compare"},
 		&cli.IntFlag{Name: "repeat", Value: 2, Usage: "runs per framework (order alternates: A B B A ...)"},
 		&cli.StringFlag{Name: "out", Value: "fwbench-report", Usage: "report folder"},
-		&cli.StringFlag{Name: "preset", Usage: "paper: the study's setup (VGG16 features mode, new head, rescale, augmentation)"},
+		&cli.StringFlag{Name: "preset", Usage: "paper: the study's setup (VGG16, features mode, torchvision head with the file's fc6/fc7 and a new last layer, augmentation, normalisation from the weights' origin)"},
 		&cli.BoolFlag{Name: "allow-mismatch", Usage: "warn instead of stopping when the first-batch losses disagree"},
-		&cli.Float64Flag{Name: "parity-tolerance", Value: 1e-3, Usage: "largest relative difference of first-batch losses that passes"},
+		&cli.Float64Flag{Name: "parity-tolerance", Value: 1e-3, Usage: "largest relative difference of the first-batch losses, and of the logits (relative to the largest |logit|), that passes"},
+		&cli.Float64Flag{Name: "trajectory-tolerance", Value: 1e-3, Usage: "largest relative difference of the per-step training losses that the trajectory check passes"},
 	)
 	return &cli.Command{
 		Name:  "compare",
@@ -58,7 +59,7 @@ func compareCommand() *cli.Command {
 			}
 			cfg := compare.Config{Spec: s, Frameworks: fws, Repeat: c.Int("repeat"), Out: c.String("out"),
 				Preset: c.String("preset"), AllowMismatch: c.Bool("allow-mismatch"),
-				ParityTolerance: c.Float64("parity-tolerance"), Exe: exe}
+				ParityTolerance: c.Float64("parity-tolerance"), TrajectoryTolerance: c.Float64("trajectory-tolerance"), Exe: exe}
 			progress := newProgress(c.Bool("quiet"), false)
 			progress.setTotal(len(fws) * c.Int("repeat") * s.Epochs)
 			rep, err := compare.Run(c.Context, cfg, progress.update)

@@ -19,6 +19,7 @@ func init() {
 			c := torchrun.DefaultConfig()
 			c.Model, c.ImageSize, c.NumClasses, c.Hidden, c.Dropout = model, s.ImageSize, classes, s.Hidden, s.Dropout
 			c.Mode, c.Optimizer, c.LR, c.Momentum, c.WeightDecay, c.Nesterov = s.Mode, s.Optimizer, s.LR, s.Momentum, s.WeightDecay, s.Nesterov
+			c.Head, c.FreezeLoadedHead = vgg.Head(s.Head), s.FreezeFC
 			c.Seed, c.Device, c.Threads, c.InterOpThreads, c.Weights = s.Seed, s.Device, s.Threads, s.Threads, init
 			if err := c.Validate(); err != nil {
 				return nil, fmt.Errorf("%w: %v", compare.ErrInvalid, err)

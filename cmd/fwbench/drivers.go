@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/fwbench/fwbench/compare"
+	"github.com/fwbench/fwbench/keras"
 	"github.com/fwbench/fwbench/vgg"
 	"github.com/fwbench/fwbench/weights"
 )
@@ -62,13 +64,28 @@ func checkGPU(framework, device string) error {
 	return nil
 }
 
-// saveTrainerWeights writes the final weights in the canonical layout.
+// saveTrainerWeights writes the trained weights, read back from the framework in the
+// canonical layout, in the format the file name asks for: `.pth`/`.pt` a torch.save zip that
+// torch.load(weights_only=True) reads into torchvision's model, `.weights.h5` a Keras 3 file
+// for keras.applications.VGG16 plus the same head (plain VGG, flatten or keras head), any
+// other name safetensors.
 func saveTrainerWeights(tr compare.Trainer, path string) error {
-	type saver interface{ SaveWeights(string) error }
-	if s, ok := tr.(saver); ok {
-		return s.SaveWeights(path)
+	wr, ok := tr.(compare.WeightsReader)
+	if !ok {
+		return fmt.Errorf("%s cannot read its weights back", tr.Framework())
 	}
-	return fmt.Errorf("%s cannot save weights", tr.Framework())
+	ts, err := wr.Weights()
+	if err != nil {
+		return err
+	}
+	switch lower := strings.ToLower(path); {
+	case strings.HasSuffix(lower, ".pth") || strings.HasSuffix(lower, ".pt"):
+		return weights.WritePth(path, ts)
+	case strings.HasSuffix(lower, ".h5"):
+		return keras.WriteWeightsH5(path, ts, keras.WriteOptions{})
+	default:
+		return weights.WriteSafetensors(path, ts, map[string]string{"fwbench": "trained weights", "framework": tr.Framework()})
+	}
 }
 
 // trainerSettings records framework settings that affect speed, where the driver reports them.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/fwbench/fwbench/compare"
 	"github.com/fwbench/fwbench/dataset"
+	"github.com/fwbench/fwbench/vgg"
 	"github.com/fwbench/fwbench/weights"
 )
 
@@ -24,6 +25,9 @@ func specFlags(d compare.Spec) []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "data", Usage: "dataset folder (class sub-folders, train/val split, or MNIST IDX); default: the built-in synthetic set"},
 		&cli.StringFlag{Name: "model", Value: d.Model, Usage: "vgg11|vgg13|vgg16|vgg19, optionally with _bn"},
+		&cli.StringFlag{Name: "head", Value: d.Head, Usage: "flatten (base flattened into torchvision's 3-layer classifier) | torchvision (AdaptiveAvgPool 7×7, fc6/fc7 kept from the weights, new last layer: the study's PyTorch side) | keras (Flatten, Dense(hidden), Dropout, Dense(classes): the study's Keras side)"},
+		&cli.BoolFlag{Name: "freeze-fc", Value: d.FreezeFC, Usage: "features mode: keep the head layers taken from the weights file (torchvision's fc6/fc7) frozen"},
+		&cli.BoolFlag{Name: "allow-partial-weights", Value: d.AllowPartialWeights, Usage: "seed the tensors the weights file lacks (or has in another shape) instead of refusing it; the report lists each one"},
 		&cli.StringFlag{Name: "mode", Value: d.Mode, Usage: "scratch|finetune|features"},
 		&cli.StringFlag{Name: "optimizer", Value: d.Optimizer, Usage: "sgd|adam"},
 		&cli.Float64Flag{Name: "lr", Value: d.LR, Usage: "learning rate"},
@@ -39,10 +43,10 @@ func specFlags(d compare.Spec) []cli.Flag {
 		&cli.IntFlag{Name: "threads", Value: d.Threads, Usage: "intra-op and inter-op threads per framework (0: all cores)"},
 		&cli.BoolFlag{Name: "gpu", Usage: "train on the first CUDA GPU (same as --device cuda)"},
 		&cli.StringFlag{Name: "device", Value: d.Device, Usage: "cpu|cuda|cuda:N"},
-		&cli.StringFlag{Name: "normalize", Value: d.Normalize, Usage: "rescale (x/255)|imagenet|caffe"},
+		&cli.StringFlag{Name: "normalize", Value: d.Normalize, Usage: "auto (the weights' origin decides: torch files imagenet, Keras files caffe, none rescale) | rescale (x/255) | imagenet | caffe"},
 		&cli.BoolFlag{Name: "augment", Value: d.Augment, Usage: "ImageDataGenerator-style augmentation (flip, rotation, shift, zoom, shear)"},
 		&cli.Float64Flag{Name: "val-split", Value: d.ValSplit, Usage: "validation share when the data is not pre-split"},
-		&cli.StringFlag{Name: "weights", Usage: "initial weights: .safetensors (torchvision layout) or torchvision .pth"},
+		&cli.StringFlag{Name: "weights", Usage: "initial weights, format read from the content: safetensors or torch .pth (zip or legacy) in torchvision's layout, or Keras .h5 / .weights.h5"},
 		&cli.IntFlag{Name: "warmup-steps", Value: d.WarmupSteps, Usage: "steps left out of throughput figures"},
 		&cli.IntFlag{Name: "steps-per-epoch", Usage: "cap on training steps per epoch (0: the whole training set)"},
 		&cli.Float64Flag{Name: "target-accuracy", Usage: "record the time to reach this validation accuracy (0..1)"},
@@ -62,6 +66,7 @@ func specFrom(c *cli.Context, d compare.Spec) compare.Spec {
 	}
 	str("data", &s.Data)
 	str("model", &s.Model)
+	str("head", &s.Head)
 	str("mode", &s.Mode)
 	str("optimizer", &s.Optimizer)
 	str("normalize", &s.Normalize)
@@ -98,8 +103,10 @@ func specFrom(c *cli.Context, d compare.Spec) compare.Spec {
 	if c.IsSet("nesterov") {
 		s.Nesterov = c.Bool("nesterov")
 	}
-	if c.IsSet("augment") {
-		s.Augment = c.Bool("augment")
+	for name, dst := range map[string]*bool{"augment": &s.Augment, "freeze-fc": &s.FreezeFC, "allow-partial-weights": &s.AllowPartialWeights} {
+		if c.IsSet(name) {
+			*dst = c.Bool(name)
+		}
 	}
 	if c.Bool("gpu") && !strings.HasPrefix(s.Device, "cuda") {
 		s.Device = "cuda"
@@ -126,7 +133,7 @@ func trainCommand() *cli.Command {
 	flags := append(specFlags(d),
 		&cli.StringFlag{Name: "framework", Aliases: []string{"f"}, Value: d.Framework, Usage: "torch|tensorflow (tf)"},
 		&cli.StringFlag{Name: "json", Usage: "write the run record (fwbench.run/v1) to this file"},
-		&cli.StringFlag{Name: "save-weights", Usage: "write the final weights (safetensors, torchvision layout) to this file"},
+		&cli.StringFlag{Name: "save-weights", Usage: "write the final weights to this file, format by extension: .pth (torch.save zip for torchvision), .weights.h5 (Keras 3, for keras.applications.VGG16 + head), else safetensors"},
 		&cli.BoolFlag{Name: "progress-json", Hidden: true, Usage: "machine-readable progress lines on stderr (used by compare)"},
 	)
 	return &cli.Command{
@@ -153,6 +160,14 @@ func trainCommand() *cli.Command {
 			}
 			progress := newProgress(c.Bool("quiet"), c.Bool("progress-json"))
 			defer progress.close()
+			if p := strings.ToLower(c.String("save-weights")); strings.HasSuffix(p, ".h5") {
+				if !strings.HasSuffix(p, ".weights.h5") {
+					return fmt.Errorf("%w: --save-weights %s: a Keras export is named NAME.weights.h5 (Keras reads any other .h5 as a Keras 2 file)", compare.ErrInvalid, c.String("save-weights"))
+				}
+				if !kerasExportable(s) {
+					return fmt.Errorf("%w: --save-weights %s: a Keras file holds a plain VGG (no _bn) with the flatten or keras head, not %s with head %s", compare.ErrInvalid, c.String("save-weights"), s.Model, s.Head)
+				}
+			}
 			rec, err := trainOnce(c.Context, s, progress.update, c.String("save-weights"))
 			if rec != nil && c.String("json") != "" {
 				if werr := writeJSON(c.String("json"), rec); werr != nil {
@@ -170,19 +185,19 @@ func trainCommand() *cli.Command {
 
 // trainOnce opens the data, builds the framework's trainer and runs compare.Train.
 func trainOnce(ctx context.Context, s compare.Spec, onProgress func(compare.Progress), saveWeights string) (*compare.RunRecord, error) {
+	var err error
+	if s.Normalize, err = compare.ResolveNormalize(s); err != nil {
+		return nil, err
+	}
 	data, err := openData(ctx, s)
 	if err != nil {
 		return nil, err
 	}
 	defer data.Train.Close()
 	defer data.Val.Close()
-	var init []*weights.Tensor
-	var initSum string
-	if s.Weights != "" {
-		if init, err = weights.Load(s.Weights); err != nil {
-			return nil, fmt.Errorf("%w: %v", compare.ErrInvalid, err)
-		}
-		initSum, _ = compare.FileSHA256(s.Weights)
+	init, prov, initSum, err := initialWeights(s, data.Classes)
+	if err != nil {
+		return nil, err
 	}
 	tr, err := newTrainer(ctx, s, data.Classes, init)
 	if err != nil {
@@ -202,7 +217,21 @@ func trainOnce(ctx context.Context, s compare.Spec, onProgress func(compare.Prog
 	rec, err := compare.Train(ctx, tr, s, data, onProgress)
 	if rec != nil {
 		rec.InitialWeightsSHA256 = initSum
+		rec.WeightsProvenance = prov
 		rec.Settings = trainerSettings(tr)
+	}
+	if err == nil && s.Checkpoint != "" {
+		// The trained weights leave fwbench for either ecosystem: a torch .pth always, a Keras
+		// .weights.h5 where Keras' VGG16 can hold the model.
+		exports := []string{filepath.Join(s.Checkpoint, "final.pth")}
+		if kerasExportable(s) {
+			exports = append(exports, filepath.Join(s.Checkpoint, "final.weights.h5"))
+		}
+		for _, p := range exports {
+			if err = saveTrainerWeights(tr, p); err != nil {
+				break
+			}
+		}
 	}
 	if err == nil && saveWeights != "" {
 		if err = saveTrainerWeights(tr, saveWeights); err == nil {
@@ -210,6 +239,37 @@ func trainOnce(ctx context.Context, s compare.Spec, onProgress func(compare.Prog
 		}
 	}
 	return rec, err
+}
+
+// kerasExportable reports whether Keras' VGG16 plus a Keras head can hold s's model: a plain
+// VGG (Keras has no VGG with batch norm) with the flatten or keras head (no adaptive pool).
+func kerasExportable(s compare.Spec) bool {
+	m, err := vgg.Parse(s.Model)
+	return err == nil && !m.BatchNorm && s.Head != string(vgg.HeadTorchvision)
+}
+
+// initialWeights composes the run's initial tensors once (weights.Initial): from s.Weights,
+// strictly unless s.AllowPartialWeights, with the tensors the mode replaces seeded. Without a
+// weights file it returns nil (the driver seeds every tensor the same way). A file that does
+// not fit the model is invalid input.
+func initialWeights(s compare.Spec, classes int) ([]*weights.Tensor, *weights.Provenance, string, error) {
+	if s.Weights == "" {
+		return nil, nil, "", nil
+	}
+	loaded, err := weights.Load(s.Weights)
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("%w: %v", compare.ErrInvalid, err)
+	}
+	params, head, err := s.Params(classes)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	init, prov, err := weights.Initial(loaded, params, s.Mode, head, s.Seed, s.AllowPartialWeights)
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("%w: weights %s: %v (--allow-partial-weights seeds them instead)", compare.ErrInvalid, s.Weights, err)
+	}
+	sum, err := compare.FileSHA256(s.Weights)
+	return init, &prov, sum, err
 }
 
 // openData opens the dataset (or the built-in synthetic one) and makes the two loaders.
@@ -291,8 +351,8 @@ func writeJSON(path string, v any) error {
 // runTable is the summary printed at the end of `fwbench train`.
 func runTable(r *compare.RunRecord) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s %s on %s, %d threads: %s %s, S=%d, batch %d, %s lr %g\n", r.Framework, r.FrameworkVersion,
-		r.Device, r.Threads, r.Model, r.Mode, r.ImageSize, r.BatchSize, r.Optimizer, r.LR)
+	fmt.Fprintf(&b, "%s %s on %s, %d threads: %s (head %s) %s, S=%d, batch %d, %s lr %g\n", r.Framework, r.FrameworkVersion,
+		r.Device, r.Threads, r.Model, r.Recipe["head"], r.Mode, r.ImageSize, r.BatchSize, r.Optimizer, r.LR)
 	fmt.Fprintf(&b, "%6s %11s %10s %9s %8s %9s %9s\n", "epoch", "train loss", "train acc", "val loss", "val acc", "seconds", "images/s")
 	for _, e := range r.Epochs {
 		fmt.Fprintf(&b, "%6d %11.4f %9.1f%% %9.4f %7.1f%% %9.2f %9.1f\n", e.Epoch, e.TrainLoss, 100*e.TrainAccuracy,
