@@ -194,7 +194,9 @@ func presetChoices(cfg Config) map[string]string {
 		"epochs":     strconv.Itoa(s.Epochs) + " (study: not reported)",
 		"batch_size": strconv.Itoa(s.BatchSize) + " (study: not reported)",
 		"optimizer":  s.Optimizer + ", lr " + strconv.FormatFloat(s.LR, 'g', -1, 64) + " (study: not reported)",
-		"head":       fmt.Sprintf("torchvision VGG16 classifier with hidden width %d, new 3-way output (study: Keras head differed from PyTorch's)", s.Hidden),
+		"head": fmt.Sprintf("%s in both frameworks, hidden width %d, a new output layer with one unit per class (the study's two sides used different heads: Keras Flatten-Dense-Dropout-Dense, torchvision's classifier with fc6/fc7 kept; fwbench uses one head for both, torchvision's by default because the ImageNet .pth files carry its fc6/fc7; --head keras gives the Keras side)",
+			s.Head, s.Hidden),
+		"normalize": s.Normalize + " (follows the weights' origin: torch files imagenet, Keras files caffe, none rescale; the study used rescale 1/255 on the Keras side)",
 	}
 }
 
