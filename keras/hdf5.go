@@ -1,3 +1,5 @@
+//go:build !nohdf5
+
 package keras
 
 // The package's only cgo file: a thin layer over the HDF5 C library (libhdf5,
@@ -607,15 +609,6 @@ func (o h5obj) stringsAttr(name string) ([]string, error) {
 		p = (*C.char)(unsafe.Add(unsafe.Pointer(p), len(ss[i])+1))
 	}
 	return ss, nil
-}
-
-// datasetInfo describes a dataset before its data is read.
-type datasetInfo struct {
-	shape    []int // nil for a scalar
-	isFloat  bool
-	layout   int // H5D_layout_t
-	external int // external raw-data files
-	storage  int64
 }
 
 // info returns what a dataset holds.
