@@ -9,7 +9,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"io/fs"
 	"math"
 	"os"
@@ -19,6 +18,7 @@ import (
 	"testing"
 
 	"github.com/fwbench/fwbench/internal/reftest"
+	"github.com/fwbench/fwbench/internal/testfixture"
 	"github.com/fwbench/fwbench/vgg"
 	"github.com/fwbench/fwbench/weights"
 )
@@ -75,33 +75,6 @@ func formula(t *testing.T, cfg vgg.Config, head vgg.Head, S int, baseOnly bool) 
 	return out
 }
 
-// gunzipTemp decompresses testdata/name into a temporary directory and returns
-// the path of the result (name without .gz).
-func gunzipTemp(t *testing.T, name string) string {
-	t.Helper()
-	f, err := os.Open(filepath.Join("testdata", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(t.TempDir(), strings.TrimSuffix(name, ".gz"))
-	g, err := os.Create(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(g, zr); err != nil {
-		t.Fatal(err)
-	}
-	if err := g.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 // sameTensors reports the first difference between got and want (names in
 // order, shapes, values bit for bit), or "".
 func sameTensors(got, want []*weights.Tensor) string {
@@ -153,7 +126,7 @@ func TestReadFixtures(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
-			path := gunzipTemp(t, tt.file)
+			path := testfixture.Path(t, filepath.Join("testdata", tt.file))
 			got, err := Read(path)
 			if err != nil {
 				t.Fatal(err)
@@ -367,7 +340,7 @@ func TestGolden(t *testing.T) {
 		}
 		t.Logf("wrote testdata/%s (%d bytes, %d unpacked); now run make_keras_fixtures.py --check-export", golden, buf.Len(), len(raw))
 	}
-	gold := gunzipTemp(t, golden)
+	gold := testfixture.Path(t, filepath.Join("testdata", golden))
 	for _, p := range []string{gold, fresh} {
 		got, err := Read(p)
 		if err != nil {

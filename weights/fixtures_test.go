@@ -1,7 +1,6 @@
 package weights
 
 import (
-	"bufio"
 	"bytes"
 	"compress/gzip"
 	"crypto/sha256"
@@ -15,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/fwbench/fwbench/internal/testfixture"
 	"github.com/fwbench/fwbench/vgg"
 )
 
@@ -23,50 +23,6 @@ var update = flag.Bool("update", false, "rewrite testdata/"+goldenPth+".gz.gz wi
 
 // goldenPth is the WritePth output that make_weights_fixtures.py checked with torch.
 const goldenPth = "vgg16_bn_go.pth"
-
-// Fixture returns the path of a decompressed copy of testdata/name in
-// t.TempDir(): testdata/name.gz.gz is gunzipped twice, testdata/name.gz once
-// (the large periodic fixtures of make_weights_fixtures.py, see
-// scripts/reference/README.md), and testdata/name is copied as it is.
-func Fixture(t testing.TB, name string) string {
-	t.Helper()
-	src, layers := "", 0
-	for _, ext := range []string{".gz.gz", ".gz", ""} {
-		if _, err := os.Stat(filepath.Join("testdata", name+ext)); err == nil {
-			src, layers = filepath.Join("testdata", name+ext), strings.Count(ext, ".gz")
-			break
-		}
-	}
-	if src == "" {
-		t.Fatalf("fixture %s: no testdata/%s[.gz[.gz]]", name, name)
-	}
-	f, err := os.Open(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var r io.Reader = bufio.NewReader(f)
-	for range layers {
-		zr, err := gzip.NewReader(r)
-		if err != nil {
-			t.Fatalf("fixture %s: %v", src, err)
-		}
-		r = zr
-	}
-	dst := filepath.Join(t.TempDir(), name)
-	out, err := os.Create(dst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(out, r); err != nil {
-		out.Close()
-		t.Fatalf("fixture %s: %v", src, err)
-	}
-	if err := out.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return dst
-}
 
 // fixtureMeta is testdata/vgg16_fixtures.json, written by
 // scripts/reference/make_weights_fixtures.py with torch 2.11.
@@ -148,7 +104,7 @@ func TestTorchvisionFixtures(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
-			path := Fixture(t, tt.file)
+			path := testfixture.Path(t, "testdata/"+tt.file+".gz.gz")
 			head := make([]byte, sniffLen)
 			f, err := os.Open(path)
 			if err != nil {
@@ -241,7 +197,7 @@ func TestWritePthGolden(t *testing.T) {
 	// checked with torch (torch.load(weights_only=True), strict
 	// load_state_dict, equal logits). If a change to the writer is intended,
 	// re-make the file with -update and check it again with the script.
-	ts, err := ReadPth(Fixture(t, "vgg16_bn.pth"))
+	ts, err := ReadPth(testfixture.Path(t, "testdata/vgg16_bn.pth.gz.gz"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -277,7 +233,7 @@ func TestWritePthGolden(t *testing.T) {
 		t.Logf("wrote testdata/%s.gz.gz (%d bytes, %d decompressed); now run make_weights_fixtures.py --check-golden", goldenPth, len(outer), len(got))
 		return
 	}
-	want, err := os.ReadFile(Fixture(t, goldenPth))
+	want, err := os.ReadFile(testfixture.Path(t, "testdata/"+goldenPth+".gz.gz"))
 	if err != nil {
 		t.Fatal(err)
 	}
