@@ -360,3 +360,28 @@ func TestFreezeLoadedHead(t *testing.T) {
 		}
 	}
 }
+
+// TestFillMasks: the step's masks are vgg.DropoutMask's for each hidden layer in
+// turn, drawn into one buffer that later steps reuse (no allocation of its own once
+// it is large enough), and Dropout 0 draws none.
+func TestFillMasks(t *testing.T) {
+	layers, _ := vgg.HeadTorchvision.Layers(32, 3, 16)
+	tr := &Trainer{cfg: Config{Dropout: 0.5, Seed: 3}, head: layers, step: 5}
+	got := tr.fillMasks(4)
+	want := make([]float32, 2*4*16)
+	vgg.DropoutMask(want[:64], 3, 5, 0, 0.5)
+	vgg.DropoutMask(want[64:], 3, 5, 1, 0.5)
+	if !equalData(got, want) {
+		t.Errorf("fillMasks(4) at step 5: got %v, want %v (vgg.DropoutMask for layers 0 and 1)", got, want)
+	}
+	// What vgg.DropoutMask allocates itself (its generator) is not the buffer's doing.
+	base := testing.AllocsPerRun(10, func() { vgg.DropoutMask(want[:64], 3, 5, 0, 0.5); vgg.DropoutMask(want[64:], 3, 5, 1, 0.5) })
+	if a := testing.AllocsPerRun(10, func() { tr.fillMasks(4); tr.fillMasks(2) }); a > 2*base {
+		t.Errorf("fillMasks: got %v allocations per two steps, want at most %v (vgg.DropoutMask's own)", a, 2*base)
+	}
+	t.Logf("allocations: vgg.DropoutMask %v per step", base)
+	tr.cfg.Dropout = 0
+	if got := tr.fillMasks(4); got != nil {
+		t.Errorf("fillMasks with dropout 0: got %d values, want nil", len(got))
+	}
+}
