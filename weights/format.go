@@ -26,15 +26,37 @@ var (
 	formats   []Format
 )
 
-// RegisterFormat adds f to the formats Load recognises. It panics on a format
-// without a name, a sniffer or a reader, which is a programming error.
+// RegisterFormat adds f to the formats Load recognises. A format whose Name is
+// already registered replaces that entry in its place, so Load tries it in the
+// same order: a program can wrap a format another package registered (see
+// LookupFormat), as cmd/fwbench runs the Keras reader in a child process. It
+// panics on a format without a name, a sniffer or a reader, which is a
+// programming error.
 func RegisterFormat(f Format) {
 	if f.Name == "" || f.Sniff == nil || f.Read == nil {
 		panic(fmt.Sprintf("weights: RegisterFormat: incomplete format %+v", f))
 	}
 	formatsMu.Lock()
 	defer formatsMu.Unlock()
+	for i := range formats {
+		if formats[i].Name == f.Name {
+			formats[i] = f
+			return
+		}
+	}
 	formats = append(formats, f)
+}
+
+// LookupFormat returns the registered format named name, and whether there is one.
+func LookupFormat(name string) (Format, bool) {
+	formatsMu.RLock()
+	defer formatsMu.RUnlock()
+	for _, f := range formats {
+		if f.Name == name {
+			return f, true
+		}
+	}
+	return Format{}, false
 }
 
 // registeredFormats returns a copy of the registered formats, in registration order.
