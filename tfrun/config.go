@@ -82,7 +82,7 @@ const (
 // ErrWeights is wrapped by New's error when Config.Weights does not fit the
 // model (tensors missing, of another shape, or unexpected; the message
 // names them).
-var ErrWeights = errors.New("tfrun: the initial weights do not fit the model")
+var ErrWeights = errors.New("initial weights do not fit the model")
 
 // The optimizers (Config.Optimizer).
 const (

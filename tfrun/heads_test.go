@@ -509,8 +509,8 @@ func TestInitialWeightsMismatch(t *testing.T) {
 			t.Errorf("%s: no error, want ErrWeights", tc.name)
 			continue
 		}
-		if !errors.Is(err, ErrWeights) {
-			t.Errorf("%s: got %v, want it to wrap ErrWeights", tc.name, err)
+		if !errors.Is(err, ErrWeights) || !strings.HasPrefix(err.Error(), "tfrun: new: initial weights do not fit the model: weights: ") {
+			t.Errorf("%s: got %v, want tfrun: new: wrapping ErrWeights and weights.Initial's error", tc.name, err)
 		}
 		for _, w := range tc.wants {
 			if !strings.Contains(err.Error(), w) {

@@ -101,7 +101,7 @@ func New(ctx context.Context, cfg Config) (_ *Trainer, err error) {
 	}
 	init, _, err := weights.Initial(cfg.Weights, params, cfg.Mode, cfg.Head, cfg.Seed, false)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrWeights, err)
+		return nil, fmt.Errorf("tfrun: new: %w: %w", ErrWeights, err)
 	}
 	dev, _ := parseDevice(cfg.Device)
 	t = &Trainer{

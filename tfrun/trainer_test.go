@@ -116,7 +116,7 @@ func TestFeaturesMode(t *testing.T) {
 		t.Run("bn="+strconv.FormatBool(bn), func(t *testing.T) {
 			cfg := tinyConfig()
 			cfg.Model.BatchNorm = bn
-			base, err := weights.InitVGG(cfg.Model, 32, 1000, 16, 99) // another head: ignored
+			base, err := weights.InitVGG(cfg.Model, 32, 1000, 16, 99) // its 1000-class classifier.6 is replaced by a seeded one
 			if err != nil {
 				t.Fatal(err)
 			}
