@@ -538,7 +538,7 @@ const headsFixturePath = "../testdata/reference/heads_s32.safetensors"
 // evaluation loss and the first training loss 1e-5 relative without
 // BatchNorm, 1e-4 with it (batch statistics summed in another order:
 // TestParityBatchNorm); each stored element's change within 1e-4 of its
-// tensor's largest change (deltaErr, 2 ulps forgiven), at most 1% of them
+// tensor's largest change (reftest.UpdateDiff, 2 ulps forgiven), at most 1% of them
 // beyond 1e-4, and for tensors stored in part (the base's first 64 values,
 // torchvision's classifier.0.weight every 97th) the float64 sums of the
 // whole change within 1e-4 of sum|Δw|. In the BatchNorm models the
@@ -629,7 +629,7 @@ func TestParityHeads(t *testing.T) {
 					if len(want) != len(got) {
 						t.Fatalf("%s: fixture has %d values, want %d", key, len(want), len(got))
 					}
-					e, frac := deltaErr(got, want, base)
+					e, frac := reftest.UpdateDiff(got, want, base)
 					worst = max(worst, e)
 					over += frac * float64(len(want))
 					total += len(want)

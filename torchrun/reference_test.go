@@ -34,6 +34,12 @@ const (
 	// layout error; the per-image deviation from the batch mean is compared on its own
 	// scale with this relative tolerance.
 	devRtol = 1e-2
+	// adamTol bounds Adam's update differences as a fraction of the tensor's largest change
+	// (see TestReferenceTraining). Measured on this project's AMD EPYC machines
+	// (2026-12-04): 1.3e-2 for one element of classifier.0.weight, 4 of its 16384 elements
+	// beyond 1e-4 (the fixture's machine: within rtol 1e-4). A formula error (no bias
+	// correction, the wrong ε) moves every element and fails the 1%-of-elements rule.
+	adamTol = 5e-2
 )
 
 type fixture struct {
@@ -220,7 +226,21 @@ func TestReferenceTraining(t *testing.T) {
 			}
 			for i, w := range ws {
 				if strings.HasPrefix(w.Name, "classifier.") {
-					if err := closeTo(w.Data, f.get(t, tt.run+"/"+w.Name).Data, refRtol, refAtol); err != nil {
+					want := f.get(t, tt.run+"/"+w.Name).Data
+					if tt.opt == OptimizerAdam {
+						// Adam's first step is Δ = −lr·g/(|g|+ε): where |g| is near ε = 1e-8
+						// the gradient's float32 summation noise becomes an update difference
+						// of the same relative size, so Adam is held to the update rule of
+						// tfrun's parity test (reftest.UpdateDiff): every element within
+						// adamTol of the largest change, at most 1% beyond 1e-4 of it.
+						worst, over := reftest.UpdateDiff(w.Data, want, init[i].Data)
+						t.Logf("%s: worst update difference %.3g of the largest change, %.3g%% of elements beyond 1e-4", w.Name, worst, 100*over)
+						if worst > adamTol || over > 0.01 {
+							t.Errorf("%s: update differs from PyTorch's by up to %.3g of the largest change (want <= %g), %.3g%% of elements beyond 1e-4 (want <= 1%%)", w.Name, worst, adamTol, 100*over)
+						}
+						continue
+					}
+					if err := closeTo(w.Data, want, refRtol, refAtol); err != nil {
 						t.Errorf("%s: %v", w.Name, err)
 					}
 					continue

@@ -117,3 +117,37 @@ func Input(n, S int) *dataset.Batch {
 	}
 	return b
 }
+
+// UpdateDiff compares a training update with a reference one, element by element: the
+// change got−init against want−init, each element forgiven 2 float32 ulps of want, as a
+// fraction of the tensor's largest reference change. It returns the worst fraction and the
+// share of elements whose fraction exceeds 1e-4. Updates, not weights, are compared because
+// a step changes weights by 1e-3 of their size or less: a weight-relative tolerance would
+// hide a wrong update.
+func UpdateDiff(got, want, init []float32) (worst, fracOver float64) {
+	var m float64
+	diff := make([]float64, len(want))
+	for i := range want {
+		dg := float64(got[i]) - float64(init[i])
+		dw := float64(want[i]) - float64(init[i])
+		diff[i] = max(0, math.Abs(dg-dw)-2*ulp(want[i]))
+		m = max(m, math.Abs(dw))
+	}
+	if m == 0 {
+		m = 1
+	}
+	over := 0
+	for _, d := range diff {
+		worst = max(worst, d/m)
+		if d/m > 1e-4 {
+			over++
+		}
+	}
+	return worst, float64(over) / float64(len(diff))
+}
+
+// ulp is the distance from |x| to the next float32 away from zero.
+func ulp(x float32) float64 {
+	a := math.Abs(float64(x))
+	return float64(math.Nextafter32(float32(a), float32(math.Inf(1)))) - a
+}
