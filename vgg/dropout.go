@@ -21,9 +21,11 @@ func DropoutMask(dst []float32, seed, step int64, layer int, p float64) {
 		return
 	}
 	keep, scale := 1-p, float32(1/(1-p))
-	r := rand.New(rand.NewPCG(uint64(seed), splitmix64(uint64(step)<<8|uint64(layer&0xff))))
+	var r rand.PCG // on the stack: no allocation per call (the step's hot path)
+	r.Seed(uint64(seed), splitmix64(uint64(step)<<8|uint64(layer&0xff)))
 	for i := range dst {
-		if r.Float64() < keep {
+		// rand.Rand.Float64's conversion, on the PCG directly.
+		if float64(r.Uint64()<<11>>11)/(1<<53) < keep {
 			dst[i] = scale
 		} else {
 			dst[i] = 0

@@ -142,3 +142,10 @@ func TestDropoutMask(t *testing.T) {
 		t.Errorf("p=0: mask %v…%v, want all 1", a[0], a[n-1])
 	}
 }
+
+func TestDropoutMaskAllocatesNothing(t *testing.T) {
+	dst := make([]float32, 4096)
+	if n := testing.AllocsPerRun(10, func() { DropoutMask(dst, 1, 2, 0, 0.5) }); n != 0 {
+		t.Errorf("DropoutMask allocates %v times per call, want 0", n)
+	}
+}
