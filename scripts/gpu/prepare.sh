@@ -11,7 +11,7 @@ cd "$here/../.."
 SKIP_BUILD=1 scripts/setup.sh
 . scripts/env.sh
 rm -rf .gpu && mkdir -p .gpu
-go build -tags notensorflow -o .gpu/fwbench ./cmd/fwbench
+go build -tags "notensorflow nohdf5" -o .gpu/fwbench ./cmd/fwbench
 go test -c -o .gpu/torchrun.test ./torchrun
 cp "$FWBENCH_CGOTORCH_DIR/libcgotorch.so" .gpu/
 .gpu/fwbench dataset synth --out .gpu/data --classes 3 --per-class 40 --size 64 --seed 1 >/dev/null
