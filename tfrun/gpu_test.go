@@ -9,14 +9,17 @@ import (
 
 // TestGPU trains the tiny model on the first GPU and on the CPU from the
 // same weights and compares. It is skipped when the loaded libtensorflow
-// has no GPU (the tensorflow-cpu build that scripts/setup.sh provisions).
+// has no GPU: scripts/setup.sh provisions the tensorflow-cpu build, so CI
+// always skips it. Its configuration is the build stage of Dockerfile.cuda
+// (FWBENCH_VARIANT=cuda: tensorflow[and-cuda]) on a machine with a CUDA GPU;
+// the command is in Dockerfile.cuda's header and docs/reliability.md.
 func TestGPU(t *testing.T) {
 	gpus, err := CUDADevices()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(gpus) == 0 {
-		t.Skip("no GPU in this libtensorflow")
+		t.Skip("no GPU in this libtensorflow (CPU build, or no CUDA device): run it in Dockerfile.cuda's build stage, see docs/reliability.md")
 	}
 	ctx := context.Background()
 	cfg := tinyConfig()
