@@ -19,19 +19,6 @@ import (
 	"github.com/fwbench/fwbench/weights"
 )
 
-// maxDiff is max|got−want| / max|want| over the elements.
-func maxDiff(got, want []float32) float64 {
-	var d, m float64
-	for i := range want {
-		d = max(d, math.Abs(float64(got[i])-float64(want[i])))
-		m = max(m, math.Abs(float64(want[i])))
-	}
-	if m == 0 {
-		return d
-	}
-	return d / m
-}
-
 // heWeights returns seeded tensors for ps (weights.InitParams) whose linear
 // layers are redrawn with He scaling (std √(2/in), biases 0.01·N(0, 1)):
 // torchvision's Linear init (std 0.01) makes logits so small that every
@@ -156,10 +143,10 @@ func TestAdaptivePool(t *testing.T) {
 			for k, v := range wantG64 {
 				wantG[k] = float32(v)
 			}
-			if e := maxDiff(gotY, wantY); e > 1e-6 {
+			if e := relErr(gotY, wantY); e > 1e-6 {
 				t.Errorf("pooled values differ from torch's bins by %.3g of the largest, want <= 1e-6", e)
 			}
-			if e := maxDiff(gotG, wantG); e > 1e-6 {
+			if e := relErr(gotG, wantG); e > 1e-6 {
 				t.Errorf("gradient differs from the bins' by %.3g of the largest, want <= 1e-6", e)
 			}
 		})
@@ -221,7 +208,7 @@ func TestHeadTorchvisionMatchesFlatten(t *testing.T) {
 	if err := errors.Join(err1, err2); err != nil {
 		t.Fatal(err)
 	}
-	if e := maxDiff(la, lb); e > 1e-5 {
+	if e := relErr(la, lb); e > 1e-5 {
 		t.Errorf("logits: torchvision head %v, folded flatten head %v: differ by %.3g of the largest, want <= 1e-5", la, lb, e)
 	} else {
 		t.Logf("logits differ by %.3g of the largest", e)
@@ -244,7 +231,7 @@ func TestHeadTorchvisionMatchesFlatten(t *testing.T) {
 		for i := range w0 {
 			ca[i], cb[i] = da[i]-w0[i], db[i]-w0[i]
 		}
-		if e := maxDiff(ca, cb); e > 1e-4 {
+		if e := relErr(ca, cb); e > 1e-4 {
 			t.Errorf("%s: first step's change differs by %.3g of its largest change, want <= 1e-4", name, e)
 		} else {
 			t.Logf("%s: changes differ by %.3g of the largest", name, e)

@@ -164,8 +164,6 @@ func (f *fixture) checkWeights(t *testing.T, tr *Trainer, init []*weights.Tensor
 		run, worst, worstSum, over, total)
 }
 
-// ulp is the spacing of float32 numbers at x.
-
 // relErr is max|got−want| / max|want| over the elements.
 func relErr(got, want []float32) float64 {
 	var d, m float64
