@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # test.sh: the test command (README, CI). Provisions the pinned runtimes if needed (cached,
-# idempotent), then checks formatting, vets, and runs every test against the real libtorch
-# and the real TensorFlow C API.
+# idempotent), then checks formatting, vets, checks that every test can fail (internal/testcheck),
+# and runs every test against the real libtorch and the real TensorFlow C API.
 #
 #   scripts/test.sh [go test flags...]     e.g. scripts/test.sh -run Parity ./compare/
 set -euo pipefail
@@ -34,6 +34,8 @@ if [ -n "$unformatted" ]; then
 	exit 1
 fi
 go vet ./...
+# Every test must be able to fail: one that neither asserts nor skips is an error (file:line).
+go run ./internal/testcheck .
 go build -o bin/fwbench ./cmd/fwbench
 if [ $# -eq 0 ]; then
 	set -- ./...
