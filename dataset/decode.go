@@ -12,7 +12,6 @@ import (
 	_ "image/png"
 	"io"
 	"io/fs"
-	"os"
 
 	_ "golang.org/x/image/bmp"
 	_ "golang.org/x/image/webp"
@@ -47,18 +46,11 @@ func (d decoded) displaySize() (w, h int) {
 // readImageFile reads a whole file, refusing empty files and files over
 // maxBytes.
 func readImageFile(path string, maxBytes int64) ([]byte, error) {
-	f, err := os.Open(path)
+	f, st, err := openRegular(path)
 	if err != nil {
-		return nil, unreadable(path, err)
+		return nil, err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, unreadable(path, err)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, &ImageError{Path: path, Reason: "not a regular file", Kind: ErrUnreadable}
-	}
 	if st.Size() == 0 {
 		return nil, &ImageError{Path: path, Reason: "empty file", Kind: ErrEmptyFile}
 	}
@@ -129,9 +121,12 @@ func decodeBytes(data []byte, maxPixels int64) (d decoded, err error) {
 			err = &ImageError{Reason: fmt.Sprintf("decoder failed: %v", r), Kind: ErrCorrupt}
 		}
 	}()
-	if _, _, err := decodeConfig(data, maxPixels); err != nil {
+	cfg, _, err := decodeConfig(data, maxPixels)
+	if err != nil {
 		return decoded{}, err
 	}
+	held := decodeMem.acquire(decodeCost(cfg))
+	defer decodeMem.release(held)
 	img, format, err := image.Decode(bytes.NewReader(data))
 	if err != nil {
 		return decoded{}, &ImageError{Reason: fmt.Sprintf("corrupt or truncated %s: %v", orUnknown(format), err), Kind: ErrCorrupt, Err: err}
@@ -145,6 +140,27 @@ func decodeBytes(data []byte, maxPixels int64) (d decoded, err error) {
 		d.orient = jpegOrientation(data)
 	}
 	return d, nil
+}
+
+// decodeCost is the most memory that decoding an image of this header and converting it
+// with opaqueRGB hold at once: the decoder's pixel buffer plus the converted copy.
+func decodeCost(cfg image.Config) int64 {
+	var perPixel int64
+	switch cfg.ColorModel {
+	case color.GrayModel:
+		perPixel = 1
+	case color.Gray16Model:
+		perPixel = 2 + 1
+	case color.YCbCrModel:
+		perPixel = 3
+	case color.NYCbCrAModel:
+		perPixel = 4
+	case color.RGBAModel, color.NRGBAModel, color.CMYKModel:
+		perPixel = 4 + 4
+	default: // 16-bit RGB(A), paletted, anything else: the widest case
+		perPixel = 8 + 4
+	}
+	return int64(cfg.Width) * int64(cfg.Height) * perPixel
 }
 
 // decodeFile reads and decodes one file; errors carry the path.

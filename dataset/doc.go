@@ -31,7 +31,16 @@
 // reported by [Dataset.Skipped] (or fails under [OpenOptions.Strict]) before
 // training starts instead of shifting batches in the middle of an epoch.
 // Declared image sizes are checked with image.DecodeConfig against
-// [OpenOptions.MaxPixels] before any pixel is decoded.
+// [OpenOptions.MaxPixels] before any pixel is decoded, and decodes in flight
+// share one memory budget, [DecodeBudget], charged from the header.
+//
+// Only regular files are opened (with O_NONBLOCK, and the type checked on the
+// opened file): a named pipe, socket, device, folder link, dangling link or
+// cycle of links is listed in Skipped with the reason. A class folder may be
+// a link, but not to the data set, its split folder or a folder above them,
+// and two class folders may not be one folder: those are layout problems. The
+// walk stops on cancellation of its context. IDX headers are checked against
+// the bytes the file really holds before the data is kept.
 //
 // [Synthesize] writes a seeded synthetic class-folder tree of procedural
 // shapes and textures; [Inspect] summarises a tree; [Crawl] collects images

@@ -82,7 +82,7 @@ func (m *idxImages) image(i int) decoded {
 // openIDXReader opens a file, gunzipping it when it starts with the gzip
 // magic.
 func openIDXReader(path string) (io.Reader, func() error, error) {
-	f, err := os.Open(path)
+	f, _, err := openRegular(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("dataset: idx: %w", err)
 	}
@@ -130,11 +130,11 @@ func readIDXImages(path string, maxPixels int64) (*idxImages, error) {
 		int64(rows)*int64(cols) > maxPixels || int64(n)*int64(rows)*int64(cols) > 1<<32 {
 		return nil, fmt.Errorf("dataset: idx %s: implausible size %d images of %dx%d", path, n, rows, cols)
 	}
-	m := &idxImages{path: path, n: n, rows: rows, w: cols, pix: make([]byte, n*rows*cols)}
-	if _, err := io.ReadFull(r, m.pix); err != nil {
-		return nil, fmt.Errorf("dataset: idx %s: truncated pixel data: %w", path, err)
+	pix, err := readDeclared(r, path, "pixel data", n*rows*cols)
+	if err != nil {
+		return nil, err
 	}
-	return m, nil
+	return &idxImages{path: path, n: n, rows: rows, w: cols, pix: pix}, nil
 }
 
 // readIDXLabels reads an idx1 unsigned-byte file.
@@ -151,11 +151,21 @@ func readIDXLabels(path string) ([]byte, error) {
 	if d[0] <= 0 || d[0] > idxMaxCount {
 		return nil, fmt.Errorf("dataset: idx %s: implausible label count %d", path, d[0])
 	}
-	l := make([]byte, d[0])
-	if _, err := io.ReadFull(r, l); err != nil {
-		return nil, fmt.Errorf("dataset: idx %s: truncated labels: %w", path, err)
+	return readDeclared(r, path, "labels", d[0])
+}
+
+// readDeclared reads the n bytes a header declares. The buffer grows with the bytes that
+// really arrive (io.ReadAll), so a header that declares gigabytes in a small file (raw or
+// gzipped) allocates no more than the file holds before it is found truncated.
+func readDeclared(r io.Reader, path, what string, n int) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, int64(n)))
+	if err != nil {
+		return nil, fmt.Errorf("dataset: idx %s: %w", path, err)
 	}
-	return l, nil
+	if len(b) < n {
+		return nil, fmt.Errorf("dataset: idx %s: truncated %s: the header declares %d bytes, the file holds %d", path, what, n, len(b))
+	}
+	return b, nil
 }
 
 func readIDXPair(imagesPath, labelsPath string, maxPixels int64) (*idxImages, []byte, error) {

@@ -272,6 +272,14 @@ func openTree(ctx context.Context, root string, opt OpenOptions) (*Dataset, []er
 
 	var cands []*candidate
 	var skipped []Skipped
+	// A class folder may be a link (ImageFolder follows them), but not to the data set
+	// itself or a folder above it: that class would hold every other class's images, and
+	// would loop. Two classes that are one folder are refused too.
+	rootReal, err := filepath.EvalSymlinks(root)
+	if err != nil {
+		return nil, nil, fmt.Errorf("dataset: open: %w", err)
+	}
+	seen := map[string]string{} // real class folder -> class folder
 	for k, sr := range splitRoots {
 		if sr == "" {
 			continue
@@ -280,14 +288,37 @@ func openTree(ctx context.Context, root string, opt OpenOptions) (*Dataset, []er
 		if err != nil {
 			return nil, nil, err
 		}
+		srReal, err := filepath.EvalSymlinks(sr)
+		if err != nil {
+			return nil, nil, fmt.Errorf("dataset: open: %w", err)
+		}
 		for _, name := range names {
 			ci, ok := classIndex[name]
 			if !ok {
 				problems = append(problems, layoutErrorf("%s: class %q is not in the training classes %v", sr, name, classes))
 				continue
 			}
-			// The trailing separator makes WalkDir follow a linked class folder.
-			err := filepath.WalkDir(filepath.Join(sr, name)+string(filepath.Separator), func(p string, e fs.DirEntry, err error) error {
+			dir := filepath.Join(sr, name)
+			real, err := filepath.EvalSymlinks(dir)
+			if err != nil {
+				return nil, nil, fmt.Errorf("dataset: open: %w", err)
+			}
+			if holds(real, rootReal) || holds(real, srReal) {
+				problems = append(problems, layoutErrorf("%s: class folder %q is a link to %s, which holds the data set itself; refused", sr, name, real))
+				continue
+			}
+			if other, dup := seen[real]; dup {
+				problems = append(problems, layoutErrorf("%s and %s are the same folder (%s); refused", other, dir, real))
+				continue
+			}
+			seen[real] = dir
+			// The trailing separator makes WalkDir follow a linked class folder. Links
+			// below it are not followed (a link to a folder is skipped), so there is no
+			// cycle to walk into.
+			err = filepath.WalkDir(dir+string(filepath.Separator), func(p string, e fs.DirEntry, err error) error {
+				if cerr := ctx.Err(); cerr != nil {
+					return cerr
+				}
 				if err != nil {
 					cands = append(cands, &candidate{path: p, class: ci, split: k, err: unreadable(p, err)})
 					if e != nil && e.IsDir() {
@@ -305,6 +336,21 @@ func openTree(ctx context.Context, root string, opt OpenOptions) (*Dataset, []er
 					return nil
 				}
 				c := &candidate{path: p, class: ci, split: k}
+				if !e.Type().IsRegular() {
+					// Only regular files are ever opened: a named pipe called x.png would
+					// block the open forever. A link is judged by its target.
+					st, err := os.Stat(p)
+					switch {
+					case err != nil:
+						c.err = unreadable(p, err) // dangling, or a cycle of links (ELOOP)
+					case !st.Mode().IsRegular():
+						c.err = notRegular(p, st.Mode())
+					}
+					if c.err != nil {
+						cands = append(cands, c)
+						return nil
+					}
+				}
 				if !imageExts[strings.ToLower(filepath.Ext(p))] {
 					c.err = &ImageError{Path: p, Reason: "not an image (unsupported extension)", Kind: ErrNotImage}
 				}
@@ -474,6 +520,15 @@ func pathErrText(err error) string {
 		return pe.Err.Error()
 	}
 	return err.Error()
+}
+
+// holds reports whether dir is root or a folder above it (both real paths).
+func holds(dir, root string) bool {
+	if dir == root {
+		return true
+	}
+	rel, err := filepath.Rel(dir, root)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) && !filepath.IsAbs(rel)
 }
 
 // subdirs lists the non-hidden sub-folders of dir, sorted byte-wise as
