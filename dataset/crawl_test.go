@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -97,6 +98,7 @@ func TestCrawl(t *testing.T) {
 		Query: "big cat", Limit: 3, Out: out,
 		Endpoint: srv.URL + "/search?q={query}&first={first}&count={count}",
 		PageSize: 10, Delay: 5 * time.Millisecond, Timeout: 200 * time.Millisecond, MaxBytes: 4000,
+		AllowPrivateTargets: true, // the test server is on 127.0.0.1
 	}
 	var events []string
 	opt.Progress = func(e CrawlEvent) { events = append(events, e.Kind) }
@@ -106,7 +108,7 @@ func TestCrawl(t *testing.T) {
 	}
 	// Page 1: a saved, a2 duplicate, text/missing/big/slow failed; page 2: b, c saved -> limit 3.
 	want := CrawlResult{Saved: 3, Duplicates: 1, Failed: 4, Pages: 2, Total: 3}
-	if *res != want {
+	if !reflect.DeepEqual(*res, want) {
 		t.Errorf("first run: got %+v, want %+v", *res, want)
 	}
 	files, _ := filepath.Glob(filepath.Join(out, "[^.]*"))
@@ -131,7 +133,7 @@ func TestCrawl(t *testing.T) {
 		t.Fatal(err)
 	}
 	want = CrawlResult{Existing: 3, Saved: 2, Pages: 4, Total: 5}
-	if *res != want {
+	if !reflect.DeepEqual(*res, want) {
 		t.Errorf("resumed run: got %+v, want %+v", *res, want)
 	}
 	for _, p := range []string{"/img/a.png", "/img/b.jpg", "/img/slow.png", "/img/d.png"} {
@@ -148,6 +150,7 @@ func TestCrawlRateLimit(t *testing.T) {
 	res, err := Crawl(context.Background(), CrawlOptions{
 		Query: "big cat", Limit: 2, Out: t.TempDir(), MaxBytes: 4000, Timeout: 100 * time.Millisecond,
 		Endpoint: srv.URL + "/search?q={query}&first={first}", PageSize: 10, Delay: delay,
+		AllowPrivateTargets: true,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -173,7 +176,8 @@ func TestCrawlErrors(t *testing.T) {
 		{"no limit", CrawlOptions{Query: "x", Out: t.TempDir()}, "limit 0"},
 		{"no out", CrawlOptions{Query: "x", Limit: 1}, "no output folder"},
 		{"no placeholder", CrawlOptions{Query: "x", Limit: 1, Out: t.TempDir(), Endpoint: srv.URL}, "has no {query}"},
-		{"page error", CrawlOptions{Query: "other", Limit: 1, Out: t.TempDir(), Endpoint: srv.URL + "/search?q={query}", Delay: -1}, "page 0: http status 400"},
+		{"page error", CrawlOptions{Query: "other", Limit: 1, Out: t.TempDir(), Endpoint: srv.URL + "/search?q={query}", Delay: -1, AllowPrivateTargets: true}, "page 0: http status 400"},
+		{"too many redirects allowed", CrawlOptions{Query: "x", Limit: 1, Out: t.TempDir(), Endpoint: srv.URL + "/search?q={query}", MaxRedirects: MaxCrawlRedirects + 1}, "max redirects 21 over the limit of 20"},
 	}
 	for _, tc := range tests {
 		_, err := Crawl(context.Background(), tc.opt)
