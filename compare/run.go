@@ -29,8 +29,8 @@ const ProgressPrefix = "fwbench-progress "
 // Config is one comparison.
 type Config struct {
 	Spec          Spec     // the training configuration; Framework is set per child
-	Frameworks    []string // default: tensorflow, torch
-	Repeat        int      // runs per framework; default 2
+	Frameworks    []string // distinct; default: tensorflow, torch
+	Repeat        int      // runs per framework, at least 1; 0 means the default, 2
 	Out           string   // report folder; default ./fwbench-report
 	Preset        string   // "" or "paper"; recorded in the report
 	AllowMismatch bool     // a parity failure warns instead of stopping
@@ -61,26 +61,19 @@ func Run(ctx context.Context, cfg Config, onProgress func(Progress)) (*Report, e
 		onProgress = func(Progress) {}
 	}
 	cfg = withDefaults(cfg)
-	for _, fw := range cfg.Frameworks {
-		s := cfg.Spec
-		s.Framework = fw
-		if err := s.Validate(); err != nil {
-			return nil, err
-		}
-	}
-	for name, tol := range map[string]float64{"parity": cfg.ParityTolerance, "trajectory": cfg.TrajectoryTolerance} {
-		if !(tol > 0) || math.IsInf(tol, 0) {
-			return nil, fmt.Errorf("compare: %w: %s tolerance must be a positive number, got %v", ErrInvalid, name, tol)
-		}
-	}
-	if cfg.Repeat < 1 {
-		return nil, fmt.Errorf("compare: %w: repeat must be at least 1, got %d", ErrInvalid, cfg.Repeat)
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
 	if err := CheckWritable(cfg.Out); err != nil {
 		return nil, err
 	}
+	// One comparison per output folder: a second Run on it fails here, before any work.
+	lock, err := LockDir(cfg.Out)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Close()
 	rep := newReport(cfg)
-	var err error
 	if cfg.Spec.Data == "" {
 		dir := filepath.Join(cfg.Out, "data")
 		if err := synthesize(dir, cfg); err != nil {
@@ -149,6 +142,40 @@ func Run(ctx context.Context, cfg Config, onProgress func(Progress)) (*Report, e
 	return finish(unfair(rep.Fairness))
 }
 
+// Validate checks cfg, with its zero fields set to their defaults, as Run does before any
+// work: each framework's Spec, distinct frameworks, repeat ≥ 1 and positive tolerances. A
+// failure wraps ErrInvalid.
+func (cfg Config) Validate() error {
+	return withDefaults(cfg).validate()
+}
+
+func (cfg Config) validate() error {
+	seen := map[string]bool{}
+	for _, fw := range cfg.Frameworks {
+		if seen[fw] {
+			return fmt.Errorf("compare: %w: framework %q is named twice (frameworks %s); each framework runs once per repeat",
+				ErrInvalid, fw, strings.Join(cfg.Frameworks, ","))
+		}
+		seen[fw] = true
+		s := cfg.Spec
+		s.Framework = fw
+		if err := s.Validate(); err != nil {
+			return err
+		}
+	}
+	for name, tol := range map[string]float64{"parity": cfg.ParityTolerance, "trajectory": cfg.TrajectoryTolerance} {
+		if !(tol > 0) || math.IsInf(tol, 0) {
+			return fmt.Errorf("compare: %w: %s tolerance must be a positive number, got %v", ErrInvalid, name, tol)
+		}
+	}
+	if cfg.Repeat < 1 {
+		return fmt.Errorf("compare: %w: repeat must be at least 1, got %d", ErrInvalid, cfg.Repeat)
+	}
+	return nil
+}
+
+// withDefaults fills cfg's zero fields. A zero Repeat means the default, 2 (the CLI refuses
+// an explicit --repeat 0 itself); a negative one is left for validate to refuse.
 func withDefaults(cfg Config) Config {
 	if len(cfg.Frameworks) == 0 {
 		cfg.Frameworks = []string{TensorFlow, Torch}
@@ -396,13 +423,25 @@ func runChild(ctx context.Context, cfg Config, fw string, repeat int, onProgress
 	return runSpec(ctx, cfg, cfg.Spec, fw, repeat, path, onProgress)
 }
 
+// childCheckpoint is the checkpoint folder of one training child: <base>/<framework>-<repeat>,
+// base being the Spec's Checkpoint or else <Out>/checkpoints, so that no two children write
+// into one folder. A run that trains no epoch (the parity run) writes no checkpoint.
+func childCheckpoint(cfg Config, s Spec, fw string, repeat int) string {
+	if s.Epochs <= 0 {
+		return ""
+	}
+	base := s.Checkpoint
+	if base == "" {
+		base = filepath.Join(cfg.Out, "checkpoints")
+	}
+	return filepath.Join(base, fmt.Sprintf("%s-%d", fw, repeat+1))
+}
+
 // runSpec runs `fwbench train` for one framework in a child process and reads its record.
 // On Ctrl-C the child gets SIGINT, finishes its step, checkpoints and writes a partial record.
 func runSpec(ctx context.Context, cfg Config, s Spec, fw string, repeat int, jsonPath string, onProgress func(Progress)) (*RunRecord, *Failure) {
 	s.Framework = fw
-	if s.Checkpoint == "" && s.Epochs > 0 {
-		s.Checkpoint = filepath.Join(cfg.Out, "checkpoints", fmt.Sprintf("%s-%d", fw, repeat+1))
-	}
+	s.Checkpoint = childCheckpoint(cfg, s, fw, repeat)
 	if err := os.MkdirAll(filepath.Dir(jsonPath), 0o755); err != nil {
 		return nil, &Failure{Framework: fw, Repeat: repeat + 1, Error: err.Error()}
 	}
