@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 
@@ -60,6 +62,11 @@ type Spec struct {
 	TargetAccuracy float64 // when > 0, record the time to reach this validation accuracy
 	Checkpoint     string  // folder for checkpoints; "" means none
 	Resume         string  // checkpoint folder to continue from
+	// MaxPixels is the largest declared width×height of one image file (checked from its
+	// header before decoding); 0 means dataset.DefaultMaxPixels. Larger files are skipped.
+	MaxPixels int64
+	// Strict makes any skipped data file an error instead of a listed skip.
+	Strict bool
 }
 
 // DefaultSpec is the configuration `fwbench train` and `fwbench compare` start from: sized so
@@ -104,10 +111,45 @@ func PaperSpec() Spec {
 	return s
 }
 
+// Upper bounds of a Spec, checked by Validate before any native call or large allocation.
+const (
+	// MaxHidden is the widest classifier hidden layer: 4× torchvision's 4096. fc6 at 7×7 is
+	// then 25088×16384 = 411 M weights (1.6 GB in fp32).
+	MaxHidden = 16384
+	// MaxParams bounds the model's tensors (trainable and buffers, with 2 classes): 2^30
+	// elements, 4 GiB in fp32 before gradients and optimizer state. VGG16 at 224 px with
+	// torchvision's head has 138 M.
+	MaxParams = 1 << 30
+	// MaxBatchSize and MaxImageSize bound each factor of the batch memory.
+	MaxBatchSize = 65536
+	MaxImageSize = 4096
+	// MaxBatchBytes bounds one float32 input batch, batch·S·S·3·4 bytes: 1 GiB (batch 256
+	// at 512 px is 805 MB).
+	MaxBatchBytes = 1 << 30
+	// MaxPixelsLimit is the largest --max-pixels accepted: 2^31 declared pixels.
+	MaxPixelsLimit = 1 << 31
+	// ThreadsPerCPU: at most ThreadsPerCPU × runtime.NumCPU() threads (see MaxThreads).
+	ThreadsPerCPU = 4
+)
+
+// MaxThreads is the largest thread count Validate accepts on this machine: ThreadsPerCPU ×
+// runtime.NumCPU(). More only oversubscribes the cores (100000 started 2300 threads that
+// made no progress).
+func MaxThreads() int { return ThreadsPerCPU * runtime.NumCPU() }
+
 // Validate checks the Spec without touching a native library. Every error wraps ErrInvalid.
 func (s Spec) Validate() error {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("compare: %w: %s", ErrInvalid, fmt.Sprintf(format, a...))
+	}
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{{"lr", s.LR}, {"momentum", s.Momentum}, {"weight-decay", s.WeightDecay}, {"dropout", s.Dropout},
+		{"val-split", s.ValSplit}, {"target-accuracy", s.TargetAccuracy}} {
+		if math.IsNaN(f.v) || math.IsInf(f.v, 0) {
+			return bad("--%s must be a finite number, got %v", f.name, f.v)
+		}
 	}
 	switch s.Framework {
 	case Torch, TensorFlow:
@@ -142,20 +184,45 @@ func (s Spec) Validate() error {
 	if s.Epochs < 0 {
 		return bad("epochs must not be negative, got %d", s.Epochs)
 	}
-	if s.BatchSize < 1 {
-		return bad("batch size must be at least 1, got %d", s.BatchSize)
+	if s.BatchSize < 1 || s.BatchSize > MaxBatchSize {
+		return bad("batch size must be in [1, %d], got %d", MaxBatchSize, s.BatchSize)
 	}
-	if s.ImageSize < 32 || s.ImageSize%32 != 0 {
-		return bad("image size must be a multiple of 32 and at least 32, got %d", s.ImageSize)
+	if s.ImageSize < 32 || s.ImageSize%32 != 0 || s.ImageSize > MaxImageSize {
+		return bad("image size must be a multiple of 32 in [32, %d], got %d", MaxImageSize, s.ImageSize)
 	}
-	if s.Hidden < 1 {
-		return bad("hidden width must be at least 1, got %d", s.Hidden)
+	if b := int64(s.BatchSize) * int64(s.ImageSize) * int64(s.ImageSize) * 3 * 4; b > MaxBatchBytes {
+		return bad("a batch of %d images of %d×%d is %d bytes of float32 input, over the limit of %d: lower --batch-size or --image-size",
+			s.BatchSize, s.ImageSize, s.ImageSize, b, MaxBatchBytes)
+	}
+	if s.Hidden < 1 || s.Hidden > MaxHidden {
+		return bad("hidden width must be in [1, %d], got %d", MaxHidden, s.Hidden)
+	}
+	if m, err := vgg.Parse(s.Model); err == nil {
+		h, _ := vgg.ParseHead(s.Head)
+		if ps, err := vgg.ParamsFor(m, h, s.ImageSize, 2, s.Hidden); err == nil {
+			if tr, buf := vgg.Count(ps); tr+buf > MaxParams {
+				return bad("%s with head %s, hidden %d at %d px has %d parameters, over the limit of %d: lower --hidden or --image-size",
+					s.Model, s.Head, s.Hidden, s.ImageSize, tr+buf, MaxParams)
+			}
+		}
+	}
+	if s.StepsPerEpoch < 0 {
+		return bad("steps per epoch must not be negative, got %d", s.StepsPerEpoch)
+	}
+	if s.WarmupSteps < 0 {
+		return bad("warm-up steps must not be negative, got %d", s.WarmupSteps)
+	}
+	if s.TargetAccuracy < 0 || s.TargetAccuracy > 1 {
+		return bad("target accuracy must be in [0, 1] (0: off), got %v", s.TargetAccuracy)
+	}
+	if s.MaxPixels < 0 || s.MaxPixels > MaxPixelsLimit {
+		return bad("max pixels must be in [1, %d] (0: the default), got %d", int64(MaxPixelsLimit), s.MaxPixels)
 	}
 	if s.Dropout < 0 || s.Dropout >= 1 {
 		return bad("dropout must be in [0, 1), got %v", s.Dropout)
 	}
-	if s.Threads < 0 {
-		return bad("threads must not be negative, got %d", s.Threads)
+	if s.Threads < 0 || s.Threads > MaxThreads() {
+		return bad("threads must be in [0, %d] (%d× the %d cores; 0: all cores), got %d", MaxThreads(), ThreadsPerCPU, runtime.NumCPU(), s.Threads)
 	}
 	if err := checkDevice(s.Device); err != nil {
 		return bad("%v", err)
@@ -216,6 +283,12 @@ func (s Spec) Args() []string {
 		"--target-accuracy", f(s.TargetAccuracy),
 		"--freeze-fc=" + strconv.FormatBool(s.FreezeFC),
 		"--allow-partial-weights=" + strconv.FormatBool(s.AllowPartialWeights),
+	}
+	if s.MaxPixels > 0 {
+		a = append(a, "--max-pixels", strconv.FormatInt(s.MaxPixels, 10))
+	}
+	if s.Strict {
+		a = append(a, "--strict")
 	}
 	for _, kv := range [][2]string{{"--data", s.Data}, {"--weights", s.Weights}, {"--checkpoint", s.Checkpoint}, {"--resume", s.Resume}} {
 		if kv[1] != "" {
