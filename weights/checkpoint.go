@@ -1,6 +1,7 @@
 package weights
 
 import (
+	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -10,17 +11,40 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
 )
 
-// The files of a checkpoint directory.
+// The files of a checkpoint generation, and the files of a checkpoint folder.
+//
+// A checkpoint folder holds generations gen-NNNNNNNN/, each a complete
+// checkpoint (the three Checkpoint* files), and the pointer file CURRENT that
+// names the one to load. SaveCheckpoint builds a new generation in a temporary
+// folder, fsyncs it, renames it into place, fsyncs the folder, and only then
+// replaces CURRENT atomically (WriteFileAtomic's steps). Until that last rename
+// CURRENT names the previous generation, which nothing has touched: a kill -9
+// or an ENOSPC at any step leaves the previous checkpoint loadable. Older
+// generations are removed once the new CURRENT is durable.
 const (
 	CheckpointWeights   = "weights.safetensors"   // model tensors, torchvision layout
 	CheckpointOptimizer = "optimizer.safetensors" // optimizer state tensors
 	CheckpointMetaFile  = "checkpoint.json"       // CheckpointMeta + file digests; written last
+	CheckpointCurrent   = "CURRENT"               // names the complete generation to load
+	// CheckpointRecipeFile, when present in a checkpoint folder, holds the JSON object
+	// (string to string) of the recipe of the run writing there (WriteCheckpointRecipe);
+	// SaveCheckpoint copies it into each new generation's checkpoint.json.
+	CheckpointRecipeFile = "recipe.json"
 )
 
 // checkpointFormat names the checkpoint.json layout.
-const checkpointFormat = "fwbench-checkpoint/1"
+const checkpointFormat = "fwbench-checkpoint/2"
+
+// maxCheckpointJSON bounds checkpoint.json, CURRENT and recipe.json when read.
+const maxCheckpointJSON = 16 << 20
+
+var generationName = regexp.MustCompile(`^gen-([0-9]{8})$`)
 
 // CheckpointMeta is what a driver needs besides tensors to resume training.
 type CheckpointMeta struct {
@@ -31,6 +55,11 @@ type CheckpointMeta struct {
 	RNG       []byte            `json:"rng,omitempty"`   // opaque framework/data RNG state (base64 in JSON)
 	Optimizer string            `json:"optimizer"`       // e.g. "sgd(lr=0.01,momentum=0.9)"
 	Extra     map[string]string `json:"extra,omitempty"` // anything else, driver-defined
+	// Recipe is the training recipe the checkpoint was made under and RecipeSHA256 its
+	// RecipeSHA256. When the caller leaves Recipe nil, SaveCheckpoint fills both from the
+	// folder's recipe.json, if there is one.
+	Recipe       map[string]string `json:"recipe,omitempty"`
+	RecipeSHA256 string            `json:"recipe_sha256,omitempty"`
 }
 
 type checkpointFile struct {
@@ -44,25 +73,87 @@ type fileDigest struct {
 	SHA256 string `json:"sha256"`
 }
 
-// SaveCheckpoint writes a checkpoint into dir (created if needed):
-// weights.safetensors (params), optimizer.safetensors (optState, may be
-// empty) and checkpoint.json (meta and the size and SHA-256 of the two other
-// files). Each file is written atomically. An older checkpoint.json is
-// removed first and the new one is written last, so a crash part-way leaves a
-// directory that LoadCheckpoint refuses rather than one that mixes two
-// checkpoints.
+// RecipeSHA256 is the hex sha256 of a recipe's "key=value\n" lines in key order.
+func RecipeSHA256(recipe map[string]string) string {
+	keys := make([]string, 0, len(recipe))
+	for k := range recipe {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	h := sha256.New()
+	for _, k := range keys {
+		fmt.Fprintf(h, "%s=%s\n", k, recipe[k])
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// WriteCheckpointRecipe makes the checkpoint folder dir (and its parents: checkpoint folders
+// are fwbench's own) and writes recipe to dir/recipe.json atomically; every later
+// SaveCheckpoint into dir records it. A generation already in dir keeps the recipe it was
+// written with.
+func WriteCheckpointRecipe(dir string, recipe map[string]string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("weights: checkpoint: %w", err)
+	}
+	return WriteFileAtomic(filepath.Join(dir, CheckpointRecipeFile), func(w io.Writer) error {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(recipe)
+	})
+}
+
+// SaveCheckpoint writes a new checkpoint generation into dir (created, with its parents, if
+// needed: checkpoint folders are fwbench's own): weights.safetensors (params),
+// optimizer.safetensors (optState, may be empty) and checkpoint.json (meta and the size and
+// SHA-256 of the two other files), then switches dir/CURRENT to it. Until the switch is
+// durable, LoadCheckpoint returns the previous checkpoint; a failure at any step returns an
+// error and leaves that previous checkpoint as it was.
 func SaveCheckpoint(dir string, params []*Tensor, optState []*Tensor, meta CheckpointMeta) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("weights: checkpoint: %w", err)
 	}
-	metaPath := filepath.Join(dir, CheckpointMetaFile)
-	if err := os.Remove(metaPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	return saveCheckpoint(osFS{}, dir, params, optState, meta)
+}
+
+func saveCheckpoint(fsys fileSystem, dir string, params, optState []*Tensor, meta CheckpointMeta) (err error) {
+	if meta.Recipe == nil {
+		r, err := readRecipe(filepath.Join(dir, CheckpointRecipeFile))
+		if err != nil {
+			return err
+		}
+		meta.Recipe = r
+	}
+	if meta.Recipe != nil {
+		meta.RecipeSHA256 = RecipeSHA256(meta.Recipe)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
 		return fmt.Errorf("weights: checkpoint: %w", err)
-	} else if err == nil {
-		if err := syncDir(dir); err != nil {
-			return fmt.Errorf("weights: checkpoint: sync %s: %w", dir, err)
+	}
+	next := 1
+	for _, e := range entries {
+		if m := generationName.FindStringSubmatch(e.Name()); m != nil {
+			if n, _ := strconv.Atoi(m[1]); n >= next {
+				next = n + 1
+			}
+		} else if strings.HasPrefix(e.Name(), ".gen-") {
+			fsys.RemoveAll(filepath.Join(dir, e.Name())) // left by a save that was killed
 		}
 	}
+	if next > 99999999 {
+		return fmt.Errorf("weights: checkpoint: %s: generation numbers are used up", dir)
+	}
+	gen := fmt.Sprintf("gen-%08d", next)
+	tmp, err := fsys.MkdirTemp(dir, "."+gen+".tmp-")
+	if err != nil {
+		return fmt.Errorf("weights: checkpoint: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			fsys.RemoveAll(tmp)
+		}
+	}()
+
 	cf := checkpointFile{Format: checkpointFormat, Meta: meta, Files: map[string]fileDigest{}}
 	for _, f := range []struct {
 		name string
@@ -73,7 +164,7 @@ func SaveCheckpoint(dir string, params []*Tensor, optState []*Tensor, meta Check
 		{CheckpointOptimizer, optState, map[string]string{"optimizer": meta.Optimizer}},
 	} {
 		var d fileDigest
-		err := WriteFileAtomic(filepath.Join(dir, f.name), func(w io.Writer) error {
+		err := writeNew(fsys, filepath.Join(tmp, f.name), func(w io.Writer) error {
 			h := sha256.New()
 			cw := &countWriter{w: io.MultiWriter(w, h)}
 			if err := encodeSafetensors(cw, f.ts, f.meta); err != nil {
@@ -83,35 +174,161 @@ func SaveCheckpoint(dir string, params []*Tensor, optState []*Tensor, meta Check
 			return nil
 		})
 		if err != nil {
-			return err // already "weights: write <path>: ..."
+			return err
 		}
 		cf.Files[f.name] = d
 	}
-	err := WriteFileAtomic(metaPath, func(w io.Writer) error {
+	if err := writeNew(fsys, filepath.Join(tmp, CheckpointMetaFile), func(w io.Writer) error {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		return enc.Encode(cf)
-	})
-	return err // nil, or already "weights: write <path>: ..."
+	}); err != nil {
+		return err
+	}
+	if err := fsys.SyncDir(tmp); err != nil {
+		return fmt.Errorf("weights: checkpoint: sync %s: %w", tmp, err)
+	}
+	if err := fsys.Rename(tmp, filepath.Join(dir, gen)); err != nil {
+		return fmt.Errorf("weights: checkpoint: %w", err)
+	}
+	tmp = filepath.Join(dir, gen) // on a later failure, the unreferenced generation goes
+	if err := fsys.SyncDir(dir); err != nil {
+		return fmt.Errorf("weights: checkpoint: sync %s: %w", dir, err)
+	}
+	if err := writeAtomic(fsys, filepath.Join(dir, CheckpointCurrent), func(w io.Writer) error {
+		_, err := io.WriteString(w, gen+"\n")
+		return err
+	}); err != nil {
+		// CURRENT may or may not name gen (a failed directory sync after the rename):
+		// keep gen, which is complete, rather than remove what CURRENT may point to.
+		if cur, cerr := currentGeneration(dir); cerr == nil && cur == gen {
+			tmp = ""
+		}
+		return err
+	}
+	// The switch is durable: older generations are garbage. A failure to remove one leaves
+	// a folder that the next save removes; the checkpoint itself is saved.
+	for _, e := range entries {
+		if generationName.MatchString(e.Name()) && e.Name() != gen {
+			fsys.RemoveAll(filepath.Join(dir, e.Name()))
+		}
+	}
+	return nil
 }
 
-// LoadCheckpoint reads a checkpoint written by SaveCheckpoint, after
-// checking that checkpoint.json exists (the checkpoint is complete) and that
-// the size and SHA-256 of both tensor files match it.
-func LoadCheckpoint(dir string) (params, optState []*Tensor, meta CheckpointMeta, err error) {
-	b, err := os.ReadFile(filepath.Join(dir, CheckpointMetaFile))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil, meta, fmt.Errorf("weights: checkpoint: no complete checkpoint in %s (%s is missing)", dir, CheckpointMetaFile)
+// writeNew writes a new file (it must not exist) and fsyncs it.
+func writeNew(fsys fileSystem, path string, write func(w io.Writer) error) error {
+	f, err := fsys.Create(path)
+	if err != nil {
+		return fmt.Errorf("weights: checkpoint: %w", err)
+	}
+	bw := bufio.NewWriterSize(f, 1<<20)
+	err = write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
 	if err != nil {
-		return nil, nil, meta, fmt.Errorf("weights: checkpoint: %w", err)
+		return fmt.Errorf("weights: checkpoint: write %s: %w", path, err)
 	}
+	return nil
+}
+
+// readRecipe reads a recipe.json; a missing file is no recipe.
+func readRecipe(path string) (map[string]string, error) {
+	b, err := readSmall(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("weights: checkpoint: %w", err)
+	}
+	var r map[string]string
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("weights: checkpoint: %s: %w", path, err)
+	}
+	return r, nil
+}
+
+// readSmall reads a regular file of at most maxCheckpointJSON bytes.
+func readSmall(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxCheckpointJSON+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxCheckpointJSON {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, maxCheckpointJSON)
+	}
+	return b, nil
+}
+
+// currentGeneration returns the generation that dir/CURRENT names.
+func currentGeneration(dir string) (string, error) {
+	b, err := readSmall(filepath.Join(dir, CheckpointCurrent))
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("weights: checkpoint: no complete checkpoint in %s (%s is missing)", dir, CheckpointCurrent)
+	}
+	if err != nil {
+		return "", fmt.Errorf("weights: checkpoint: %w", err)
+	}
+	gen := strings.TrimSpace(string(b))
+	if !generationName.MatchString(gen) {
+		return "", fmt.Errorf("weights: checkpoint: %s: %q does not name a generation (gen-NNNNNNNN)", filepath.Join(dir, CheckpointCurrent), gen)
+	}
+	return gen, nil
+}
+
+// readCheckpointFile reads and checks the current generation's checkpoint.json.
+func readCheckpointFile(dir string) (checkpointFile, string, error) {
 	var cf checkpointFile
+	gen, err := currentGeneration(dir)
+	if err != nil {
+		return cf, "", err
+	}
+	gdir := filepath.Join(dir, gen)
+	b, err := readSmall(filepath.Join(gdir, CheckpointMetaFile))
+	if err != nil {
+		return cf, "", fmt.Errorf("weights: checkpoint: %s names %s: %w", CheckpointCurrent, gen, err)
+	}
 	if err := json.Unmarshal(b, &cf); err != nil {
-		return nil, nil, meta, fmt.Errorf("weights: checkpoint: %s: %w", CheckpointMetaFile, err)
+		return cf, "", fmt.Errorf("weights: checkpoint: %s: %w", filepath.Join(gdir, CheckpointMetaFile), err)
 	}
 	if cf.Format != checkpointFormat {
-		return nil, nil, meta, fmt.Errorf("weights: checkpoint: %s: format %q, want %q", CheckpointMetaFile, cf.Format, checkpointFormat)
+		return cf, "", fmt.Errorf("weights: checkpoint: %s: format %q, want %q", filepath.Join(gdir, CheckpointMetaFile), cf.Format, checkpointFormat)
+	}
+	return cf, gdir, nil
+}
+
+// ReadCheckpointMeta returns the meta of the checkpoint LoadCheckpoint would load, without
+// reading its tensors (the recipe check of --resume reads it).
+func ReadCheckpointMeta(dir string) (CheckpointMeta, error) {
+	cf, _, err := readCheckpointFile(dir)
+	return cf.Meta, err
+}
+
+// LoadCheckpoint reads the checkpoint generation that dir/CURRENT names, after checking
+// that the size and SHA-256 of both tensor files match its checkpoint.json.
+func LoadCheckpoint(dir string) (params, optState []*Tensor, meta CheckpointMeta, err error) {
+	cf, gdir, err := readCheckpointFile(dir)
+	if err != nil {
+		return nil, nil, meta, err
 	}
 	var out [2][]*Tensor
 	for i, name := range []string{CheckpointWeights, CheckpointOptimizer} {
@@ -119,7 +336,7 @@ func LoadCheckpoint(dir string) (params, optState []*Tensor, meta CheckpointMeta
 		if !ok {
 			return nil, nil, meta, fmt.Errorf("weights: checkpoint: %s lists no %s", CheckpointMetaFile, name)
 		}
-		path := filepath.Join(dir, name)
+		path := filepath.Join(gdir, name)
 		got, err := digest(path)
 		if err != nil {
 			return nil, nil, meta, fmt.Errorf("weights: checkpoint: %w", err)

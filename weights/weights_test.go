@@ -211,15 +211,16 @@ func TestCheckpointRoundTrip(t *testing.T) {
 	if _, o, m, err := LoadCheckpoint(dir); err != nil || m.Step != 1300 || len(o) != 0 {
 		t.Errorf("second checkpoint: got step %d, %d optimizer tensors, %v; want 1300, 0, nil", m.Step, len(o), err)
 	}
-	f, _ := os.OpenFile(filepath.Join(dir, CheckpointWeights), os.O_WRONLY|os.O_APPEND, 0)
+	// The second save is generation 2 (checkpoint.go: gen-NNNNNNNN, counting from 1).
+	f, _ := os.OpenFile(filepath.Join(dir, "gen-00000002", CheckpointWeights), os.O_WRONLY|os.O_APPEND, 0)
 	f.Write([]byte{0})
 	f.Close()
 	if _, _, _, err := LoadCheckpoint(dir); err == nil || !strings.Contains(err.Error(), "does not match checkpoint.json") {
 		t.Errorf("damaged weights: got %v, want a mismatch error", err)
 	}
-	// Without checkpoint.json (a save that died part-way) nothing loads.
-	os.Remove(filepath.Join(dir, CheckpointMetaFile))
+	// Without CURRENT (no save ever finished) nothing loads.
+	os.Remove(filepath.Join(dir, CheckpointCurrent))
 	if _, _, _, err := LoadCheckpoint(dir); err == nil || !strings.Contains(err.Error(), "no complete checkpoint") {
-		t.Errorf("no checkpoint.json: got %v, want no complete checkpoint", err)
+		t.Errorf("no CURRENT: got %v, want no complete checkpoint", err)
 	}
 }
