@@ -64,7 +64,7 @@ func Run(ctx context.Context, cfg Config, onProgress func(Progress)) (*Report, e
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if err := CheckWritable(cfg.Out); err != nil {
+	if err := CheckWritable(cfg.Out, ReportFiles...); err != nil {
 		return nil, err
 	}
 	// One comparison per output folder: a second Run on it fails here, before any work.
@@ -204,8 +204,11 @@ func withDefaults(cfg Config) Config {
 	return cfg
 }
 
-// CheckWritable makes dir and proves a file can be written in it; a failure wraps ErrInvalid.
-func CheckWritable(dir string) error {
+// CheckWritable makes the folder dir, with its parents (only folders fwbench owns and
+// documents: compare's --out, checkpoint folders), proves a file can be written in it, and
+// checks that each of files (names in dir) may be replaced (CheckOutput: a regular file or
+// nothing, never a symbolic link, directory, FIFO or device). A failure wraps ErrInvalid.
+func CheckWritable(dir string, files ...string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("compare: %w: output folder %q: %v", ErrInvalid, dir, err)
 	}
@@ -214,7 +217,15 @@ func CheckWritable(dir string) error {
 		return fmt.Errorf("compare: %w: output folder %q is not writable: %v", ErrInvalid, dir, err)
 	}
 	f.Close()
-	return os.Remove(f.Name())
+	if err := os.Remove(f.Name()); err != nil {
+		return fmt.Errorf("compare: output folder %q: %w", dir, err)
+	}
+	for _, name := range files {
+		if err := CheckOutput(filepath.Join(dir, name)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // synthesize writes the built-in dataset once; an existing complete one is reused.
