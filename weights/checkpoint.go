@@ -15,6 +15,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"syscall"
 )
 
 // The files of a checkpoint generation, and the files of a checkpoint folder.
@@ -112,8 +114,35 @@ func SaveCheckpoint(dir string, params []*Tensor, optState []*Tensor, meta Check
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("weights: checkpoint: %w", err)
 	}
-	return saveCheckpoint(osFS{}, dir, params, optState, meta)
+	var fsys fileSystem = osFS{}
+	if n := os.Getenv(TestFailCheckpointEnv); n != "" && n == strconv.FormatInt(saves.Add(1), 10) {
+		fsys = noSpaceFS{}
+	}
+	return saveCheckpoint(fsys, dir, params, optState, meta)
 }
+
+// TestFailCheckpointEnv is for tests only: when it holds N, this process's N-th SaveCheckpoint
+// fails as on a full disk (ENOSPC at its first file write). The CLI's tests use it to check
+// what a failed save leaves behind; nothing else should set it.
+const TestFailCheckpointEnv = "FWBENCH_TEST_FAIL_CHECKPOINT"
+
+// saves counts SaveCheckpoint calls for TestFailCheckpointEnv.
+var saves atomic.Int64
+
+// noSpaceFS is the real file system on which every new file's writes fail with ENOSPC.
+type noSpaceFS struct{ osFS }
+
+func (noSpaceFS) Create(path string) (file, error) {
+	f, err := osFS{}.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	return noSpaceFile{f.(*os.File)}, nil
+}
+
+type noSpaceFile struct{ *os.File }
+
+func (noSpaceFile) Write([]byte) (int, error) { return 0, syscall.ENOSPC }
 
 func saveCheckpoint(fsys fileSystem, dir string, params, optState []*Tensor, meta CheckpointMeta) (err error) {
 	if meta.Recipe == nil {

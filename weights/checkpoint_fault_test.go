@@ -304,3 +304,24 @@ func TestCheckpointRecipeFile(t *testing.T) {
 		t.Errorf("RecipeSHA256: got %s, want %s", h, want)
 	}
 }
+
+// TestCheckpointFailEnv: the test-only TestFailCheckpointEnv fails the N-th save of the
+// process with ENOSPC, and the checkpoint before it still loads.
+func TestCheckpointFailEnv(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv(TestFailCheckpointEnv, fmt.Sprint(saves.Load()+2))
+	p, o, m := testCheckpoint(1)
+	if err := SaveCheckpoint(dir, p, o, m); err != nil {
+		t.Fatalf("first save: got %v, want nil", err)
+	}
+	p, o, m = testCheckpoint(2)
+	if err := SaveCheckpoint(dir, p, o, m); !errors.Is(err, syscall.ENOSPC) {
+		t.Errorf("second save: got %v, want ENOSPC", err)
+	}
+	if got, err := loadedID(t, dir); err != nil || got != 1 {
+		t.Errorf("after the failed save: got checkpoint %v (%v), want 1", got, err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 2 {
+		t.Errorf("folder: got %d entries, want CURRENT and one generation (the failed one removed)", len(entries))
+	}
+}
