@@ -1,6 +1,9 @@
 package compare
 
-import "github.com/fwbench/fwbench/weights"
+import (
+	"github.com/fwbench/fwbench/dataset"
+	"github.com/fwbench/fwbench/weights"
+)
 
 // RunSchema names the run record format written by `fwbench train --json`.
 const RunSchema = "fwbench.run/v1"
@@ -70,7 +73,15 @@ type DatasetInfo struct {
 	Classes     int    `json:"classes"`
 	TrainImages int    `json:"train_images"`
 	ValImages   int    `json:"val_images"`
+	// SkippedCount counts the data files the run left out (dataset.Dataset.Skipped) and
+	// Skipped lists them with the reason, the first MaxSkippedListed in path order: a file
+	// is never dropped silently. Under --strict a skip fails the run instead.
+	SkippedCount int               `json:"skipped_count"`
+	Skipped      []dataset.Skipped `json:"skipped"`
 }
+
+// MaxSkippedListed bounds DatasetInfo.Skipped; SkippedCount is always the full count.
+const MaxSkippedListed = 1000
 
 // EpochRecord holds one epoch's figures. Seconds is the epoch's wall time, validation included.
 type EpochRecord struct {

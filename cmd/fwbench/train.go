@@ -53,6 +53,8 @@ func specFlags(d compare.Spec) []cli.Flag {
 		&cli.StringFlag{Name: "checkpoint", Usage: "folder for checkpoints (written atomically after each epoch and on interrupt)"},
 		&cli.StringFlag{Name: "resume", Usage: "continue from the checkpoint in this folder"},
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress output"},
+		&cli.Int64Flag{Name: "max-pixels", Value: dataset.DefaultMaxPixels, Usage: "largest declared width*height of one image file (checked from its header; larger files are skipped)"},
+		&cli.BoolFlag{Name: "strict", Usage: "fail on the first unusable data file instead of skipping it (skips are listed in the run record)"},
 	}
 }
 
@@ -99,6 +101,12 @@ func specFrom(c *cli.Context, d compare.Spec) compare.Spec {
 	i("steps-per-epoch", &s.StepsPerEpoch)
 	if c.IsSet("seed") {
 		s.Seed = c.Int64("seed")
+	}
+	if c.IsSet("max-pixels") {
+		s.MaxPixels = c.Int64("max-pixels")
+	}
+	if c.IsSet("strict") {
+		s.Strict = c.Bool("strict")
 	}
 	if c.IsSet("nesterov") {
 		s.Nesterov = c.Bool("nesterov")
@@ -189,7 +197,7 @@ func trainOnce(ctx context.Context, s compare.Spec, onProgress func(compare.Prog
 	if s.Normalize, err = compare.ResolveNormalize(s); err != nil {
 		return nil, err
 	}
-	data, err := openData(ctx, s)
+	data, skipped, err := openData(ctx, s)
 	if err != nil {
 		return nil, err
 	}
@@ -219,6 +227,8 @@ func trainOnce(ctx context.Context, s compare.Spec, onProgress func(compare.Prog
 		rec.InitialWeightsSHA256 = initSum
 		rec.WeightsProvenance = prov
 		rec.Settings = trainerSettings(tr)
+		rec.Dataset.SkippedCount = len(skipped)
+		rec.Dataset.Skipped = skipped[:min(len(skipped), compare.MaxSkippedListed)]
 	}
 	if err == nil && s.Checkpoint != "" {
 		// The trained weights leave fwbench for either ecosystem: a torch .pth always, a Keras
@@ -273,17 +283,21 @@ func initialWeights(s compare.Spec, classes int) ([]*weights.Tensor, *weights.Pr
 }
 
 // openData opens the dataset (or the built-in synthetic one) and makes the two loaders.
-func openData(ctx context.Context, s compare.Spec) (compare.Loaders, error) {
+// It returns the files the dataset left out.
+func openData(ctx context.Context, s compare.Spec) (compare.Loaders, []dataset.Skipped, error) {
 	path := s.Data
 	if path == "" {
 		var err error
 		if path, err = builtinData(s.Seed); err != nil {
-			return compare.Loaders{}, err
+			return compare.Loaders{}, nil, err
 		}
 	}
-	ds, err := dataset.Open(ctx, path, dataset.OpenOptions{ValSplit: s.ValSplit, Seed: s.Seed})
+	ds, err := dataset.Open(ctx, path, dataset.OpenOptions{ValSplit: s.ValSplit, Seed: s.Seed, MaxPixels: s.MaxPixels, Strict: s.Strict})
 	if err != nil {
-		return compare.Loaders{}, fmt.Errorf("%w: %v", compare.ErrInvalid, err)
+		if ctx.Err() != nil {
+			return compare.Loaders{}, nil, err
+		}
+		return compare.Loaders{}, nil, fmt.Errorf("%w: %v", compare.ErrInvalid, err)
 	}
 	lc := dataset.LoaderConfig{ImageSize: s.ImageSize, BatchSize: s.BatchSize, Seed: s.Seed, Shuffle: true,
 		DropLast: true, Normalize: s.Normalize, Cache: "memory"}
@@ -292,17 +306,17 @@ func openData(ctx context.Context, s compare.Spec) (compare.Loaders, error) {
 	}
 	train, err := dataset.NewLoader(ds.Train(), lc)
 	if err != nil {
-		return compare.Loaders{}, fmt.Errorf("%w: %v", compare.ErrInvalid, err)
+		return compare.Loaders{}, nil, fmt.Errorf("%w: %v", compare.ErrInvalid, err)
 	}
 	vc := lc
 	vc.Shuffle, vc.DropLast, vc.Augment = false, false, dataset.Augment{}
 	val, err := dataset.NewLoader(ds.Val(), vc)
 	if err != nil {
 		train.Close()
-		return compare.Loaders{}, fmt.Errorf("%w: %v", compare.ErrInvalid, err)
+		return compare.Loaders{}, nil, fmt.Errorf("%w: %v", compare.ErrInvalid, err)
 	}
 	return compare.Loaders{Train: train, Val: val, Classes: len(ds.Classes()), DataPath: path,
-		TrainLen: ds.Train().Len(), ValLen: ds.Val().Len()}, nil
+		TrainLen: ds.Train().Len(), ValLen: ds.Val().Len()}, ds.Skipped(), nil
 }
 
 // builtinData makes (once) and returns the built-in synthetic dataset under the cache.
@@ -361,6 +375,9 @@ func runTable(r *compare.RunRecord) string {
 	fmt.Fprintf(&b, "initial loss %.6f · total %.2f s · step p50 %.1f ms p95 %.1f ms · %.1f images/s · data wait %.2f%% · peak RSS %d MiB\n",
 		r.InitialLoss, r.TotalSeconds, 1000*r.StepSeconds.P50, 1000*r.StepSeconds.P95, r.ImagesPerSecond,
 		100*r.DataWaitFraction, r.PeakRSSBytes>>20)
+	if n := r.Dataset.SkippedCount; n > 0 {
+		fmt.Fprintf(&b, "skipped %d data file(s), listed with the reason in the run record (--json); --strict makes a skip an error\n", n)
+	}
 	if r.Partial {
 		b.WriteString("PARTIAL: interrupted")
 		if r.InterruptedAt != nil {
