@@ -57,17 +57,17 @@ func CheckOutputFile(path string) error {
 	dir := filepath.Dir(path)
 	st, err := os.Stat(dir)
 	if errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("weights: %w: %s: folder %s does not exist (it is not created)", ErrDestination, path, dir)
+		return fmt.Errorf("weights: %w: %s: output folder %s does not exist (it is not created)", ErrDestination, path, dir)
 	}
 	if err != nil {
 		return fmt.Errorf("weights: output %s: %w", path, err)
 	}
 	if !st.IsDir() {
-		return fmt.Errorf("weights: %w: %s: %s is not a folder", ErrDestination, path, dir)
+		return fmt.Errorf("weights: %w: %s: output folder %s is not a folder", ErrDestination, path, dir)
 	}
 	f, err := os.CreateTemp(dir, ".write-test-*")
 	if err != nil {
-		return fmt.Errorf("weights: output %s: folder is not writable: %w", path, err)
+		return fmt.Errorf("weights: output %s: output folder is not writable: %w", path, err)
 	}
 	f.Close()
 	os.Remove(f.Name())

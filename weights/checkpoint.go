@@ -19,21 +19,22 @@ import (
 	"syscall"
 )
 
-// The files of a checkpoint generation, and the files of a checkpoint folder.
+// The files of a checkpoint folder.
 //
-// A checkpoint folder holds generations gen-NNNNNNNN/, each a complete
-// checkpoint (the three Checkpoint* files), and the pointer file CURRENT that
-// names the one to load. SaveCheckpoint builds a new generation in a temporary
+// A checkpoint folder holds generations gen-NNNNNNNN/, each holding the two
+// tensor files of one checkpoint, and checkpoint.json, the pointer: it names
+// the generation to load, with the meta and the size and SHA-256 of that
+// generation's files. SaveCheckpoint builds a new generation in a temporary
 // folder, fsyncs it, renames it into place, fsyncs the folder, and only then
-// replaces CURRENT atomically (WriteFileAtomic's steps). Until that last rename
-// CURRENT names the previous generation, which nothing has touched: a kill -9
-// or an ENOSPC at any step leaves the previous checkpoint loadable. Older
-// generations are removed once the new CURRENT is durable.
+// replaces checkpoint.json atomically (WriteFileAtomic's steps). Until that
+// last rename checkpoint.json names the previous generation, which nothing has
+// touched: a kill -9 or an ENOSPC at any step leaves the previous checkpoint
+// loadable. Older generations are removed once the new checkpoint.json is
+// durable.
 const (
 	CheckpointWeights   = "weights.safetensors"   // model tensors, torchvision layout
 	CheckpointOptimizer = "optimizer.safetensors" // optimizer state tensors
-	CheckpointMetaFile  = "checkpoint.json"       // CheckpointMeta + file digests; written last
-	CheckpointCurrent   = "CURRENT"               // names the complete generation to load
+	CheckpointMetaFile  = "checkpoint.json"       // generation, CheckpointMeta, file digests; replaced last
 	// CheckpointRecipeFile, when present in a checkpoint folder, holds the JSON object
 	// (string to string) of the recipe of the run writing there (WriteCheckpointRecipe);
 	// SaveCheckpoint copies it into each new generation's checkpoint.json.
@@ -43,7 +44,7 @@ const (
 // checkpointFormat names the checkpoint.json layout.
 const checkpointFormat = "fwbench-checkpoint/2"
 
-// maxCheckpointJSON bounds checkpoint.json, CURRENT and recipe.json when read.
+// maxCheckpointJSON bounds checkpoint.json and recipe.json when read.
 const maxCheckpointJSON = 16 << 20
 
 var generationName = regexp.MustCompile(`^gen-([0-9]{8})$`)
@@ -65,9 +66,10 @@ type CheckpointMeta struct {
 }
 
 type checkpointFile struct {
-	Format string                `json:"format"`
-	Meta   CheckpointMeta        `json:"meta"`
-	Files  map[string]fileDigest `json:"files"`
+	Format     string                `json:"format"`
+	Generation string                `json:"generation"` // the folder (gen-NNNNNNNN) holding the files
+	Meta       CheckpointMeta        `json:"meta"`
+	Files      map[string]fileDigest `json:"files"`
 }
 
 type fileDigest struct {
@@ -105,11 +107,11 @@ func WriteCheckpointRecipe(dir string, recipe map[string]string) error {
 }
 
 // SaveCheckpoint writes a new checkpoint generation into dir (created, with its parents, if
-// needed: checkpoint folders are fwbench's own): weights.safetensors (params),
-// optimizer.safetensors (optState, may be empty) and checkpoint.json (meta and the size and
-// SHA-256 of the two other files), then switches dir/CURRENT to it. Until the switch is
-// durable, LoadCheckpoint returns the previous checkpoint; a failure at any step returns an
-// error and leaves that previous checkpoint as it was.
+// needed: checkpoint folders are fwbench's own): weights.safetensors (params) and
+// optimizer.safetensors (optState, may be empty), then replaces dir/checkpoint.json (the
+// generation's name, meta, and the size and SHA-256 of both files) to switch to it. Until the
+// switch is durable, LoadCheckpoint returns the previous checkpoint; a failure at any step
+// returns an error and leaves that previous checkpoint as it was.
 func SaveCheckpoint(dir string, params []*Tensor, optState []*Tensor, meta CheckpointMeta) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("weights: checkpoint: %w", err)
@@ -183,7 +185,7 @@ func saveCheckpoint(fsys fileSystem, dir string, params, optState []*Tensor, met
 		}
 	}()
 
-	cf := checkpointFile{Format: checkpointFormat, Meta: meta, Files: map[string]fileDigest{}}
+	cf := checkpointFile{Format: checkpointFormat, Generation: gen, Meta: meta, Files: map[string]fileDigest{}}
 	for _, f := range []struct {
 		name string
 		ts   []*Tensor
@@ -207,13 +209,6 @@ func saveCheckpoint(fsys fileSystem, dir string, params, optState []*Tensor, met
 		}
 		cf.Files[f.name] = d
 	}
-	if err := writeNew(fsys, filepath.Join(tmp, CheckpointMetaFile), func(w io.Writer) error {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(cf)
-	}); err != nil {
-		return err
-	}
 	if err := fsys.SyncDir(tmp); err != nil {
 		return fmt.Errorf("weights: checkpoint: sync %s: %w", tmp, err)
 	}
@@ -224,13 +219,14 @@ func saveCheckpoint(fsys fileSystem, dir string, params, optState []*Tensor, met
 	if err := fsys.SyncDir(dir); err != nil {
 		return fmt.Errorf("weights: checkpoint: sync %s: %w", dir, err)
 	}
-	if err := writeAtomic(fsys, filepath.Join(dir, CheckpointCurrent), func(w io.Writer) error {
-		_, err := io.WriteString(w, gen+"\n")
-		return err
+	if err := writeAtomic(fsys, filepath.Join(dir, CheckpointMetaFile), func(w io.Writer) error {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(cf)
 	}); err != nil {
-		// CURRENT may or may not name gen (a failed directory sync after the rename):
-		// keep gen, which is complete, rather than remove what CURRENT may point to.
-		if cur, cerr := currentGeneration(dir); cerr == nil && cur == gen {
+		// checkpoint.json may already name gen (a failed directory sync after the rename):
+		// then keep gen, which is complete, rather than remove what it points to.
+		if cur, _, cerr := readCheckpointFile(dir); cerr == nil && cur.Generation == gen {
 			tmp = ""
 		}
 		return err
@@ -308,41 +304,28 @@ func readSmall(path string) ([]byte, error) {
 	return b, nil
 }
 
-// currentGeneration returns the generation that dir/CURRENT names.
-func currentGeneration(dir string) (string, error) {
-	b, err := readSmall(filepath.Join(dir, CheckpointCurrent))
-	if errors.Is(err, fs.ErrNotExist) {
-		return "", fmt.Errorf("weights: checkpoint: no complete checkpoint in %s (%s is missing)", dir, CheckpointCurrent)
-	}
-	if err != nil {
-		return "", fmt.Errorf("weights: checkpoint: %w", err)
-	}
-	gen := strings.TrimSpace(string(b))
-	if !generationName.MatchString(gen) {
-		return "", fmt.Errorf("weights: checkpoint: %s: %q does not name a generation (gen-NNNNNNNN)", filepath.Join(dir, CheckpointCurrent), gen)
-	}
-	return gen, nil
-}
-
-// readCheckpointFile reads and checks the current generation's checkpoint.json.
+// readCheckpointFile reads and checks dir/checkpoint.json and returns it with the folder of
+// the generation it names.
 func readCheckpointFile(dir string) (checkpointFile, string, error) {
 	var cf checkpointFile
-	gen, err := currentGeneration(dir)
-	if err != nil {
-		return cf, "", err
+	path := filepath.Join(dir, CheckpointMetaFile)
+	b, err := readSmall(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return cf, "", fmt.Errorf("weights: checkpoint: no complete checkpoint in %s (%s is missing)", dir, CheckpointMetaFile)
 	}
-	gdir := filepath.Join(dir, gen)
-	b, err := readSmall(filepath.Join(gdir, CheckpointMetaFile))
 	if err != nil {
-		return cf, "", fmt.Errorf("weights: checkpoint: %s names %s: %w", CheckpointCurrent, gen, err)
+		return cf, "", fmt.Errorf("weights: checkpoint: %w", err)
 	}
 	if err := json.Unmarshal(b, &cf); err != nil {
-		return cf, "", fmt.Errorf("weights: checkpoint: %s: %w", filepath.Join(gdir, CheckpointMetaFile), err)
+		return cf, "", fmt.Errorf("weights: checkpoint: %s: %w", path, err)
 	}
 	if cf.Format != checkpointFormat {
-		return cf, "", fmt.Errorf("weights: checkpoint: %s: format %q, want %q", filepath.Join(gdir, CheckpointMetaFile), cf.Format, checkpointFormat)
+		return cf, "", fmt.Errorf("weights: checkpoint: %s: format %q, want %q", path, cf.Format, checkpointFormat)
 	}
-	return cf, gdir, nil
+	if !generationName.MatchString(cf.Generation) {
+		return cf, "", fmt.Errorf("weights: checkpoint: %s: generation %q does not name one (gen-NNNNNNNN)", path, cf.Generation)
+	}
+	return cf, filepath.Join(dir, cf.Generation), nil
 }
 
 // ReadCheckpointMeta returns the meta of the checkpoint LoadCheckpoint would load, without
@@ -352,8 +335,8 @@ func ReadCheckpointMeta(dir string) (CheckpointMeta, error) {
 	return cf.Meta, err
 }
 
-// LoadCheckpoint reads the checkpoint generation that dir/CURRENT names, after checking
-// that the size and SHA-256 of both tensor files match its checkpoint.json.
+// LoadCheckpoint reads the checkpoint generation that dir/checkpoint.json names, after
+// checking that the size and SHA-256 of both tensor files match it.
 func LoadCheckpoint(dir string) (params, optState []*Tensor, meta CheckpointMeta, err error) {
 	cf, gdir, err := readCheckpointFile(dir)
 	if err != nil {

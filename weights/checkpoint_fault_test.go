@@ -185,7 +185,7 @@ func TestCheckpointNewestWins(t *testing.T) {
 	for _, e := range entries {
 		names = append(names, e.Name())
 	}
-	if want := []string{CheckpointCurrent, "gen-00000003"}; !slices.Equal(names, want) {
+	if want := []string{CheckpointMetaFile, "gen-00000003"}; !slices.Equal(names, want) {
 		t.Errorf("folder: got %v, want %v", names, want)
 	}
 }
@@ -205,8 +205,8 @@ func TestCheckpointFaultEveryStep(t *testing.T) {
 		t.Fatal(err)
 	}
 	ops := count.ops
-	// The switch: the rename of CURRENT's temporary file (the last rename). From there on
-	// CURRENT names the new generation.
+	// The switch: the rename of checkpoint.json's temporary file (the last rename). From
+	// there on checkpoint.json names the new generation.
 	switchAt := 0
 	for i, op := range ops {
 		if op == "rename" {
@@ -260,21 +260,24 @@ func TestCheckpointFirstSaveFails(t *testing.T) {
 	}
 }
 
-// TestCheckpointCurrentRefused: CURRENT must name a generation of this folder.
-func TestCheckpointCurrentRefused(t *testing.T) {
-	tests := []struct{ current, want string }{
-		{"../elsewhere\n", "does not name a generation"},
-		{"gen-00000009\n", "names gen-00000009"},
-		{"", "does not name a generation"},
+// TestCheckpointGenerationRefused: checkpoint.json must name a generation of this folder.
+func TestCheckpointGenerationRefused(t *testing.T) {
+	tests := []struct{ generation, want string }{
+		{"../elsewhere", "does not name one"},
+		{"gen-00000009", "gen-00000009"},
+		{"", "does not name one"},
 	}
 	for _, tt := range tests {
 		dir := t.TempDir()
 		if p, o, m := testCheckpoint(1); SaveCheckpoint(dir, p, o, m) != nil {
 			t.Fatal("first save failed")
 		}
-		os.WriteFile(filepath.Join(dir, CheckpointCurrent), []byte(tt.current), 0o644)
+		path := filepath.Join(dir, CheckpointMetaFile)
+		b, _ := os.ReadFile(path)
+		b = []byte(strings.Replace(string(b), `"gen-00000001"`, `"`+tt.generation+`"`, 1))
+		os.WriteFile(path, b, 0o644)
 		if _, _, _, err := LoadCheckpoint(dir); err == nil || !strings.Contains(err.Error(), tt.want) {
-			t.Errorf("CURRENT %q: got %v, want an error containing %q", tt.current, err, tt.want)
+			t.Errorf("generation %q: got %v, want an error containing %q", tt.generation, err, tt.want)
 		}
 	}
 }
@@ -322,6 +325,6 @@ func TestCheckpointFailEnv(t *testing.T) {
 		t.Errorf("after the failed save: got checkpoint %v (%v), want 1", got, err)
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 2 {
-		t.Errorf("folder: got %d entries, want CURRENT and one generation (the failed one removed)", len(entries))
+		t.Errorf("folder: got %d entries, want checkpoint.json and one generation (the failed one removed)", len(entries))
 	}
 }

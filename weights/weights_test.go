@@ -218,9 +218,9 @@ func TestCheckpointRoundTrip(t *testing.T) {
 	if _, _, _, err := LoadCheckpoint(dir); err == nil || !strings.Contains(err.Error(), "does not match checkpoint.json") {
 		t.Errorf("damaged weights: got %v, want a mismatch error", err)
 	}
-	// Without CURRENT (no save ever finished) nothing loads.
-	os.Remove(filepath.Join(dir, CheckpointCurrent))
+	// Without checkpoint.json (no save ever finished) nothing loads.
+	os.Remove(filepath.Join(dir, CheckpointMetaFile))
 	if _, _, _, err := LoadCheckpoint(dir); err == nil || !strings.Contains(err.Error(), "no complete checkpoint") {
-		t.Errorf("no CURRENT: got %v, want no complete checkpoint", err)
+		t.Errorf("no checkpoint.json: got %v, want no complete checkpoint", err)
 	}
 }
