@@ -192,7 +192,11 @@ func datasetCrawlCommand() *cli.Command {
 		Name:  "crawl",
 		Usage: "collect images for one class from a search endpoint (deduplicated, resumable, rate-limited)",
 		UsageText: "fwbench dataset crawl --query \"lion\" --limit N --out DIR/lion [--endpoint URL] [--delay 1s]\n" +
-			"   The endpoint is a URL template with {query}, {offset} (0-based), {first} (1-based) and {count}.",
+			"   [--max-redirects 5] [--allow-redirects-off-host] [--allow-private-targets]\n" +
+			"   The endpoint is a URL template with {query}, {offset} (0-based), {first} (1-based) and {count}.\n" +
+			"   Redirects keep the scheme and host:port of the URL asked for, and no connection is made to a\n" +
+			"   loopback, private, link-local (169.254.0.0/16, fe80::/10: cloud metadata), unspecified or\n" +
+			"   multicast address, checked on the address dialled, unless the flags allow it. No HTTP proxy is used.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "query", Required: true, Usage: "search terms"},
 			&cli.IntFlag{Name: "limit", Value: 100, Usage: "images wanted in --out, counting those already there"},
@@ -205,6 +209,10 @@ func datasetCrawlCommand() *cli.Command {
 			&cli.Int64Flag{Name: "max-bytes", Value: 20 << 20, Usage: "largest file accepted"},
 			&cli.Int64Flag{Name: "max-pixels", Value: dataset.DefaultMaxPixels, Usage: "largest declared width*height accepted"},
 			&cli.StringFlag{Name: "user-agent", Value: "fwbench-crawl/1", Usage: "HTTP User-Agent"},
+			&cli.IntFlag{Name: "max-redirects", Value: dataset.DefaultMaxRedirects,
+				Usage: fmt.Sprintf("redirects followed per request (0: none, at most %d)", dataset.MaxCrawlRedirects)},
+			&cli.BoolFlag{Name: "allow-redirects-off-host", Usage: "follow redirects to another scheme, host or port"},
+			&cli.BoolFlag{Name: "allow-private-targets", Usage: "connect to loopback, private, link-local, unspecified and multicast addresses"},
 			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress output"},
 		},
@@ -218,6 +226,12 @@ func datasetCrawlCommand() *cli.Command {
 				return badInput("dataset crawl: --endpoint %q has no {query}", c.String("endpoint"))
 			case c.Int64("max-bytes") < 1 || c.Int64("max-pixels") < 1:
 				return badInput("dataset crawl: --max-bytes and --max-pixels must be positive")
+			case c.Int("max-redirects") < 0 || c.Int("max-redirects") > dataset.MaxCrawlRedirects:
+				return badInput("dataset crawl: --max-redirects %d must be between 0 and %d", c.Int("max-redirects"), dataset.MaxCrawlRedirects)
+			}
+			redirects := c.Int("max-redirects")
+			if redirects == 0 {
+				redirects = -1 // explicit 0: none
 			}
 			delay := c.Duration("delay")
 			if delay == 0 {
@@ -228,6 +242,8 @@ func datasetCrawlCommand() *cli.Command {
 				Endpoint: c.String("endpoint"), PageSize: c.Int("page-size"), MaxPages: c.Int("max-pages"),
 				Delay: delay, Timeout: c.Duration("timeout"), MaxBytes: c.Int64("max-bytes"),
 				MaxPixels: c.Int64("max-pixels"), UserAgent: c.String("user-agent"),
+				MaxRedirects: redirects, AllowOffHostRedirects: c.Bool("allow-redirects-off-host"),
+				AllowPrivateTargets: c.Bool("allow-private-targets"),
 			}
 			if !c.Bool("quiet") {
 				ew := c.App.ErrWriter
@@ -252,10 +268,19 @@ func datasetCrawlCommand() *cli.Command {
 				} else {
 					fmt.Fprintf(c.App.Writer, "%s: %d images (%d new, %d already there); %d duplicates, %d refused, %d pages\n",
 						opt.Out, res.Total, res.Saved, res.Existing, res.Duplicates, res.Failed, res.Pages)
+					for _, r := range res.Refused {
+						fmt.Fprintf(c.App.Writer, "  not fetched %s: %s\n", r.URL, r.Reason)
+					}
+				}
+				if hint := crawlHint(res.Refused, err); hint != "" {
+					fmt.Fprintln(c.App.ErrWriter, hint)
 				}
 			}
 			if err != nil {
 				if res == nil {
+					if hint := crawlHint(nil, err); hint != "" {
+						return cli.Exit(err.Error()+"\n"+hint, 2)
+					}
 					return cli.Exit(err.Error(), 2) // refused before any request
 				}
 				return cli.Exit(err.Error(), 1)
@@ -263,6 +288,28 @@ func datasetCrawlCommand() *cli.Command {
 			return nil
 		},
 	}
+}
+
+// crawlHint names the flag that would allow what the crawler refused, or "".
+func crawlHint(refused []dataset.CrawlRefusal, err error) string {
+	var te *dataset.TargetError
+	private := errors.Is(err, dataset.ErrPrivateTarget)
+	offHost := errors.As(err, &te) && strings.Contains(te.Reason, "off-host")
+	for _, r := range refused {
+		private = private || r.Kind == "private-target"
+		offHost = offHost || (r.Kind == "redirect" && strings.Contains(r.Reason, "off-host"))
+	}
+	var flags []string
+	if offHost {
+		flags = append(flags, "--allow-redirects-off-host follows redirects to other hosts")
+	}
+	if private {
+		flags = append(flags, "--allow-private-targets allows loopback, private and link-local addresses")
+	}
+	if len(flags) == 0 {
+		return ""
+	}
+	return "dataset crawl: some targets were refused; " + strings.Join(flags, "; ")
 }
 
 func datasetExportCommand() *cli.Command {
