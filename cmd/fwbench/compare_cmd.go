@@ -23,6 +23,11 @@ func compareCommand() *cli.Command {
 		&cli.Float64Flag{Name: "parity-tolerance", Value: 1e-3, Usage: "largest relative difference of the first-batch losses, and of the logits (relative to the largest |logit|), that passes"},
 		&cli.Float64Flag{Name: "trajectory-tolerance", Value: 1e-3, Usage: "largest relative difference of the per-step training losses that the trajectory check passes"},
 	)
+	for _, f := range flags { // specFlags made these flags for this command alone
+		if sf, ok := f.(*cli.StringFlag); ok && sf.Name == "checkpoint" {
+			sf.Usage = "folder for checkpoints: each run writes its own subfolder, FOLDER/<framework>-<repeat> (default: <out>/checkpoints)"
+		}
+	}
 	return &cli.Command{
 		Name:  "compare",
 		Usage: "train with each framework in its own process under one configuration and report",
@@ -38,16 +43,33 @@ func compareCommand() *cli.Command {
 			}
 			s := specFrom(c, base)
 			var fws []string
+			spelled := map[string]string{} // framework → the spelling that named it
 			for _, f := range strings.Split(c.String("frameworks"), ",") {
 				if f = strings.TrimSpace(f); f != "" {
-					fws = append(fws, normFramework(f))
+					n := normFramework(f)
+					if prev, ok := spelled[n]; ok {
+						return fmt.Errorf("%w: --frameworks names %s twice (%s and %s); each framework runs once per repeat", compare.ErrInvalid, n, prev, f)
+					}
+					spelled[n] = f
+					fws = append(fws, n)
 				}
 			}
 			if len(fws) == 0 {
 				return fmt.Errorf("%w: --frameworks names no framework", compare.ErrInvalid)
 			}
+			// The library reads Repeat 0 as its default; on the command line 0 is a mistake.
+			if r := c.Int("repeat"); r < 1 {
+				return fmt.Errorf("%w: --repeat must be at least 1, got %d", compare.ErrInvalid, r)
+			}
 			exe, err := os.Executable()
 			if err != nil {
+				return err
+			}
+			cfg := compare.Config{Spec: s, Frameworks: fws, Repeat: c.Int("repeat"), Out: c.String("out"),
+				Preset: c.String("preset"), AllowMismatch: c.Bool("allow-mismatch"),
+				ParityTolerance: c.Float64("parity-tolerance"), TrajectoryTolerance: c.Float64("trajectory-tolerance"), Exe: exe}
+			// Duplicate frameworks (torch,pytorch), bad tolerances: refused before any native call.
+			if err := cfg.Validate(); err != nil {
 				return err
 			}
 			if s.GPU() {
@@ -57,9 +79,6 @@ func compareCommand() *cli.Command {
 					}
 				}
 			}
-			cfg := compare.Config{Spec: s, Frameworks: fws, Repeat: c.Int("repeat"), Out: c.String("out"),
-				Preset: c.String("preset"), AllowMismatch: c.Bool("allow-mismatch"),
-				ParityTolerance: c.Float64("parity-tolerance"), TrajectoryTolerance: c.Float64("trajectory-tolerance"), Exe: exe}
 			progress := newProgress(c.Bool("quiet"), false)
 			progress.setTotal(len(fws) * c.Int("repeat") * s.Epochs)
 			rep, err := compare.Run(c.Context, cfg, progress.update)
