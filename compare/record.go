@@ -40,6 +40,8 @@ type RunRecord struct {
 	Partial             bool      `json:"partial,omitempty"`
 	InterruptedAt       *Position `json:"interrupted_at,omitempty"`
 	ResumedFrom         *Position `json:"resumed_from,omitempty"`
+	// Error is why the run failed, when it did (the record is then Partial too).
+	Error string `json:"error,omitempty"`
 	// Evidence for the fairness conditions of a comparison.
 	FirstBatchSHA256     string `json:"first_batch_sha256,omitempty"`     // dataset.Batch.Hash of epoch 0, batch 0
 	InitialWeightsSHA256 string `json:"initial_weights_sha256,omitempty"` // sha256 of the weights file loaded, if any

@@ -154,17 +154,9 @@ func trainCommand() *cli.Command {
 			if err := s.Validate(); err != nil {
 				return err
 			}
-			for _, p := range []string{c.String("json"), c.String("save-weights")} {
-				if p != "" {
-					if err := compare.CheckWritable(filepath.Dir(p)); err != nil {
-						return err
-					}
-				}
-			}
-			if s.Checkpoint != "" {
-				if err := compare.CheckWritable(s.Checkpoint); err != nil {
-					return err
-				}
+			// Every output, the --resume recipe and the checkpoint folder, before any training.
+			if err := compare.PrepareOutputs(s, c.String("json"), c.String("save-weights")); err != nil {
+				return err
 			}
 			progress := newProgress(c.Bool("quiet"), c.Bool("progress-json"))
 			defer progress.close()
@@ -177,13 +169,17 @@ func trainCommand() *cli.Command {
 				}
 			}
 			rec, err := trainOnce(c.Context, s, progress.update, c.String("save-weights"))
+			if rec != nil && err != nil && !errors.Is(err, compare.ErrInterrupted) {
+				rec.Partial, rec.Error = true, err.Error() // the record of a failed run says so
+			}
 			if rec != nil && c.String("json") != "" {
 				if werr := writeJSON(c.String("json"), rec); werr != nil {
 					return errors.Join(err, werr)
 				}
 			}
 			progress.close()
-			if rec != nil && !c.Bool("progress-json") {
+			// A record left unfinished by a failure has no totals to print (compare.Train).
+			if rec != nil && !c.Bool("progress-json") && (err == nil || rec.TotalSeconds > 0) {
 				fmt.Fprint(os.Stdout, runTable(rec))
 			}
 			return err
@@ -378,7 +374,9 @@ func runTable(r *compare.RunRecord) string {
 	if n := r.Dataset.SkippedCount; n > 0 {
 		fmt.Fprintf(&b, "skipped %d data file(s), listed with the reason in the run record (--json); --strict makes a skip an error\n", n)
 	}
-	if r.Partial {
+	if r.Error != "" {
+		fmt.Fprintf(&b, "FAILED: %s\n", r.Error)
+	} else if r.Partial {
 		b.WriteString("PARTIAL: interrupted")
 		if r.InterruptedAt != nil {
 			fmt.Fprintf(&b, " at epoch %d step %d", r.InterruptedAt.Epoch+1, r.InterruptedAt.Step)
