@@ -97,7 +97,8 @@ func TestDatasetCrawlLocal(t *testing.T) {
 	defer srv.Close()
 	out := filepath.Join(t.TempDir(), "lion")
 	stdout, stderr, code := runDataset(t, "crawl", "--query", "lion", "--limit", "2", "--out", out,
-		"--endpoint", srv.URL+"/search?q={query}&first={first}", "--delay", "0", "--json")
+		"--endpoint", srv.URL+"/search?q={query}&first={first}", "--delay", "0", "--json",
+		"--allow-private-targets") // the test server listens on loopback
 	if code != 0 {
 		t.Fatalf("got code %d stderr %q", code, stderr)
 	}
