@@ -92,6 +92,29 @@ func TestFairnessRowsFail(t *testing.T) {
 	}
 }
 
+// TestOrderWithAFailedRun: a child that crashed without a record leaves a gap in the finished
+// runs (T _ P T); with its failure on record the order row holds, without it the row fails.
+func TestOrderWithAFailedRun(t *testing.T) {
+	cfg, rep := fairRuns()
+	rep.Runs = append(rep.Runs[:1], rep.Runs[2:]...)
+	row := func() Condition {
+		for _, c := range fairness(cfg, rep) {
+			if c.Name == "order alternates across repeats" {
+				return c
+			}
+		}
+		t.Fatal("no order row")
+		return Condition{}
+	}
+	if c := row(); c.Held {
+		t.Errorf("a missing run without a failure: order held (%s), want not held", c.Evidence)
+	}
+	rep.Failures = []Failure{{Framework: Torch, Repeat: 1, ExitCode: 2}}
+	if c := row(); !c.Held {
+		t.Errorf("a missing run with its failure recorded: order not held (%s), want held", c.Evidence)
+	}
+}
+
 func TestNoRunsIsNotFair(t *testing.T) {
 	cfg, rep := fairRuns()
 	rep.Runs = nil

@@ -118,7 +118,7 @@ func TestLockDir(t *testing.T) {
 // releases its flock, and the next LockDir takes the lock over and reports the dead PID.
 func TestLockStaleAfterKill(t *testing.T) {
 	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestLockHolderProcess$")
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "FWBENCH_TEST_LOCK_HOLDER="+dir)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -168,22 +168,6 @@ func TestLockStaleAfterKill(t *testing.T) {
 	if err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(os.Getpid()) {
 		t.Errorf("lock file: got %q (%v), want this process's pid %d", b, err, os.Getpid())
 	}
-}
-
-// TestLockHolderProcess is the lock holder of TestLockStaleAfterKill, run in a child process;
-// it does nothing in a normal test run.
-func TestLockHolderProcess(t *testing.T) {
-	dir := os.Getenv("FWBENCH_TEST_LOCK_HOLDER")
-	if dir == "" {
-		return
-	}
-	if _, err := LockDir(dir); err != nil {
-		fmt.Println("error", err)
-		os.Exit(1)
-	}
-	fmt.Println("locked")
-	time.Sleep(time.Minute) // killed by the parent long before
-	os.Exit(1)
 }
 
 // TestRunLockedOut: Run on a folder that another comparison holds fails with ErrLocked before
@@ -269,4 +253,19 @@ func TestChildrenGetOwnCheckpoint(t *testing.T) {
 	if len(slices.Compact(got)) != 4 {
 		t.Errorf("checkpoint folders: got %q, want 4 distinct", got)
 	}
+}
+
+// TestMain runs this test binary as the lock holder of TestLockStaleAfterKill when
+// FWBENCH_TEST_LOCK_HOLDER names a folder: it takes the lock, says so and waits to be killed.
+func TestMain(m *testing.M) {
+	if dir := os.Getenv("FWBENCH_TEST_LOCK_HOLDER"); dir != "" {
+		if _, err := LockDir(dir); err != nil {
+			fmt.Println("error", err)
+			os.Exit(1)
+		}
+		fmt.Println("locked")
+		time.Sleep(time.Minute) // killed by the parent long before
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
 }

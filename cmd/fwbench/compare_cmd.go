@@ -90,8 +90,9 @@ func compareCommand() *cli.Command {
 				fmt.Fprint(os.Stdout, rep.Table())
 				abs, _ := filepath.Abs(cfg.Out)
 				fmt.Fprintf(os.Stdout, "report: %s (report.json, report.csv, report.md, charts)\n", abs)
-				if err == nil && len(rep.Failures) > 0 {
-					err = errors.New("one or more runs failed; see the report")
+				if len(rep.Failures) > 0 {
+					// The failed runs first: they usually explain anything else that went wrong.
+					err = errors.Join(fmt.Errorf("%d run(s) failed; see the report", len(rep.Failures)), err)
 				}
 			}
 			return err
