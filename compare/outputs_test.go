@@ -1,6 +1,7 @@
 package compare
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -113,5 +114,29 @@ func TestPrepareOutputs(t *testing.T) {
 	os.Symlink("/dev/null", filepath.Join(out, "report.md"))
 	if err := CheckWritable(out, ReportFiles...); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "report.md") {
 		t.Errorf("report.md a symlink: got %v, want ErrInvalid naming report.md", err)
+	}
+}
+
+// TestRunChecksResumeRecipe: compare --resume under another recipe is refused before any
+// work: ErrInvalid naming the key, and no --out folder is made.
+func TestRunChecksResumeRecipe(t *testing.T) {
+	ckpt := filepath.Join(t.TempDir(), "ckpt")
+	s := DefaultSpec()
+	s.Threads = 2
+	s.Checkpoint = ckpt
+	if err := PrepareOutputs(s); err != nil {
+		t.Fatal(err)
+	}
+	if err := weights.SaveCheckpoint(ckpt, nil, nil, weights.CheckpointMeta{Framework: Torch}); err != nil {
+		t.Fatal(err)
+	}
+	s.Checkpoint, s.Resume, s.Seed = "", ckpt, 5
+	out := filepath.Join(t.TempDir(), "out")
+	_, err := Run(context.Background(), Config{Spec: s, Out: out, Exe: "/nonexistent/fwbench"}, nil)
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), `seed (checkpoint "1", this run "5")`) {
+		t.Errorf("got %v, want ErrInvalid naming seed", err)
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Errorf("--out: got it created, want nothing written")
 	}
 }

@@ -64,6 +64,9 @@ func Run(ctx context.Context, cfg Config, onProgress func(Progress)) (*Report, e
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	if err := CheckResume(cfg.Spec); err != nil { // each child checks too; this refuses before any work
+		return nil, err
+	}
 	if err := CheckWritable(cfg.Out, ReportFiles...); err != nil {
 		return nil, err
 	}
