@@ -30,17 +30,11 @@ func datasetCommand() *cli.Command {
 	}
 }
 
-// oneDir checks that the command got exactly one positional argument.
-// urfave/cli stops reading flags at the first argument, so flags written
-// after DIR arrive as arguments: say so.
+// oneDir checks that the command got exactly one positional argument (flags after DIR are
+// moved before it by normalizeArgs, so everything here is a positional argument).
 func oneDir(c *cli.Context, cmd string) error {
 	if c.NArg() == 1 {
 		return nil
-	}
-	for _, a := range c.Args().Slice()[min(1, c.NArg()):] {
-		if strings.HasPrefix(a, "-") {
-			return badInput("dataset %s: flags must come before DIR (got %q after it)", cmd, a)
-		}
 	}
 	return badInput("dataset %s: want one folder, got %d arguments", cmd, c.NArg())
 }
