@@ -45,7 +45,9 @@
 // Debian 12's HDF5 1.10.8, about 8% of files with a few random bytes changed
 // in their first 8 KiB crash inside H5Aread (a string attribute whose type
 // now says variable-length points into a bogus global heap), where h5py's
-// HDF5 1.14.6 reports an error. Read only files you would give to Keras.
+// HDF5 1.14.6 reports an error. Read only files you would give to Keras; the
+// fwbench command reads Keras files in a child process of itself
+// (cmd/fwbench/weights_child.go), so there a crash is an exit-2 error.
 package keras
 
 import (
