@@ -3,12 +3,15 @@ package compare
 import (
 	"fmt"
 	"image/color"
+	"io"
 	"path/filepath"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
+
+	"github.com/fwbench/fwbench/weights"
 )
 
 var fwColors = map[string]color.Color{
@@ -30,8 +33,17 @@ func (r *Report) writeCharts(dir string) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
-		for _, ext := range []string{".png", ".svg"} {
-			if err := p.Save(7*vg.Inch, 4.5*vg.Inch, filepath.Join(dir, name+ext)); err != nil {
+		for _, ext := range []string{"png", "svg"} {
+			// Through the one output-file rule (weights.WriteFileAtomic): gonum's Save would
+			// follow a symlink or block on a FIFO at the chart's path.
+			wt, err := p.WriterTo(7*vg.Inch, 4.5*vg.Inch, ext)
+			if err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			if err := weights.WriteFileAtomic(filepath.Join(dir, name+"."+ext), func(w io.Writer) error {
+				_, err := wt.WriteTo(w)
+				return err
+			}); err != nil {
 				return fmt.Errorf("%s: %w", name, err)
 			}
 		}

@@ -9,8 +9,9 @@ import (
 	"github.com/fwbench/fwbench/weights"
 )
 
-// ReportFiles are the files Report.Write replaces in the report folder (charts aside).
-var ReportFiles = []string{"report.json", "report.csv", "report.md"}
+// ReportFiles are the files Report.Write replaces in the report folder.
+var ReportFiles = []string{"report.json", "report.csv", "report.md",
+	"loss.png", "loss.svg", "accuracy.png", "accuracy.svg", "throughput.png", "throughput.svg", "steptime.png", "steptime.svg"}
 
 // CheckOutput checks, before any training, that an output file (--json, --save-weights,
 // an export) can be written where the user asked: weights.CheckOutputFile's rules (a missing

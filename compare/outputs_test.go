@@ -117,10 +117,12 @@ func TestPrepareOutputs(t *testing.T) {
 	}
 }
 
-// TestRunChecksResumeRecipe: compare --resume under another recipe is refused before any
-// work: ErrInvalid naming the key, and no --out folder is made.
+// TestRunChecksResumeRecipe: compare --resume X under another recipe is refused before any
+// work: ErrInvalid naming the key, and no --out folder is made. X holds one folder per child
+// (childCheckpoint); here torch's first run left a checkpoint.
 func TestRunChecksResumeRecipe(t *testing.T) {
-	ckpt := filepath.Join(t.TempDir(), "ckpt")
+	base := t.TempDir()
+	ckpt := filepath.Join(base, "torch-1")
 	s := DefaultSpec()
 	s.Threads = 2
 	s.Checkpoint = ckpt
@@ -130,7 +132,7 @@ func TestRunChecksResumeRecipe(t *testing.T) {
 	if err := weights.SaveCheckpoint(ckpt, nil, nil, weights.CheckpointMeta{Framework: Torch}); err != nil {
 		t.Fatal(err)
 	}
-	s.Checkpoint, s.Resume, s.Seed = "", ckpt, 5
+	s.Checkpoint, s.Resume, s.Seed = "", base, 5
 	out := filepath.Join(t.TempDir(), "out")
 	_, err := Run(context.Background(), Config{Spec: s, Out: out, Exe: "/nonexistent/fwbench"}, nil)
 	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), `seed (checkpoint "1", this run "5")`) {
@@ -138,5 +140,34 @@ func TestRunChecksResumeRecipe(t *testing.T) {
 	}
 	if _, err := os.Stat(out); err == nil {
 		t.Errorf("--out: got it created, want nothing written")
+	}
+}
+
+// TestChildResume: under compare --resume X each training child resumes from its own
+// X/<framework>-<repeat> when that holds a checkpoint, starts afresh otherwise, and the parity
+// run (no epochs) never resumes.
+func TestChildResume(t *testing.T) {
+	base := t.TempDir()
+	if err := weights.SaveCheckpoint(filepath.Join(base, "tensorflow-1"), nil, nil, weights.CheckpointMeta{Framework: TensorFlow}); err != nil {
+		t.Fatal(err)
+	}
+	s := DefaultSpec()
+	s.Resume = base
+	tests := []struct {
+		fw     string
+		repeat int
+		epochs int
+		want   string
+	}{
+		{TensorFlow, 0, 6, filepath.Join(base, "tensorflow-1")},
+		{Torch, 0, 6, ""},      // no checkpoint there: a fresh run
+		{TensorFlow, 1, 6, ""}, // tensorflow-2 was never written
+		{TensorFlow, 0, 0, ""}, // the parity run
+	}
+	for _, tc := range tests {
+		s.Epochs = tc.epochs
+		if got := childResume(s, tc.fw, tc.repeat); got != tc.want {
+			t.Errorf("childResume(%s, repeat %d, epochs %d): got %q, want %q", tc.fw, tc.repeat, tc.epochs, got, tc.want)
+		}
 	}
 }

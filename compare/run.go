@@ -64,8 +64,14 @@ func Run(ctx context.Context, cfg Config, onProgress func(Progress)) (*Report, e
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if err := CheckResume(cfg.Spec); err != nil { // each child checks too; this refuses before any work
-		return nil, err
+	for _, fw := range cfg.Frameworks { // each child checks too; this refuses before any work
+		for r := range cfg.Repeat {
+			s := cfg.Spec
+			s.Framework, s.Resume = fw, childResume(cfg.Spec, fw, r)
+			if err := CheckResume(s); err != nil {
+				return nil, err
+			}
+		}
 	}
 	if err := CheckWritable(cfg.Out, ReportFiles...); err != nil {
 		return nil, err
@@ -451,11 +457,27 @@ func childCheckpoint(cfg Config, s Spec, fw string, repeat int) string {
 	return filepath.Join(base, fmt.Sprintf("%s-%d", fw, repeat+1))
 }
 
+// childResume is the checkpoint a training child resumes from under `compare --resume X`:
+// X/<framework>-<repeat>, the folder an earlier comparison's child wrote (childCheckpoint),
+// when it holds a checkpoint; a child without one starts afresh, and a run that trains no
+// epoch (the parity run) never resumes.
+func childResume(s Spec, fw string, repeat int) string {
+	if s.Resume == "" || s.Epochs <= 0 {
+		return ""
+	}
+	dir := filepath.Join(s.Resume, fmt.Sprintf("%s-%d", fw, repeat+1))
+	if _, err := weights.ReadCheckpointMeta(dir); err != nil {
+		return ""
+	}
+	return dir
+}
+
 // runSpec runs `fwbench train` for one framework in a child process and reads its record.
 // On Ctrl-C the child gets SIGINT, finishes its step, checkpoints and writes a partial record.
 func runSpec(ctx context.Context, cfg Config, s Spec, fw string, repeat int, jsonPath string, onProgress func(Progress)) (*RunRecord, *Failure) {
 	s.Framework = fw
 	s.Checkpoint = childCheckpoint(cfg, s, fw, repeat)
+	s.Resume = childResume(s, fw, repeat)
 	if err := os.MkdirAll(filepath.Dir(jsonPath), 0o755); err != nil {
 		return nil, &Failure{Framework: fw, Repeat: repeat + 1, Error: err.Error()}
 	}

@@ -155,7 +155,9 @@ func Train(ctx context.Context, tr Trainer, spec Spec, data Loaders, onProgress 
 			rec.InterruptedAt = interrupted
 			if spec.Checkpoint != "" {
 				if err := tr.SaveCheckpoint(spec.Checkpoint, interrupted.Epoch, interrupted.Step); err != nil {
-					return rec, fmt.Errorf("compare: checkpoint on interrupt: %w", err)
+					err = fmt.Errorf("compare: checkpoint on interrupt: %w", err)
+					rec.Error = err.Error()
+					return rec, err
 				}
 			}
 			return rec, ErrInterrupted
@@ -174,7 +176,10 @@ func Train(ctx context.Context, tr Trainer, spec Spec, data Loaders, onProgress 
 			Loss: er.ValLoss, Accuracy: er.ValAccuracy, ImagesPS: er.ImagesPerSecond})
 		if spec.Checkpoint != "" {
 			if err := tr.SaveCheckpoint(spec.Checkpoint, epoch+1, 0); err != nil {
-				return rec, fmt.Errorf("compare: checkpoint: %w", err)
+				rec.finish(start, stepTimes, waitTotal, stepTotal, tr)
+				err = fmt.Errorf("compare: checkpoint: %w", err)
+				rec.Partial, rec.Error = true, err.Error()
+				return rec, err
 			}
 		}
 	}

@@ -24,6 +24,9 @@ func compareCommand() *cli.Command {
 		&cli.Float64Flag{Name: "trajectory-tolerance", Value: 1e-3, Usage: "largest relative difference of the per-step training losses that the trajectory check passes"},
 	)
 	for _, f := range flags { // specFlags made these flags for this command alone
+		if sf, ok := f.(*cli.StringFlag); ok && sf.Name == "resume" {
+			sf.Usage = "an earlier comparison's checkpoint folder: each run resumes from FOLDER/<framework>-<repeat> where that holds a checkpoint, and starts afresh otherwise"
+		}
 		if sf, ok := f.(*cli.StringFlag); ok && sf.Name == "checkpoint" {
 			sf.Usage = "folder for checkpoints: each run writes its own subfolder, FOLDER/<framework>-<repeat> (default: <out>/checkpoints)"
 		}
