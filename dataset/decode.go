@@ -12,6 +12,7 @@ import (
 	_ "image/png"
 	"io"
 	"io/fs"
+	"runtime/debug"
 
 	_ "golang.org/x/image/bmp"
 	_ "golang.org/x/image/webp"
@@ -136,11 +137,21 @@ func decodeBytes(data []byte, maxPixels int64) (d decoded, err error) {
 		return decoded{}, &ImageError{Reason: fmt.Sprintf("%s decoded to a bad size %dx%d", format, b.Dx(), b.Dy()), Kind: ErrCorrupt}
 	}
 	d = decoded{img: opaqueRGB(img), orient: 1, format: format}
+	if held >= bigDecode {
+		// The decoder's buffer is garbage now; return it to the OS before the next large
+		// decode instead of leaving it to a GC that GOGC may put off for gigabytes.
+		img = nil
+		debug.FreeOSMemory()
+	}
 	if format == "jpeg" {
 		d.orient = jpegOrientation(data)
 	}
 	return d, nil
 }
+
+// bigDecode is the decode cost from which decodeBytes hands the decoder's buffer back to the
+// OS at once (a forced GC, milliseconds, against seconds for decoding such an image).
+const bigDecode = 64 << 20
 
 // decodeCost is the most memory that decoding an image of this header and converting it
 // with opaqueRGB hold at once: the decoder's pixel buffer plus the converted copy.
