@@ -646,6 +646,16 @@ func (r *Report) Markdown() string {
 	}
 	fmt.Fprintf(&b, "## The study, for context\n\n%s: TensorFlow %.0f s, PyTorch %.0f s (ratio %.2f). %s.\n",
 		r.Study.Citation, r.Study.TFSeconds, r.Study.TorchSeconds, r.Study.Ratio, r.Study.Note)
+	header := false
+	for _, run := range r.Runs {
+		if n := run.Dataset.SkippedCount; n > 0 {
+			if !header {
+				b.WriteString("\n## Skipped data files\n\n")
+				header = true
+			}
+			fmt.Fprintf(&b, "- %s run (pid %d): skipped %d data file(s) (paths and reasons in its run record)\n", run.Framework, run.PID, n)
+		}
+	}
 	if len(r.Failures) > 0 {
 		b.WriteString("\n## Failures\n\n")
 		for _, f := range r.Failures {

@@ -259,7 +259,7 @@ func synthesize(dir string, cfg Config) error {
 // tensor came from.
 func sharedWeights(ctx context.Context, cfg Config) (path, sum, tensorsSum string, prov weights.Provenance, err error) {
 	s := cfg.Spec
-	ds, err := dataset.Open(ctx, s.Data, dataset.OpenOptions{ValSplit: s.ValSplit, Seed: s.Seed})
+	ds, err := dataset.Open(ctx, s.Data, dataset.OpenOptions{ValSplit: s.ValSplit, Seed: s.Seed, MaxPixels: s.MaxPixels, Strict: s.Strict})
 	if err != nil {
 		return "", "", "", prov, fmt.Errorf("compare: %w", err)
 	}

@@ -10,12 +10,12 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/fwbench/fwbench/weights"
 )
 
 // Batch is one batch of images. X is one contiguous NHWC float32 buffer of
@@ -280,30 +280,12 @@ func ExportOrder(path string, s *Subset, order []int, batchSize int) error {
 	return nil
 }
 
-// writeFileAtomic writes data to a temporary file in the same folder and
-// renames it over path.
+// writeFileAtomic writes data to path through weights.WriteFileAtomic, the one output-file
+// rule: the destination must be missing or a regular file (a symlink, FIFO, device or folder
+// there is refused), its folder must exist, and the file is replaced atomically.
 func writeFileAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
+	return weights.WriteFileAtomic(path, func(w io.Writer) error {
+		_, err := w.Write(data)
 		return err
-	}
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return err
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(f.Name())
-		return err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		os.Remove(f.Name())
-		return err
-	}
-	return nil
+	})
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/fwbench/fwbench/compare"
 	"github.com/fwbench/fwbench/dataset"
 )
 
@@ -333,6 +334,14 @@ func datasetExportCommand() *cli.Command {
 			}
 			if c.String("out") == "" && c.String("order") == "" {
 				return badInput("dataset export: nothing to do: give --out and/or --order")
+			}
+			for _, p := range []string{c.String("out"), c.String("order")} {
+				if p == "" {
+					continue
+				}
+				if err := compare.CheckOutput(p); err != nil { // before any decoding
+					return err
+				}
 			}
 			opt, err := openOptions(c)
 			if err != nil {
