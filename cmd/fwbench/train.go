@@ -154,12 +154,6 @@ func trainCommand() *cli.Command {
 			if err := s.Validate(); err != nil {
 				return err
 			}
-			// Every output, the --resume recipe and the checkpoint folder, before any training.
-			if err := compare.PrepareOutputs(s, c.String("json"), c.String("save-weights")); err != nil {
-				return err
-			}
-			progress := newProgress(c.Bool("quiet"), c.Bool("progress-json"))
-			defer progress.close()
 			if p := strings.ToLower(c.String("save-weights")); strings.HasSuffix(p, ".h5") {
 				if !strings.HasSuffix(p, ".weights.h5") {
 					return fmt.Errorf("%w: --save-weights %s: a Keras export is named NAME.weights.h5 (Keras reads any other .h5 as a Keras 2 file)", compare.ErrInvalid, c.String("save-weights"))
@@ -168,6 +162,12 @@ func trainCommand() *cli.Command {
 					return fmt.Errorf("%w: --save-weights %s: a Keras file holds a plain VGG (no _bn) with the flatten or keras head, not %s with head %s", compare.ErrInvalid, c.String("save-weights"), s.Model, s.Head)
 				}
 			}
+			// Every output, the --resume recipe and the checkpoint folder, before any training.
+			if err := compare.PrepareOutputs(s, c.String("json"), c.String("save-weights")); err != nil {
+				return err
+			}
+			progress := newProgress(c.Bool("quiet"), c.Bool("progress-json"))
+			defer progress.close()
 			rec, err := trainOnce(c.Context, s, progress.update, c.String("save-weights"))
 			if rec != nil && err != nil && !errors.Is(err, compare.ErrInterrupted) {
 				rec.Partial, rec.Error = true, err.Error() // the record of a failed run says so
