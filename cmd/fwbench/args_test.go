@@ -1,13 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
-	"os"
-	"os/exec"
 	"regexp"
-	"slices"
 	"strings"
 	"testing"
 
@@ -21,21 +17,7 @@ import (
 // environment (unless env sets it), so that fwbench's own choice of level is what is tested.
 func runQuietCLI(t *testing.T, env []string, args ...string) (string, string, int) {
 	t.Helper()
-	cmd := exec.Command(fwbench, args...)
-	cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, tfLogEnv+"=") })
-	cmd.Env = append(cmd.Env, "FWBENCH_CACHE="+t.TempDir())
-	cmd.Env = append(cmd.Env, env...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case errors.As(err, &ee):
-		return out.String(), errb.String(), ee.ExitCode()
-	case err != nil:
-		t.Fatalf("running fwbench %v: %v", args, err)
-	}
-	return out.String(), errb.String(), 0
+	return runCLIWith(t, cliRun{env: env, unset: []string{tfLogEnv}}, args...)
 }
 
 func TestArgsUsageErrorsExitTwo(t *testing.T) {

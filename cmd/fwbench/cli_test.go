@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -54,11 +55,37 @@ func TestMain(m *testing.M) {
 // runCLI runs fwbench and returns stdout, stderr and the exit status.
 func runCLI(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
-	cmd := exec.Command(fwbench, args...)
-	cmd.Env = append(os.Environ(), "FWBENCH_CACHE="+t.TempDir())
+	return runCLIWith(t, cliRun{}, args...)
+}
+
+// cliRun says how runCLIWith runs fwbench.
+type cliRun struct {
+	env     []string      // added to the environment
+	unset   []string      // variables removed from it (before env is added)
+	timeout time.Duration // the process is killed after it and the test fails; 0: no deadline
+}
+
+// runCLIWith runs fwbench with a fresh FWBENCH_CACHE and returns stdout, stderr and the exit
+// status.
+func runCLIWith(t *testing.T, o cliRun, args ...string) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.Background(), context.CancelFunc(func() {})
+	if o.timeout > 0 {
+		ctx, cancel = context.WithTimeout(ctx, o.timeout)
+	}
+	defer cancel()
+	cmd := exec.CommandContext(ctx, fwbench, args...)
+	cmd.WaitDelay = 5 * time.Second
+	cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool {
+		return slices.ContainsFunc(o.unset, func(k string) bool { return strings.HasPrefix(kv, k+"=") })
+	})
+	cmd.Env = append(append(cmd.Env, "FWBENCH_CACHE="+t.TempDir()), o.env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("fwbench %v did not finish within %v\nstderr:\n%s", args, o.timeout, errb.String())
+	}
 	code := 0
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {

@@ -1,14 +1,10 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"hash/crc32"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -24,25 +20,7 @@ import (
 // runBounded runs fwbench like runCLI, killed after 60 s.
 func runBounded(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, fwbench, args...)
-	cmd.Env = append(os.Environ(), "FWBENCH_CACHE="+t.TempDir())
-	cmd.WaitDelay = 5 * time.Second
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	if ctx.Err() != nil {
-		t.Fatalf("fwbench %v did not finish within 60 s\nstderr:\n%s", args, errb.String())
-	}
-	code := 0
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("running fwbench %v: %v", args, err)
-	}
-	return out.String(), errb.String(), code
+	return runCLIWith(t, cliRun{timeout: 60 * time.Second}, args...)
 }
 
 // TestUnboundedInputsExitTwo: each number is refused by Spec.Validate before any native call
