@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"sort"
 	"testing"
+
+	"github.com/fwbench/fwbench/internal/testfixture"
 )
 
 // handMade are the corpus files built byte by byte in gen_test.go; the
@@ -177,10 +179,10 @@ func TestDecodeRejects(t *testing.T) {
 	}{
 		{"empty", nil, DefaultMaxPixels, ErrEmptyFile},
 		{"text", []byte("hello"), DefaultMaxPixels, ErrNotImage},
-		{"huge declared", hugePNG(100000, 100000), DefaultMaxPixels, ErrTooLarge},
+		{"huge declared", testfixture.PNGHeader(100000, 100000, 8), DefaultMaxPixels, ErrTooLarge},
 		// 64×64 = 4096 pixels is over a limit of 4095 by one.
 		{"limit is inclusive", encPNG(quadrants(64, 64)), 64*64 - 1, ErrTooLarge},
-		{"zero width", hugePNG(0, 10), DefaultMaxPixels, ErrCorrupt},
+		{"zero width", testfixture.PNGHeader(0, 10, 8), DefaultMaxPixels, ErrCorrupt},
 	}
 	for _, tc := range tests {
 		_, err := decodeBytes(tc.data, tc.maxPixels)

@@ -10,7 +10,6 @@ import (
 	"encoding/binary"
 	"flag"
 	"fmt"
-	"hash/crc32"
 	"image"
 	"image/color"
 	"image/color/palette"
@@ -19,6 +18,8 @@ import (
 	"image/png"
 
 	"golang.org/x/image/bmp"
+
+	"github.com/fwbench/fwbench/internal/testfixture"
 )
 
 var update = flag.Bool("update", false, "rewrite the generated files under testdata/")
@@ -237,24 +238,6 @@ func losslessWebP(w, h int, c color.NRGBA) []byte {
 	return append(out, chunk...)
 }
 
-// hugePNG is a PNG whose IHDR declares w×h RGB pixels, with valid CRCs and
-// an empty image body.
-func hugePNG(w, h uint32) []byte {
-	chunk := func(typ string, data []byte) []byte {
-		out := binary.BigEndian.AppendUint32(nil, uint32(len(data)))
-		out = append(out, typ...)
-		out = append(out, data...)
-		return binary.BigEndian.AppendUint32(out, crc32.ChecksumIEEE(append([]byte(typ), data...)))
-	}
-	ihdr := binary.BigEndian.AppendUint32(nil, w)
-	ihdr = binary.BigEndian.AppendUint32(ihdr, h)
-	ihdr = append(ihdr, 8, 2, 0, 0, 0)
-	out := []byte("\x89PNG\r\n\x1a\n")
-	out = append(out, chunk("IHDR", ihdr)...)
-	out = append(out, chunk("IDAT", nil)...)
-	return append(out, chunk("IEND", nil)...)
-}
-
 // animatedGIF has two frames: red, then blue.
 func animatedGIF() []byte {
 	pal := color.Palette{color.RGBA{255, 0, 0, 255}, color.RGBA{0, 0, 255, 255}}
@@ -323,7 +306,7 @@ func corpusFiles() map[string][]byte {
 		"broken/truncated.jpg": good[:len(good)*3/4],
 		"broken/zero.jpg":      {},
 		"broken/text.jpg":      []byte("this is a text file, not a JPEG\n"),
-		"broken/huge.png":      hugePNG(100000, 100000),
+		"broken/huge.png":      testfixture.PNGHeader(100000, 100000, 8),
 		"broken/badheader.png": append([]byte("\x89PNG\r\n\x1a\n"), bytes.Repeat([]byte{0x42}, 40)...),
 		"broken/truncated.png": encPNG(quadrants(32, 32))[:60],
 		"broken/cmyk.jpg":      cmykJPEG([][][4]uint8{{{0, 255, 255, 0}, {255, 0, 255, 0}}, {{255, 255, 0, 0}, {0, 0, 0, 0}}}),

@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fwbench/fwbench/internal/testfixture"
 )
 
 // inspectWithin runs Inspect and fails the test instead of hanging when it does not return
@@ -272,7 +274,7 @@ func TestBudgetBoundsConcurrency(t *testing.T) {
 // TestMaxPixelsFromHeader: a 7000×7000 16-bit PNG header is refused from its header under
 // a lower MaxPixels, before any pixel buffer exists.
 func TestMaxPixelsFromHeader(t *testing.T) {
-	png := hugePNG(7000, 7000)
+	png := testfixture.PNGHeader(7000, 7000, 8)
 	// IHDR bit depth (file byte 24) 16 instead of 8, and the chunk's CRC again.
 	png[24] = 16
 	binary.BigEndian.PutUint32(png[29:], crc32.ChecksumIEEE(png[12:29]))

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"encoding/binary"
 	"encoding/json"
-	"hash/crc32"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +10,8 @@ import (
 	"time"
 
 	"github.com/fwbench/fwbench/compare"
+
+	"github.com/fwbench/fwbench/internal/testfixture"
 )
 
 // Issue #17, items 4, 5 and 8: hangs, unbounded inputs and silent data loss, through the
@@ -57,24 +57,6 @@ func TestUnboundedInputsExitTwo(t *testing.T) {
 	}
 }
 
-// bigPNG16 is the header of a 16-bit RGB PNG of w×h with an empty IDAT: its header passes
-// a pixel limit above w·h, and decoding then fails as truncated.
-func bigPNG16(w, h uint32) []byte {
-	chunk := func(typ string, data []byte) []byte {
-		out := binary.BigEndian.AppendUint32(nil, uint32(len(data)))
-		out = append(out, typ...)
-		out = append(out, data...)
-		return binary.BigEndian.AppendUint32(out, crc32.ChecksumIEEE(append([]byte(typ), data...)))
-	}
-	ihdr := binary.BigEndian.AppendUint32(nil, w)
-	ihdr = binary.BigEndian.AppendUint32(ihdr, h)
-	ihdr = append(ihdr, 16, 2, 0, 0, 0)
-	out := []byte("\x89PNG\r\n\x1a\n")
-	out = append(out, chunk("IHDR", ihdr)...)
-	out = append(out, chunk("IDAT", nil)...)
-	return append(out, chunk("IEND", nil)...)
-}
-
 // dirtyData is smallDS plus three files a run must skip, and says so: a FIFO named x.png
 // (never opened), a text file named bad.png, and a 7000×7000 16-bit PNG header.
 func dirtyData(t *testing.T) (dir string, skipped []string) {
@@ -98,7 +80,7 @@ func dirtyData(t *testing.T) (dir string, skipped []string) {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(class, "bad.png"), []byte("not an image"), 0o644)
-	os.WriteFile(filepath.Join(class, "huge.png"), bigPNG16(7000, 7000), 0o644)
+	os.WriteFile(filepath.Join(class, "huge.png"), testfixture.PNGHeader(7000, 7000, 16), 0o644)
 	return dir, []string{"bad.png", "huge.png", "x.png"}
 }
 

@@ -9,6 +9,8 @@ package testfixture
 import (
 	"bufio"
 	"compress/gzip"
+	"encoding/binary"
+	"hash/crc32"
 	"io"
 	"os"
 	"path/filepath"
@@ -55,4 +57,23 @@ func Path(t testing.TB, file string) string {
 		t.Fatalf("testfixture: %v", err)
 	}
 	return dst
+}
+
+// PNGHeader returns a PNG whose IHDR declares w×h RGB pixels of bitDepth bits per channel (8
+// or 16), with valid CRCs and an empty image body: its header passes a pixel limit above w·h,
+// and decoding it fails as truncated. Tests of size limits use it.
+func PNGHeader(w, h uint32, bitDepth byte) []byte {
+	chunk := func(typ string, data []byte) []byte {
+		out := binary.BigEndian.AppendUint32(nil, uint32(len(data)))
+		out = append(out, typ...)
+		out = append(out, data...)
+		return binary.BigEndian.AppendUint32(out, crc32.ChecksumIEEE(append([]byte(typ), data...)))
+	}
+	ihdr := binary.BigEndian.AppendUint32(nil, w)
+	ihdr = binary.BigEndian.AppendUint32(ihdr, h)
+	ihdr = append(ihdr, bitDepth, 2, 0, 0, 0)
+	out := []byte("\x89PNG\r\n\x1a\n")
+	out = append(out, chunk("IHDR", ihdr)...)
+	out = append(out, chunk("IDAT", nil)...)
+	return append(out, chunk("IEND", nil)...)
 }
