@@ -532,7 +532,7 @@ func (r *Report) Table() string {
 		fmt.Fprintf(&tail, "trajectory: %s — step losses of %s over %d steps differ by at most %.3g relative (tolerance %.3g)",
 			passFail(tp.Passed), strings.Join(tp.Frameworks, " and "), tp.Steps, tp.MaxRelDiff, tp.Tolerance)
 		if !tp.Passed {
-			fmt.Fprintf(&tail, "; first beyond it at step %d", tp.FirstStepBeyond)
+			fmt.Fprintf(&tail, "; first beyond it at step %d (rounding differences grow over training; this does not stop the comparison, and report.md names what still differs)", tp.FirstStepBeyond)
 		}
 		tail.WriteString("\n")
 	}
