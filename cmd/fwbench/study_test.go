@@ -164,3 +164,42 @@ func TestTrajectoryParity(t *testing.T) {
 		t.Errorf("logits parity: got %+v, want 18 logits that agree", l)
 	}
 }
+
+// TestExports: a run's trained weights leave fwbench for either ecosystem. `train
+// --checkpoint DIR` (as compare's children run) writes DIR/final.pth and, for a plain VGG with
+// the flatten head, DIR/final.weights.h5; --save-weights x.pth does the same by extension. All
+// of them read back to the tensors of the safetensors export (one canonical hash). That torch
+// and Keras load these writers' files is checked on golden files by the fixture scripts
+// (weights and keras tests).
+func TestExports(t *testing.T) {
+	dir := t.TempDir()
+	ckpt := filepath.Join(dir, "ckpt")
+	st := filepath.Join(dir, "final.safetensors")
+	pth := filepath.Join(dir, "final-save.pth")
+	for _, save := range []string{st, pth} {
+		_, stderr, code := runCLI(t, append([]string{"train", "-f", "torch", "--checkpoint", ckpt, "--save-weights", save},
+			tiny("--model", "vgg16", "--epochs", "1", "--steps-per-epoch", "1")...)...)
+		if code != 0 {
+			t.Fatalf("train --save-weights %s: exit %d\n%s", filepath.Base(save), code, stderr)
+		}
+	}
+	want, err := weights.Load(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{pth, filepath.Join(ckpt, "final.pth"), filepath.Join(ckpt, "final.weights.h5")} {
+		got, err := weights.Load(f)
+		if err != nil {
+			t.Errorf("%s: %v", filepath.Base(f), err)
+			continue
+		}
+		if g, w := weights.CanonicalSHA256(got), weights.CanonicalSHA256(want); g != w {
+			t.Errorf("%s: canonical sha256 %s, want the safetensors export's %s", filepath.Base(f), g, w)
+		}
+	}
+	_, stderr, code := runCLI(t, append([]string{"train", "-f", "torch", "--save-weights", filepath.Join(dir, "x.weights.h5")},
+		tiny("--model", "vgg16_bn", "--epochs", "0")...)...)
+	if code != 2 || !strings.Contains(stderr, "plain VGG") {
+		t.Errorf("--save-weights .weights.h5 for vgg16_bn: exit %d, stderr %q; want exit 2 (Keras has no VGG with batch norm)", code, stderr)
+	}
+}
