@@ -1,9 +1,10 @@
 """Shared helpers of the Python reference runs (torch_train.py, keras_train.py).
 
 They read what scripts/bench/export wrote (batches exported by Go's dataset package,
-initial weights from weights.InitVGG, a manifest with hashes), check every byte against
-the hashes Go computed, and write run records with the fields of `fwbench train --json`
-(compare.RunRecord, schema fwbench.run/v1) plus "driver": "python".
+initial weights from weights.InitVGG, the dropout masks of vgg.DropoutMask, a manifest
+with hashes), check every byte against the hashes Go computed, and write run records with
+the fields of `fwbench train --json` (compare.RunRecord, schema fwbench.run/v1) plus
+"driver": "python".
 """
 
 import hashlib
@@ -76,13 +77,30 @@ def load_export(folder, steps):
     return man, batches, load_file(wpath), wsum
 
 
-def dropout_seed(seed, step):
-    """torchrun's dropoutSeed: splitmix64 of (seed, step), the seed of step's dropout masks."""
-    m = (1 << 64) - 1
-    z = ((seed * 0x9E3779B97F4A7C15) + step + 0x632BE59BD9B4E019) & m
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & m
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m
-    return z ^ (z >> 31)
+def load_masks(folder, man, steps, dropout):
+    """The dropout masks the Go drivers use (vgg.DropoutMask, written by the exporter): for
+    each of the first `steps` steps a float32 array [2, batch, hidden] (layer 0, layer 1),
+    each file checked against the SHA-256 in the manifest. None when dropout is 0. The
+    run's --dropout must be the exporter's: the masks are drawn for that probability."""
+    if dropout != man.get("dropout"):
+        sys.exit(f"reference: --dropout {dropout}, the export's masks are for {man.get('dropout')}")
+    if dropout == 0:
+        return None
+    names, sums = man.get("dropout_masks") or [], man.get("dropout_sha256") or []
+    if steps > len(names):
+        sys.exit(f"reference: {steps} steps wanted, the export holds {len(names)} dropout masks")
+    want = (2, man["batch_size"], man["hidden"])
+    masks = []
+    for i in range(steps):
+        path = os.path.join(folder, names[i])
+        got = file_sha256(path)
+        if got != sums[i]:
+            sys.exit(f"reference: {path}: sha256 {got}, want {sums[i]} (from Go)")
+        m = np.load(path)
+        if m.dtype != np.float32 or m.shape != want:
+            sys.exit(f"reference: {path}: {m.dtype} {m.shape}, want float32 {want}")
+        masks.append(m)
+    return masks
 
 
 def proc_status_bytes(key):

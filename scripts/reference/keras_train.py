@@ -6,8 +6,8 @@ tensorflow` uses.
     python scripts/reference/keras_train.py --export DIR --steps 3 --warmup-steps 1 \
         --threads 2 --json run.json [--profile prof.json]
 
-DIR is written by scripts/bench/export; every batch and the weights file are checked
-against the SHA-256 sums Go computed.
+DIR is written by scripts/bench/export; every batch, the weights file and every dropout
+mask file are checked against the SHA-256 sums Go computed.
 
 The model is VGG16 in NHWC, as keras.applications.VGG16 lays it out (Conv2D 3×3 "same" +
 ReLU, MaxPooling2D 2×2, Flatten, Dense), with fwbench's classifier (4096-4096-classes,
@@ -18,9 +18,10 @@ classifier layer's input rows reordered from torch's C×H×W flattening to Keras
 One step is a tf.function (no XLA: jit_compile=False, as tfrun's graph runs without XLA)
 with GradientTape, the Keras SGD optimizer (momentum 0.9: v ← m·v − lr·g, w ← w + v,
 which equals torch's and tfrun's update for a constant lr) and the dense softmax
-cross-entropy on one-hot labels that tfrun's graph uses. Dropout draws its masks as tfrun
-does (StatelessRandomUniform seeded (seed, 2·step + layer), keep where u ≥ rate, scale
-1/(1−rate)), so the losses can be compared step by step with the Go run.
+cross-entropy on one-hot labels that tfrun's graph uses. Dropout draws nothing: step i
+multiplies each hidden layer's activation (after ReLU) by the exported mask of step i and
+that layer (vgg.DropoutMask, 0 or 1/(1−rate)), the masks tfrun feeds its graph, so the
+losses can be compared step by step with the Go run.
 """
 
 import argparse
@@ -59,6 +60,7 @@ def main():
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(interop)
     man, batches, w, wsum = benchlib.load_export(args.export, args.steps)
+    masks = benchlib.load_masks(args.export, man, args.steps, args.dropout)
     S, classes, hidden, rate = man["image_size"], man["classes"], man["hidden"], args.dropout
     L = keras.layers
 
@@ -90,30 +92,25 @@ def main():
     variables = [v for lay in list(convs.values()) + fc for v in (lay.kernel, lay.bias)]
     opt = keras.optimizers.SGD(learning_rate=args.lr, momentum=args.momentum)
     opt.build(variables)
-    keep_scale = tf.constant(1.0 / (1.0 - rate), tf.float32)
 
-    def dropout(h, seed):
-        u = tf.raw_ops.StatelessRandomUniform(shape=tf.shape(h), seed=seed, dtype=tf.float32)
-        return h * (tf.cast(u >= rate, tf.float32) * keep_scale)
-
-    def forward(x, seeds=None):
+    def forward(x, masks=None):
         h = x
         for lay in feats:
             h = lay(h)
         h = flat(h)
         for i, lay in enumerate(fc):
             h = lay(h)
-            if seeds is not None and i < 2 and rate > 0:
-                h = dropout(h, seeds[i])
+            if masks is not None and i < 2:
+                h = h * masks[i]
         return h
 
     def xent(logits, y):
         return tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=tf.one_hot(y, classes), logits=logits))
 
     @tf.function(jit_compile=False, reduce_retracing=True)
-    def train_step(x, y, seeds):
+    def train_step(x, y, m):
         with tf.GradientTape() as tape:
-            loss = xent(forward(x, seeds), y)
+            loss = xent(forward(x, m), y)
         grads = tape.gradient(loss, variables)
         opt.apply_gradients(zip(grads, variables))
         return loss
@@ -126,8 +123,9 @@ def main():
     initial_loss = float(eval_loss(tf.constant(x0), tf.constant(y0)).numpy())
 
     def step(i, x, y):
-        seeds = tf.constant([[man["seed"], 2 * i], [man["seed"], 2 * i + 1]], tf.int64)
-        return float(train_step(tf.constant(x), tf.constant(y), seeds).numpy())
+        # The profiled extra step (i = steps) reuses step 0's masks with batch 0.
+        m = None if masks is None else tf.constant(masks[i % len(masks)])
+        return float(train_step(tf.constant(x), tf.constant(y), m).numpy())
 
     losses, times = [], []
     flt0 = 0

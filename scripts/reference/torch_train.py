@@ -6,18 +6,18 @@ and initial weights that `fwbench train --framework torch` uses.
         --threads 2 --json run.json [--profile prof.json]
 
 DIR is written by scripts/bench/export (batches from Go's dataset package, weights from
-weights.InitVGG); every batch and the weights file are checked against the SHA-256 sums Go
-computed before anything runs.
+weights.InitVGG, dropout masks from vgg.DropoutMask); every batch, the weights file and
+every mask file are checked against the SHA-256 sums Go computed before anything runs.
 
 The model is torchvision's VGG16 (torchvision.models.vgg16 builds the same nn.Sequential
 `features` and `classifier` with the same parameter names) with fwbench's two choices: the
 base is flattened directly into the classifier (no AdaptiveAvgPool2d, see package vgg), and
 the classifier is 4096-4096-classes with dropout. One step is what torchrun's shim does
 (torchrun/shim.cc tr_train_step): NHWC -> NCHW contiguous copy, train mode, zero_grad,
-forward, cross-entropy, backward, SGD step, loss.item(). Dropout draws its masks the way
-the shim does (bernoulli_ on a CPU generator seeded with splitmix64(seed, step), then
-div_ and a multiply: the same kernels F.dropout runs on the CPU), so the losses of both runs
-can be compared step by step.
+forward, cross-entropy, backward, SGD step, loss.item(). Dropout draws nothing: step i
+multiplies each hidden layer's activation (after ReLU) by the exported mask of step i and
+that layer (0 or 1 / (1 - p)), as the shim multiplies the masks Go passes it, so the losses
+of both runs can be compared step by step.
 """
 
 import argparse
@@ -34,26 +34,24 @@ import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 
-class SeededDropout(nn.Module):
-    """nn.Dropout in training mode with masks from a shared generator (see module doc)."""
+class MaskDropout(nn.Module):
+    """Dropout in training mode with a given mask (see module doc): self.mask, set before
+    each step, is the [batch, hidden] mask of this layer; None means no dropout."""
 
-    def __init__(self, p, gen):
+    def __init__(self):
         super().__init__()
-        self.p, self.gen = p, gen
+        self.mask = None
 
     def forward(self, h):
-        if not self.training or self.p == 0:
+        if not self.training or self.mask is None:
             return h
-        mask = torch.empty(h.shape, dtype=torch.float32)
-        mask.bernoulli_(1.0 - self.p, generator=self.gen)
-        mask.div_(1.0 - self.p)
-        return h * mask
+        return h * self.mask
 
 
 class VGG(nn.Module):
     """torchvision.models.VGG without the adaptive pool; names features.N, classifier.{0,3,6}."""
 
-    def __init__(self, image_size, classes, hidden, dropout, gen):
+    def __init__(self, image_size, classes, hidden):
         super().__init__()
         layers, cin, s = [], 3, image_size
         for _, kind, v in benchlib.features_layout():
@@ -65,10 +63,11 @@ class VGG(nn.Module):
                 cin = v
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Sequential(
-            nn.Linear(cin * s * s, hidden), nn.ReLU(True), SeededDropout(dropout, gen),
-            nn.Linear(hidden, hidden), nn.ReLU(True), SeededDropout(dropout, gen),
+            nn.Linear(cin * s * s, hidden), nn.ReLU(True), MaskDropout(),
+            nn.Linear(hidden, hidden), nn.ReLU(True), MaskDropout(),
             nn.Linear(hidden, classes),
         )
+        self.dropouts = (self.classifier[2], self.classifier[5])
 
     def forward(self, x):
         return self.classifier(torch.flatten(self.features(x), 1))
@@ -86,9 +85,10 @@ def main():
     torch.set_num_interop_threads(interop)
     t_start = time.perf_counter()
     man, batches, w, wsum = benchlib.load_export(args.export, args.steps)
+    masks = benchlib.load_masks(args.export, man, args.steps, args.dropout)
+    masks = None if masks is None else [torch.from_numpy(m) for m in masks]
 
-    gen = torch.Generator()
-    model = VGG(man["image_size"], man["classes"], man["hidden"], args.dropout, gen)
+    model = VGG(man["image_size"], man["classes"], man["hidden"])
     sd = model.state_dict()
     if set(sd) != set(w):
         sys.exit(f"torch_train: weights file names differ from the model's: {sorted(set(sd) ^ set(w))[:6]}")
@@ -105,7 +105,10 @@ def main():
     def step(i, x, y):
         xt = to_input(x)
         yt = torch.from_numpy(y).to(torch.int64)
-        gen.manual_seed(benchlib.dropout_seed(man["seed"], i))
+        if masks is not None:
+            # The profiled extra step (i = steps) reuses step 0's masks with batch 0.
+            m = masks[i % len(masks)]
+            model.dropouts[0].mask, model.dropouts[1].mask = m[0], m[1]
         model.train()
         opt.zero_grad()
         loss = F.cross_entropy(model(xt), yt)

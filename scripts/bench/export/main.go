@@ -5,7 +5,14 @@
 // with every batch's dataset.Batch.Hash, the weights file's SHA-256 and the analytic
 // training FLOPs of one step (vgg.TrainFLOPsMode).
 //
-//	go run ./scripts/bench/export --data DIR --image-size 64 --batch-size 8 --steps 10 --out DIR
+// It also writes the dropout masks both Go drivers draw for those steps
+// (vgg.DropoutMask(seed, step, layer, dropout) for the two hidden head layers), one
+// dropout-NNNN.npy per step: float32 little-endian, shape [2, batch, hidden] (layer 0,
+// then layer 1; each [batch, hidden] row-major, the value the activation after ReLU is
+// multiplied by), listed with each file's SHA-256. The Python references multiply these in
+// instead of drawing their own. At 224 px × 32 with hidden 4096 a file is 1 MiB.
+//
+//	go run ./scripts/bench/export --data DIR --image-size 64 --batch-size 8 --steps 10 --dropout 0.5 --out DIR
 //
 // The loader is configured as cmd/fwbench's openData configures it (shuffle, drop last,
 // in-memory cache, the same seed and normalisation), so `fwbench train --data DIR --seed K
@@ -19,11 +26,16 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -50,6 +62,11 @@ type Manifest struct {
 	BatchSHA256   []string `json:"batch_sha256"`   // dataset.Batch.Hash of each
 	Weights       string   `json:"weights"`        // file name of the initial weights
 	WeightsSHA256 string   `json:"weights_sha256"` // SHA-256 of that file's bytes
+	// Dropout is the drop probability of the masks; DropoutMasks the mask file of each
+	// exported step (none when Dropout is 0), DropoutSHA256 the SHA-256 of each file's bytes.
+	Dropout       float64  `json:"dropout"`
+	DropoutMasks  []string `json:"dropout_masks"`
+	DropoutSHA256 []string `json:"dropout_sha256"`
 	// TrainFLOPsPerStep is vgg.TrainFLOPsMode(model, S, classes, hidden, batch, mode == "features").
 	TrainFLOPsPerStep   float64 `json:"train_flops_per_step"`
 	ForwardFLOPsPerStep float64 `json:"forward_flops_per_step"`
@@ -78,7 +95,8 @@ func run() error {
 		batch     = flag.Int("batch-size", 8, "batch size")
 		steps     = flag.Int("steps", 4, "batches to export (the first N of epoch 0)")
 		hidden    = flag.Int("hidden", vgg.DefaultHidden, "classifier hidden width")
-		seed      = flag.Int64("seed", 1, "seed (loader order, initial weights)")
+		seed      = flag.Int64("seed", 1, "seed (loader order, initial weights, dropout masks)")
+		dropout   = flag.Float64("dropout", 0.5, "dropout probability of the masks (as fwbench train --dropout)")
 		normalize = flag.String("normalize", dataset.NormRescale, "rescale|imagenet|caffe")
 		valSplit  = flag.Float64("val-split", 0.2, "as fwbench train --val-split (ignored for a pre-split tree)")
 		synth     = flag.String("synth", "", "only make a synthetic pre-split tree in this folder and exit")
@@ -118,7 +136,10 @@ func run() error {
 	classes := len(ds.Classes())
 	m := Manifest{Schema: "fwbench.bench-export/v1", Data: *data, Model: *model, Mode: *mode,
 		ImageSize: *size, BatchSize: *batch, Classes: classes, ClassNames: ds.Classes(),
-		Hidden: *hidden, Seed: *seed, Normalize: *normalize, Weights: "init.safetensors"}
+		Hidden: *hidden, Seed: *seed, Normalize: *normalize, Weights: "init.safetensors", Dropout: *dropout}
+	if *dropout < 0 || *dropout >= 1 {
+		return fmt.Errorf("--dropout %g: want 0 <= p < 1", *dropout)
+	}
 	it := ld.Epoch(ctx, 0)
 	defer it.Close()
 	cpu0, wall0 := cpuSeconds(), time.Now()
@@ -140,6 +161,21 @@ func run() error {
 		m.Batches = append(m.Batches, name)
 		m.BatchSHA256 = append(m.BatchSHA256, b.Hash())
 	}
+	if *dropout > 0 {
+		mask := make([]float32, 2**batch**hidden)
+		for step := range int64(*steps) {
+			for layer := range 2 {
+				vgg.DropoutMask(mask[layer**batch**hidden:(layer+1)**batch**hidden], *seed, step, layer, *dropout)
+			}
+			name := fmt.Sprintf("dropout-%04d.npy", step)
+			sum, err := writeNPY(filepath.Join(*out, name), []int{2, *batch, *hidden}, mask)
+			if err != nil {
+				return err
+			}
+			m.DropoutMasks = append(m.DropoutMasks, name)
+			m.DropoutSHA256 = append(m.DropoutSHA256, sum)
+		}
+	}
 	ws, err := weights.InitVGG(cfg, *size, classes, *hidden, *seed)
 	if err != nil {
 		return err
@@ -160,6 +196,37 @@ func run() error {
 		return err
 	}
 	return os.WriteFile(filepath.Join(*out, "manifest.json"), append(j, '\n'), 0o644)
+}
+
+// writeNPY writes v as a little-endian float32 .npy file (format version 1.0, C order)
+// of the given shape and returns the SHA-256 of the file's bytes.
+func writeNPY(path string, shape []int, v []float32) (string, error) {
+	dims := ""
+	for _, d := range shape {
+		dims += fmt.Sprintf("%d, ", d)
+	}
+	if len(shape) > 1 {
+		dims = dims[:len(dims)-2]
+	}
+	hdr := fmt.Sprintf("{'descr': '<f4', 'fortran_order': False, 'shape': (%s), }", dims)
+	// Magic (6) + version (2) + header length (2) + header + '\n', padded to 64 bytes.
+	pad := 64 - (10+len(hdr)+1)%64
+	if pad == 64 {
+		pad = 0
+	}
+	hdr += strings.Repeat(" ", pad) + "\n"
+	buf := make([]byte, 0, 10+len(hdr)+4*len(v))
+	buf = append(buf, "\x93NUMPY\x01\x00"...)
+	buf = binary.LittleEndian.AppendUint16(buf, uint16(len(hdr)))
+	buf = append(buf, hdr...)
+	for _, x := range v {
+		buf = binary.LittleEndian.AppendUint32(buf, math.Float32bits(x))
+	}
+	if err := os.WriteFile(path, buf, 0o644); err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(buf)
+	return hex.EncodeToString(sum[:]), nil
 }
 
 // makeData writes a pre-split synthetic tree: dir/train (perClass images of each of 3
