@@ -315,7 +315,7 @@ def render(rows, checks, profiles, peak, settings):
         w(f"Fairness checks over {len(checks)} Go/Python pairs: same first batch (SHA-256) in every pair: "
           f"{'yes' if ok_batch else 'NO'}; same initial weights file (SHA-256): {'yes' if ok_w else 'NO'}; "
           f"largest |initial loss Go − Python| {dl:.2e}; largest |mean training loss Go − Python| "
-          f"{fmt(dt, '.2e')} (dropout masks are drawn the same way on both sides).")
+          f"{fmt(dt, '.2e')} (both sides multiply the dropout masks the Go exporter wrote with vgg.DropoutMask).")
     if profiles:
         w("")
         w("Where a Python step's time goes (each framework's own profiler, one extra step after the run; "
