@@ -34,7 +34,7 @@ const (
 	legacySysInfo = "\x80\x02}(X\x10\x00\x00\x00protocol_versionM\xe9\x03X\r\x00\x00\x00little_endian\x88X\n\x00\x00\x00type_sizes}(X\x05\x00\x00\x00shortK\x02X\x03\x00\x00\x00intK\x04X\x04\x00\x00\x00longK\x04uu."
 )
 
-// legacyTensorOp is _rebuild_tensor_v2 of the float32 storage key with numel
+// legacyTensorOp (also pTensorOp's body, with view "") is _rebuild_tensor_v2 of the float32 storage key with numel
 // elements (each number ≤ 255) and view metadata view ("N" for None, or a
 // pickled tuple).
 func legacyTensorOp(key string, numel, offset int, size, stride []int, view string) string {

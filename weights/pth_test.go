@@ -172,19 +172,10 @@ func pStr(s string) string {
 }
 
 // pTensorOp is _rebuild_tensor_v2 of a float32 storage key with numel
-// elements, at offset, with the given size and stride (each ≤ 255).
+// elements, at offset, with the given size and stride (each ≤ 255), as the zip
+// format pickles it: a persistent id without view metadata.
 func pTensorOp(key string, numel, offset int, size, stride []int) string {
-	tup := func(xs []int) string {
-		s := "("
-		for _, x := range xs {
-			s += "K" + string(rune(x))
-		}
-		return s + "t"
-	}
-	return pGlobalOp("torch._utils", "_rebuild_tensor_v2") +
-		"((" + pStr("storage") + pGlobalOp("torch", "FloatStorage") + pStr(key) + pStr("cpu") + "K" + string(rune(numel)) + "tQ" +
-		"K" + string(rune(offset)) + tup(size) + tup(stride) + "\x89" +
-		pGlobalOp("collections", "OrderedDict") + ")R" + "tR"
+	return legacyTensorOp(key, numel, offset, size, stride, "")
 }
 
 func floats(xs ...float32) []byte {
