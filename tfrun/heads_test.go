@@ -572,11 +572,7 @@ func TestParityHeads(t *testing.T) {
 					t.Fatal(err)
 				}
 				want := f.get(t, prefix+"/logits")
-				if e := relErr(logits, want); e > 1e-4 {
-					t.Errorf("logits %v, PyTorch %v: relative difference %.3g, want <= 1e-4", logits, want, e)
-				} else {
-					t.Logf("logits relative difference %.3g", e)
-				}
+				checkLogits(t, logits, want)
 				loss, _, err := tr.Evaluate(ctx, batch)
 				if err != nil {
 					t.Fatal(err)

@@ -164,6 +164,17 @@ func (f *fixture) checkWeights(t *testing.T, tr *Trainer, init []*weights.Tensor
 		run, worst, worstSum, over, total)
 }
 
+// checkLogits fails t when logits differ from PyTorch's want by more than 1e-4 of the
+// largest |want| (relErr) and logs the difference otherwise.
+func checkLogits(t *testing.T, logits, want []float32) {
+	t.Helper()
+	if e := relErr(logits, want); e > 1e-4 {
+		t.Errorf("logits %v, PyTorch %v: relative difference %.3g, want <= 1e-4", logits, want, e)
+	} else {
+		t.Logf("logits relative difference %.3g", e)
+	}
+}
+
 // relErr is max|got−want| / max|want| over the elements.
 func relErr(got, want []float32) float64 {
 	var d, m float64
@@ -221,11 +232,7 @@ func TestParityWithPyTorch(t *testing.T) {
 		// in another order (oneDNN vs torch's kernels) through 16 layers
 		// (measured 6.6e-7). A layout mistake (a wrong flatten order, an
 		// untransposed filter) gives differences of order 1.
-		if e := relErr(logits, want); e > 1e-4 {
-			t.Errorf("logits %v, PyTorch %v: relative difference %.3g, want <= 1e-4", logits, want, e)
-		} else {
-			t.Logf("logits relative difference %.3g", e)
-		}
+		checkLogits(t, logits, want)
 		loss, _, err := tr.Evaluate(ctx, batch)
 		if err != nil {
 			t.Fatal(err)
