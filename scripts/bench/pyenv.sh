@@ -7,9 +7,11 @@
 # The venv lives in $FWBENCH_CACHE/pyref and holds torch==$TORCH_VERSION (the PyPI wheel,
 # a CUDA build that runs on the CPU) and tensorflow-cpu==$TF_VERSION from scripts/versions.sh:
 # the very wheels whose libraries scripts/setup.sh unpacks for the Go build (pip installs
-# them from $FWBENCH_CACHE/wheels when they are cached there), plus numpy and safetensors at
-# the versions pinned below. torch's CUDA dependency wheels are downloaded once on a fresh
-# machine (about 3 GB): that is acceptable for benchmarks and never done by tests or CI.
+# them from $FWBENCH_CACHE/wheels when they are cached there), plus numpy, safetensors and
+# torchvision (the release made for that torch: scripts/reference/make_model_fixtures.py
+# builds its ResNets and MobileNetV2) at the versions pinned below. torch's CUDA dependency
+# wheels are downloaded once on a fresh machine (about 3 GB): that is acceptable for
+# benchmarks and never done by tests or CI.
 #
 # Inputs: FWBENCH_CACHE (default ~/.cache/fwbench), PYTHON (default: python3.11 if present,
 # else python3; the cached wheels are cp311 builds).
@@ -23,10 +25,13 @@ NUMPY_VERSION=2.4.6
 SAFETENSORS_VERSION=0.8.0
 # h5py comes with Keras anyway; pinned so that make_keras_fixtures.py's h5py-written files do not drift.
 H5PY_VERSION=3.14.0
+# torchvision 0.26 is the release made for torch 2.11; it imports PIL (its datasets) at import time.
+TORCHVISION_VERSION=0.26.0
+PILLOW_VERSION=13.0.0
 
 venv=$FWBENCH_CACHE/pyref
 wheels=$FWBENCH_CACHE/wheels
-want="torch=$TORCH_VERSION tensorflow=$TF_VERSION numpy=$NUMPY_VERSION safetensors=$SAFETENSORS_VERSION"
+want="torch=$TORCH_VERSION tensorflow=$TF_VERSION numpy=$NUMPY_VERSION safetensors=$SAFETENSORS_VERSION torchvision=$TORCHVISION_VERSION"
 
 log() { printf 'pyenv: %s\n' "$*" >&2; }
 die() { printf 'pyenv: error: %s\n' "$*" >&2; exit 1; }
@@ -40,7 +45,8 @@ def v(d):
         return md.version(d).split("+")[0]
     except md.PackageNotFoundError:
         return "none"
-print(f"torch={v('torch')} tensorflow={v('tensorflow-cpu')} numpy={v('numpy')} safetensors={v('safetensors')}")
+print(f"torch={v('torch')} tensorflow={v('tensorflow-cpu')} numpy={v('numpy')} safetensors={v('safetensors')} "
+      f"torchvision={v('torchvision')}")
 PY
 }
 
@@ -55,6 +61,20 @@ if [ -x "$venv/bin/python" ] && [ "$(have)" = "$want" ]; then
 	exit 0
 fi
 [ "${1:-}" = "--check" ] && die "the reference environment in $venv is missing or has other versions (want $want, have $(have || echo none))"
+
+# A venv made before torchvision was pinned: add torchvision and pillow (--no-deps: they must
+# not move torch or numpy) instead of making the whole environment again.
+if [ -x "$venv/bin/python" ] && [ "$(have)" = "${want% torchvision=*} torchvision=none" ]; then
+	log "adding torchvision==$TORCHVISION_VERSION to $venv"
+	"$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps \
+		"torchvision==$TORCHVISION_VERSION" "pillow==$PILLOW_VERSION" >&2 ||
+		die "pip could not install torchvision==$TORCHVISION_VERSION"
+	if [ "$(have)" = "$want" ]; then
+		echo "$want" >"$stamp"
+		echo "$venv/bin/python"
+		exit 0
+	fi
+fi
 
 py=${PYTHON:-}
 if [ -z "$py" ]; then
@@ -71,7 +91,8 @@ links=()
 # Without the stamp (written last) a broken or partial venv is made again on the next call.
 "$venv/bin/pip" install --quiet --disable-pip-version-check "${links[@]}" \
 	"torch==$TORCH_VERSION" "tensorflow-cpu==$TF_VERSION" \
-	"numpy==$NUMPY_VERSION" "safetensors==$SAFETENSORS_VERSION" "h5py==$H5PY_VERSION" >&2 ||
+	"numpy==$NUMPY_VERSION" "safetensors==$SAFETENSORS_VERSION" "h5py==$H5PY_VERSION" \
+	"torchvision==$TORCHVISION_VERSION" "pillow==$PILLOW_VERSION" >&2 ||
 	die "pip could not install $want"
 got=$(have)
 [ "$got" = "$want" ] || die "the new environment has $got, want $want"
