@@ -8,74 +8,31 @@ import (
 	"runtime"
 	"sync"
 
-	"github.com/fwbench/fwbench/vgg"
+	"github.com/fwbench/fwbench/model"
 )
 
-// InitVGG returns freshly initialised tensors for the model, in torchvision
-// state-dict order (see vgg.ParamsHidden; hidden 0 means vgg.DefaultHidden),
-// the same way torchvision's VGG.__init__ initialises them:
+// InitParams returns freshly initialised tensors for ps (a model.Net's
+// Params, torchvision state-dict order), drawn the way torchvision
+// initialises VGG and MobileNetV2, the same for every model:
 //
-//	Conv2d weight       normal(0, sqrt(2/fan_out)), fan_out = out·3·3
-//	                    (kaiming_normal_, mode="fan_out", nonlinearity="relu")
+//	Conv2d weight       normal(0, sqrt(2/fan_out)), fan_out = out·k·k
+//	                    (kaiming_normal_, mode="fan_out", nonlinearity="relu";
+//	                    torch's fan_out: out × the dimensions after the second)
 //	Conv2d bias         0
 //	BatchNorm2d         weight 1, bias 0, running_mean 0, running_var 1
 //	Linear weight       normal(0, 0.01)
 //	Linear bias         0
+//
+// (torchvision's ResNet gives its fc layer torch's default uniform init; here
+// every Linear is normal(0, 0.01), one rule for every model.)
 //
 // The values depend only on seed and each tensor's name: every tensor (and
 // every 1 Mi-element chunk of it) draws from its own PCG stream (math/rand/v2,
 // seeded with the seed and an FNV-1a hash of the name and chunk index) through
 // the Box-Muller transform. Adding layers, changing the head or the image size
 // therefore leaves the other tensors' values unchanged, and the same seed
-// always gives the same bytes.
-func InitVGG(c vgg.Config, imageSize, numClasses, hidden int, seed int64) ([]*Tensor, error) {
-	ps, err := vgg.ParamsHidden(c, imageSize, numClasses, hidden)
-	if err != nil {
-		return nil, fmt.Errorf("weights: init: %w", err)
-	}
-	return InitParams(ps, seed)
-}
-
-// InitHead returns freshly initialised classifier tensors only (the Head
-// params), equal to those InitVGG makes with the same arguments.
-func InitHead(c vgg.Config, imageSize, numClasses, hidden int, seed int64) ([]*Tensor, error) {
-	ps, err := vgg.ParamsHidden(c, imageSize, numClasses, hidden)
-	if err != nil {
-		return nil, fmt.Errorf("weights: init: %w", err)
-	}
-	var head []vgg.Param
-	for _, p := range ps {
-		if p.Head {
-			head = append(head, p)
-		}
-	}
-	return InitParams(head, seed)
-}
-
-// WithNewHead is the starting point of "features" mode: the convolutional
-// base taken from loaded (checked with CheckShapes, partialBase; a
-// classifier in loaded is ignored) and a new head from InitHead. The result
-// is in torchvision state-dict order; base tensors are shared with loaded.
-func WithNewHead(loaded []*Tensor, c vgg.Config, imageSize, numClasses, hidden int, seed int64) ([]*Tensor, error) {
-	ps, err := vgg.ParamsHidden(c, imageSize, numClasses, hidden)
-	if err != nil {
-		return nil, fmt.Errorf("weights: init: %w", err)
-	}
-	base, err := Arrange(loaded, ps, true)
-	if err != nil {
-		return nil, err
-	}
-	head, err := InitHead(c, imageSize, numClasses, hidden, seed)
-	if err != nil {
-		return nil, err
-	}
-	return append(base, head...), nil
-}
-
-// InitParams initialises the tensors that ps describe (see InitVGG for the
-// rules), using all CPUs. A convolution's fan_out is out × the product of the
-// dimensions after the second (torch's definition).
-func InitParams(ps []vgg.Param, seed int64) ([]*Tensor, error) {
+// always gives the same bytes. It uses all CPUs.
+func InitParams(ps []model.Param, seed int64) ([]*Tensor, error) {
 	for _, p := range ps {
 		n := 1
 		for _, d := range p.Shape {
@@ -97,7 +54,7 @@ func InitParams(ps []vgg.Param, seed int64) ([]*Tensor, error) {
 		ts[i] = t
 		var std float64
 		switch p.Kind {
-		case vgg.ConvWeight:
+		case model.ConvWeight:
 			fanOut := 1
 			for j, d := range p.Shape {
 				if j != 1 {
@@ -108,9 +65,9 @@ func InitParams(ps []vgg.Param, seed int64) ([]*Tensor, error) {
 				continue
 			}
 			std = math.Sqrt(2 / float64(fanOut))
-		case vgg.LinearWeight:
+		case model.LinearWeight:
 			std = 0.01
-		case vgg.BNWeight, vgg.BNVar:
+		case model.BNWeight, model.BNVar:
 			for j := range t.Data {
 				t.Data[j] = 1
 			}

@@ -5,7 +5,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/fwbench/fwbench/vgg"
+	"github.com/fwbench/fwbench/model"
 )
 
 // Provenance says where each initial tensor of a run came from. Every list
@@ -13,7 +13,7 @@ import (
 type Provenance struct {
 	FromFile []string `json:"from_file,omitempty"`
 	// Reinitialised tensors are seeded on purpose: the mode replaces them (a
-	// new output layer, a new Keras head), see vgg.Reinitialised.
+	// new output layer, a new Keras head), see model.Net.Reinitialised.
 	Reinitialised []string `json:"reinitialised,omitempty"`
 	// Seeded tensors were seeded because no weights file was given.
 	Seeded []string `json:"seeded,omitempty"`
@@ -22,7 +22,8 @@ type Provenance struct {
 	Missing    []string `json:"missing,omitempty"`
 	Mismatched []string `json:"mismatched,omitempty"`
 	// Unexpected tensors are in the file but not in the model; Ignored ones are
-	// in the file under "classifier." where the mode replaces the head.
+	// in the file under the head's modules ("classifier.", "fc.") where the
+	// mode replaces head layers.
 	Unexpected []string `json:"unexpected,omitempty"`
 	Ignored    []string `json:"ignored,omitempty"`
 }
@@ -31,19 +32,20 @@ type Provenance struct {
 // although the model needed it from there: Missing and Mismatched.
 func (p Provenance) NotFromFile() []string { return append(slices.Clone(p.Missing), p.Mismatched...) }
 
-// Initial composes a run's initial tensors, in ps order (see vgg.ParamsFor),
-// the one way every part of fwbench does it. Without loaded (nil) every
-// tensor is seeded (InitParams with seed). With loaded, every tensor the
-// model needs comes from loaded, except those that mode re-initialises on
-// purpose (vgg.Reinitialised), which are seeded; a missing, mis-shaped or
+// Initial composes a run's initial tensors, in net.Params order, the one way
+// every part of fwbench does it. Without loaded (nil) every tensor is seeded
+// (InitParams with seed). With loaded, every tensor the model needs comes
+// from loaded, except those that mode re-initialises on purpose
+// (net.Reinitialised), which are seeded; a missing, mis-shaped or
 // unexpected tensor is an error that names each one, unless allowPartial,
 // which seeds what is missing or mis-shaped and ignores the rest, and says so
 // in the Provenance. Tensors are shared with loaded, not copied.
 //
 // Seeded values depend only on (seed, tensor name), so the seeded tensors
-// here equal those of a full InitParams(ps, seed).
-func Initial(loaded []*Tensor, ps []vgg.Param, mode string, head vgg.Head, seed int64, allowPartial bool) ([]*Tensor, Provenance, error) {
+// here equal those of a full InitParams(net.Params, seed).
+func Initial(loaded []*Tensor, net *model.Net, mode string, seed int64, allowPartial bool) ([]*Tensor, Provenance, error) {
 	var prov Provenance
+	ps := net.Params
 	if loaded == nil {
 		ts, err := InitParams(ps, seed)
 		for _, p := range ps {
@@ -62,19 +64,20 @@ func Initial(loaded []*Tensor, ps []vgg.Param, mode string, head vgg.Head, seed 
 		byName[t.Name] = t
 	}
 	want := make(map[string]bool, len(ps))
-	replacesHead := false
 	for _, p := range ps {
 		want[p.Name] = true
-		replacesHead = replacesHead || vgg.Reinitialised(mode, head, p)
+	}
+	underHead := func(name string) bool {
+		return net.Replaces(mode) && slices.ContainsFunc(net.HeadPrefixes(), func(pre string) bool { return strings.HasPrefix(name, pre) })
 	}
 	out := make([]*Tensor, len(ps))
-	var seed_ []vgg.Param
+	var seed_ []model.Param
 	var seedAt []int
 	var problems []string
 	for i, p := range ps {
 		t := byName[p.Name]
 		switch {
-		case vgg.Reinitialised(mode, head, p):
+		case net.Reinitialised(mode, p):
 			prov.Reinitialised = append(prov.Reinitialised, p.Name)
 		case t == nil:
 			prov.Missing = append(prov.Missing, p.Name)
@@ -94,7 +97,7 @@ func Initial(loaded []*Tensor, ps []vgg.Param, mode string, head vgg.Head, seed 
 	for _, t := range loaded {
 		switch {
 		case want[t.Name]:
-		case replacesHead && strings.HasPrefix(t.Name, "classifier."):
+		case underHead(t.Name):
 			prov.Ignored = append(prov.Ignored, t.Name)
 		default:
 			prov.Unexpected = append(prov.Unexpected, t.Name)

@@ -37,7 +37,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/fwbench/fwbench/vgg"
+	"github.com/fwbench/fwbench/model"
 )
 
 // Tensor is one named float32 tensor in row-major (C) order.
@@ -105,14 +105,20 @@ func Lookup(ts []*Tensor, name string) *Tensor {
 // or misshapen tensor (got shape vs want shape).
 //
 // With partialBase ("features" mode: a loaded convolutional base, a new
-// head) only the non-Head params are required, and classifier tensors in ts
-// are ignored whatever their shape, so a full torchvision file with a
-// 1000-class head can supply the base of a 10-class model.
-func CheckShapes(ts []*Tensor, params []vgg.Param, partialBase bool) error {
+// head) only the non-Head params are required, and tensors in ts under the
+// head's top-level modules ("classifier.", "fc.") are ignored whatever their
+// shape, so a full torchvision file with a 1000-class head can supply the base
+// of a 10-class model.
+func CheckShapes(ts []*Tensor, params []model.Param, partialBase bool) error {
 	var problems []string
-	want := make(map[string]vgg.Param, len(params))
+	want := make(map[string]model.Param, len(params))
+	headRoot := map[string]bool{}
 	for _, p := range params {
 		want[p.Name] = p
+		if p.Head {
+			root, _, _ := strings.Cut(p.Name, ".")
+			headRoot[root] = true
+		}
 	}
 	seen := make(map[string]bool, len(ts))
 	for _, t := range ts {
@@ -126,7 +132,8 @@ func CheckShapes(ts []*Tensor, params []vgg.Param, partialBase bool) error {
 		}
 		seen[t.Name] = true
 		p, ok := want[t.Name]
-		if partialBase && (p.Head || !ok && strings.HasPrefix(t.Name, "classifier.")) {
+		root, _, _ := strings.Cut(t.Name, ".")
+		if partialBase && (p.Head || !ok && headRoot[root]) {
 			continue
 		}
 		switch {
@@ -157,7 +164,7 @@ func CheckShapes(ts []*Tensor, params []vgg.Param, partialBase bool) error {
 // Arrange checks ts against params (see CheckShapes) and returns the
 // tensors in params order. With partialBase the result holds only the
 // non-Head params. The tensors are shared, not copied.
-func Arrange(ts []*Tensor, params []vgg.Param, partialBase bool) ([]*Tensor, error) {
+func Arrange(ts []*Tensor, params []model.Param, partialBase bool) ([]*Tensor, error) {
 	if err := CheckShapes(ts, params, partialBase); err != nil {
 		return nil, err
 	}

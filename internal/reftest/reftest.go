@@ -15,12 +15,12 @@
 //	h(k, j) = uint32(j·2654435761 + k·40503 + 12345)
 //	u(k, j) = float64(h) / 4294967296 − 0.5                 (in [−0.5, 0.5))
 //
-// Weights: tensor k is the k-th entry of vgg.ParamsHidden(cfg, S, classes, hidden)
-// (torchvision state-dict order; vgg.ParamsFor with a head, for WeightsFor),
-// element j is
+// Weights: tensor k is the k-th entry of a model.Net's Params (torchvision
+// state-dict order), element j is
 //
 //	conv / linear weight  float32((u·√12)·std),  std = √(2/fan_in)
-//	                      (fan_in = in·3·3 for a convolution, in for a linear layer)
+//	                      (fan_in = the product of the dimensions after the first:
+//	                      in/groups·k·k for a convolution, in for a linear layer)
 //	conv / linear bias    float32(0.01·u)
 //	BatchNorm weight      float32(1 + float64(0.1·u))
 //	BatchNorm bias        float32(0.01·u)
@@ -42,7 +42,7 @@ import (
 	"math"
 
 	"github.com/fwbench/fwbench/dataset"
-	"github.com/fwbench/fwbench/vgg"
+	"github.com/fwbench/fwbench/model"
 	"github.com/fwbench/fwbench/weights"
 )
 
@@ -58,28 +58,27 @@ func U(k, j int) float64 {
 	return float64(h)/4294967296.0 - 0.5
 }
 
-// Weights returns the reference tensors for the model, in vgg.ParamsHidden order
-// (hidden 0 means vgg.DefaultHidden). It fails only when vgg rejects the arguments.
-// It is WeightsFor with vgg.HeadFlatten.
-func Weights(cfg vgg.Config, S, classes, hidden int) ([]*weights.Tensor, error) {
-	return WeightsFor(cfg, vgg.HeadFlatten, S, classes, hidden)
-}
-
-// WeightsFor returns the reference tensors for the model with head h: tensor k
-// is the k-th entry of vgg.ParamsFor(cfg, h, S, classes, hidden), with the
-// package formula. scripts/reference/make_head_fixture.py starts from these
-// values. It fails only when vgg rejects the arguments.
-func WeightsFor(cfg vgg.Config, h vgg.Head, S, classes, hidden int) ([]*weights.Tensor, error) {
-	ps, err := vgg.ParamsFor(cfg, h, S, classes, hidden)
+// Weights returns the reference tensors of the model s describes (see
+// model.Build), in its Params order. It fails only when model rejects s.
+func Weights(s model.Spec) ([]*weights.Tensor, error) {
+	n, err := model.Build(s)
 	if err != nil {
 		return nil, fmt.Errorf("reftest: %w", err)
 	}
+	return WeightsForNet(n), nil
+}
+
+// WeightsForNet returns the reference tensors for n: tensor k is the k-th
+// entry of n.Params, with the package formula. The scripts under
+// scripts/reference start from these values.
+func WeightsForNet(n *model.Net) []*weights.Tensor {
+	ps := n.Params
 	out := make([]*weights.Tensor, len(ps))
 	for k, p := range ps {
 		t := &weights.Tensor{Name: p.Name, Shape: append([]int(nil), p.Shape...), Data: make([]float32, p.NumElements())}
 		var std float64
 		switch p.Kind {
-		case vgg.ConvWeight, vgg.LinearWeight:
+		case model.ConvWeight, model.LinearWeight:
 			fanIn := 1
 			for _, d := range p.Shape[1:] {
 				fanIn *= d
@@ -91,9 +90,9 @@ func WeightsFor(cfg vgg.Config, h vgg.Head, S, classes, hidden int) ([]*weights.
 			u := U(k, j)
 			var v float64
 			switch p.Kind {
-			case vgg.ConvWeight, vgg.LinearWeight:
+			case model.ConvWeight, model.LinearWeight:
 				v = u * sqrt12 * std
-			case vgg.BNWeight, vgg.BNVar:
+			case model.BNWeight, model.BNVar:
 				v = 1 + float64(0.1*u)
 			default: // biases, BatchNorm bias and running mean
 				v = 0.01 * u
@@ -102,7 +101,7 @@ func WeightsFor(cfg vgg.Config, h vgg.Head, S, classes, hidden int) ([]*weights.
 		}
 		out[k] = t
 	}
-	return out, nil
+	return out
 }
 
 // Input returns the reference batch: n images of S×S×3 (NHWC) with element j
