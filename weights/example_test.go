@@ -6,13 +6,13 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/fwbench/fwbench/vgg"
+	"github.com/fwbench/fwbench/model"
 	"github.com/fwbench/fwbench/weights"
 )
 
 // Make the shared initial weights once, write them for both drivers, and
 // read them back.
-func ExampleInitVGG() {
+func ExampleInitParams() {
 	dir, err := os.MkdirTemp("", "fwbench-example")
 	if err != nil {
 		fmt.Println(err)
@@ -20,14 +20,18 @@ func ExampleInitVGG() {
 	}
 	defer os.RemoveAll(dir)
 
-	c, _ := vgg.Parse("vgg11")
-	ts, err := weights.InitVGG(c, 32, 10, 64, 42) // 32 px, 10 classes, hidden 64, seed 42
+	net, err := model.Build(model.Spec{Name: "vgg11", ImageSize: 32, Classes: 10, Hidden: 64})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	ts, err := weights.InitParams(net.Params, 42) // seed 42
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
 	path := filepath.Join(dir, "init.safetensors")
-	if err := weights.WriteSafetensors(path, ts, map[string]string{"model": c.String(), "seed": "42"}); err != nil {
+	if err := weights.WriteSafetensors(path, ts, map[string]string{"model": net.Name, "seed": "42"}); err != nil {
 		fmt.Println(err)
 		return
 	}
@@ -36,8 +40,7 @@ func ExampleInitVGG() {
 		fmt.Println(err)
 		return
 	}
-	ps, _ := vgg.ParamsHidden(c, 32, 10, 64)
-	fmt.Println(len(back), "tensors for", meta["model"], "- shapes ok:", weights.CheckShapes(back, ps, false) == nil)
+	fmt.Println(len(back), "tensors for", meta["model"], "- shapes ok:", weights.CheckShapes(back, net.Params, false) == nil)
 	fmt.Println(weights.Lookup(back, "classifier.6.weight").Shape)
 	// Output:
 	// 22 tensors for vgg11 - shapes ok: true
@@ -60,19 +63,31 @@ func ExampleReadPth() {
 	// true os.system
 }
 
-func ExampleWithNewHead() {
-	c := vgg.Config{Name: "vgg11"}
-	// Stand-in for a pretrained file: torchvision-like 1000-class head.
-	pretrained, _ := weights.InitVGG(c, 32, 1000, 64, 1)
-	// Features mode: keep the base, new 10-class head.
-	ts, err := weights.WithNewHead(pretrained, c, 32, 10, 64, 7)
+// Fine-tune ResNet-18 on 10 classes from a file made for ImageNet's 1000:
+// Initial takes every tensor from the file except the output layer fc, which
+// finetune mode replaces: the file's 1000-class fc is not used.
+func ExampleInitial() {
+	net, err := model.Build(model.Spec{Name: "resnet18", ImageSize: 32, Classes: 10})
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	fmt.Println(len(ts), ts[len(ts)-2].Name, ts[len(ts)-2].Shape)
+	// Stand-in for a pretrained torchvision file.
+	imagenet, _ := model.Build(model.Spec{Name: "resnet18", ImageSize: 32, Classes: 1000})
+	pretrained, _ := weights.InitParams(imagenet.Params, 1)
+
+	ts, prov, err := weights.Initial(pretrained, net, model.ModeFinetune, 7, false)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(len(ts), "tensors,", len(prov.FromFile), "from the file")
+	fmt.Println("reinitialised:", prov.Reinitialised)
+	fmt.Println(weights.Lookup(ts, "fc.weight").Shape)
 	// Output:
-	// 22 classifier.6.weight [10 64]
+	// 102 tensors, 100 from the file
+	// reinitialised: [fc.weight fc.bias]
+	// [10 512]
 }
 
 // Write a state dict that torch.load(path, weights_only=True) reads, and load

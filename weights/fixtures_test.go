@@ -15,7 +15,7 @@ import (
 	"testing"
 
 	"github.com/fwbench/fwbench/internal/testfixture"
-	"github.com/fwbench/fwbench/vgg"
+	"github.com/fwbench/fwbench/model"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/"+goldenPth+".gz.gz with WritePth's output "+
@@ -63,17 +63,9 @@ func readFixtureMeta(t testing.TB) fixtureMeta {
 
 // torchvisionParams returns the tensors of make_weights_fixtures.py's models:
 // torchvision VGG (AdaptiveAvgPool2d((7, 7)) head), hidden 16, 1000 classes.
-func torchvisionParams(t testing.TB, model string) []vgg.Param {
+func torchvisionParams(t testing.TB, name string) []model.Param {
 	t.Helper()
-	c, err := vgg.Parse(model)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ps, err := vgg.ParamsFor(c, vgg.HeadTorchvision, 32, 1000, 16)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ps
+	return build(t, model.Spec{Name: name, Head: model.HeadTorchvision, ImageSize: 32, Classes: 1000, Hidden: 16}).Params
 }
 
 func TestTorchvisionFixtures(t *testing.T) {
@@ -86,10 +78,10 @@ func TestTorchvisionFixtures(t *testing.T) {
 		file    string // in testdata, without .gz.gz
 		format  string
 		model   string
-		params  []vgg.Param // nil for the partial file
-		ordered bool        // the reader keeps state-dict order (pth); safetensors sorts by name
-		want    int         // tensors Load returns
-		rawName string      // the first name as ReadPth returns it, before Load strips "module."
+		params  []model.Param // nil for the partial file
+		ordered bool          // the reader keeps state-dict order (pth); safetensors sorts by name
+		want    int           // tensors Load returns
+		rawName string        // the first name as ReadPth returns it, before Load strips "module."
 	}{
 		{"vgg16.pth", FormatPthZip, "vgg16", ps16, true, 32, "features.0.weight"},
 		{"vgg16_legacy.pth", FormatPthLegacy, "vgg16", ps16, true, 32, "features.0.weight"},
@@ -178,13 +170,13 @@ func TestTorchvisionLogitsSidecar(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, model := range []string{"vgg16", "vgg16_bn"} {
-		if got, want := meta.Models[model].Logits, "vgg16_tv_logits.safetensors:"+model; got != want {
-			t.Errorf("%s: vgg16_fixtures.json names logits %q, want %q", model, got, want)
+	for _, name := range []string{"vgg16", "vgg16_bn"} {
+		if got, want := meta.Models[name].Logits, "vgg16_tv_logits.safetensors:"+name; got != want {
+			t.Errorf("%s: vgg16_fixtures.json names logits %q, want %q", name, got, want)
 		}
-		l := Lookup(ts, model)
+		l := Lookup(ts, name)
 		if l == nil || !slices.Equal(l.Shape, []int{4, 1000}) {
-			t.Errorf("%s: got %v, want logits of shape [4 1000]", model, l)
+			t.Errorf("%s: got %v, want logits of shape [4 1000]", name, l)
 		}
 	}
 	if !strings.HasPrefix(md["torch_version"], "2.11.0") {

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/fwbench/fwbench/vgg"
+	"github.com/fwbench/fwbench/model"
 )
 
 // moments returns the mean, the standard deviation and the fraction of
@@ -27,16 +27,23 @@ func moments(xs []float32, std float64) (mean, sd, within float64) {
 	return mean, math.Sqrt(ss/n - mean*mean), float64(in) / n
 }
 
-// initSome initialises only the named params of a model; since every
-// tensor has its own random stream, the values equal InitVGG's.
-func initSome(t *testing.T, c vgg.Config, size, classes, hidden int, seed int64, names ...string) []*Tensor {
+// build returns the Net that s describes.
+func build(t testing.TB, s model.Spec) *model.Net {
 	t.Helper()
-	ps, err := vgg.ParamsHidden(c, size, classes, hidden)
+	n, err := model.Build(s)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var sel []vgg.Param
-	for _, p := range ps {
+	return n
+}
+
+// initSome initialises only the named params of a model; since every
+// tensor has its own random stream, the values equal those of a full
+// InitParams(net.Params, seed).
+func initSome(t *testing.T, s model.Spec, seed int64, names ...string) []*Tensor {
+	t.Helper()
+	var sel []model.Param
+	for _, p := range build(t, s).Params {
 		if slices.Contains(names, p.Name) {
 			sel = append(sel, p)
 		}
@@ -52,7 +59,7 @@ func initSome(t *testing.T, c vgg.Config, size, classes, hidden int, seed int64,
 }
 
 // zeros returns zero-filled tensors for ps: cheap stand-ins for a model.
-func zeros(ps []vgg.Param) []*Tensor {
+func zeros(ps []model.Param) []*Tensor {
 	ts := make([]*Tensor, len(ps))
 	for i, p := range ps {
 		ts[i] = &Tensor{Name: p.Name, Shape: slices.Clone(p.Shape), Data: make([]float32, p.NumElements())}
@@ -60,95 +67,122 @@ func zeros(ps []vgg.Param) []*Tensor {
 	return ts
 }
 
-func TestInitVGGDistributions(t *testing.T) {
-	ts := initSome(t, vgg.Config{Name: "vgg16"}, 32, 10, 256, 1,
-		"features.0.weight", "features.10.weight", "features.28.weight", "classifier.0.weight", "classifier.6.weight")
-	// Expected std: torchvision VGG init, kaiming_normal_(mode="fan_out",
-	// nonlinearity="relu") → sqrt(2/(out·3·3)); Linear normal(0, 0.01).
-	// Tolerances are 5 standard errors for n samples of a normal: the sample
-	// std has standard error std/sqrt(2n), the mean std/sqrt(n), and the
-	// fraction within ±1 std (0.6827 for a normal) sqrt(p(1-p)/n).
+func TestInitParamsDistributions(t *testing.T) {
+	vgg16 := model.Spec{Name: "vgg16", ImageSize: 32, Classes: 10, Hidden: 256}
+	resnet18 := model.Spec{Name: "resnet18", ImageSize: 32, Classes: 10}
+	mobilenet := model.Spec{Name: "mobilenet_v2", ImageSize: 32, Classes: 10}
+	// Expected std: torchvision's VGG and MobileNetV2 init,
+	// kaiming_normal_(mode="fan_out", nonlinearity="relu") → sqrt(2/fan_out)
+	// with torch's fan_out = out·k·k (a depthwise [C, 1, k, k] kernel too);
+	// Linear normal(0, 0.01). Tolerances are 5 standard errors for n samples
+	// of a normal: the sample std has standard error std/sqrt(2n), the mean
+	// std/sqrt(n), and the fraction within ±1 std (0.6827 for a normal)
+	// sqrt(p(1-p)/n).
 	tests := []struct {
+		spec model.Spec
 		name string
 		std  float64
 	}{
-		{"features.0.weight", math.Sqrt(2.0 / (64 * 9))},   // n = 1728
-		{"features.10.weight", math.Sqrt(2.0 / (256 * 9))}, // n = 294,912
-		{"features.28.weight", math.Sqrt(2.0 / (512 * 9))}, // n = 2,359,296, three random streams
-		{"classifier.0.weight", 0.01},                      // n = 131,072
-		{"classifier.6.weight", 0.01},                      // n = 2,560
+		{vgg16, "features.0.weight", math.Sqrt(2.0 / (64 * 9))},          // n = 1728
+		{vgg16, "features.10.weight", math.Sqrt(2.0 / (256 * 9))},        // n = 294,912
+		{vgg16, "features.28.weight", math.Sqrt(2.0 / (512 * 9))},        // n = 2,359,296, three random streams
+		{vgg16, "classifier.0.weight", 0.01},                             // n = 131,072
+		{vgg16, "classifier.6.weight", 0.01},                             // n = 2,560
+		{resnet18, "conv1.weight", math.Sqrt(2.0 / (64 * 49))},           // 7×7 kernel, n = 9,408
+		{resnet18, "layer2.0.downsample.0.weight", math.Sqrt(2.0 / 128)}, // 1×1 kernel, n = 8,192
+		{resnet18, "fc.weight", 0.01},                                    // n = 5,120
+		// Depthwise [96, 1, 3, 3]: fan_out = 96·9, n = 864.
+		{mobilenet, "features.2.conv.1.0.weight", math.Sqrt(2.0 / (96 * 9))},
+		{mobilenet, "features.18.0.weight", math.Sqrt(2.0 / 1280)}, // n = 409,600
 	}
+	byModel := map[string][]*Tensor{}
 	for _, tt := range tests {
-		w := Lookup(ts, tt.name)
+		ps := build(t, tt.spec).Params
+		i := slices.IndexFunc(ps, func(p model.Param) bool { return p.Name == tt.name })
+		if i < 0 {
+			t.Fatalf("%s has no %s", tt.spec.Name, tt.name)
+		}
+		ts, err := InitParams(ps[i:i+1], 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := ts[0]
+		byModel[tt.spec.Name] = append(byModel[tt.spec.Name], w)
 		n := float64(len(w.Data))
 		mean, sd, within := moments(w.Data, tt.std)
 		if tol := 5 * tt.std / math.Sqrt(2*n); math.Abs(sd-tt.std) > tol {
-			t.Errorf("%s: got std %.6f, want %.6f ± %.6f", tt.name, sd, tt.std, tol)
+			t.Errorf("%s %s: got std %.6f, want %.6f ± %.6f", tt.spec.Name, tt.name, sd, tt.std, tol)
 		}
 		if tol := 5 * tt.std / math.Sqrt(n); math.Abs(mean) > tol {
-			t.Errorf("%s: got mean %.6f, want 0 ± %.6f", tt.name, mean, tol)
+			t.Errorf("%s %s: got mean %.6f, want 0 ± %.6f", tt.spec.Name, tt.name, mean, tol)
 		}
 		const p = 0.682689492 // P(|Z| ≤ 1) for a standard normal
 		if tol := 5 * math.Sqrt(p*(1-p)/n); math.Abs(within-p) > tol {
-			t.Errorf("%s: got %.4f within ±1 std, want %.4f ± %.4f", tt.name, within, p, tol)
+			t.Errorf("%s %s: got %.4f within ±1 std, want %.4f ± %.4f", tt.spec.Name, tt.name, within, p, tol)
 		}
 	}
 	// Chunks of a large tensor come from different streams.
-	w := Lookup(ts, "features.28.weight").Data
+	w := Lookup(byModel["vgg16"], "features.28.weight").Data
 	if slices.Equal(w[:64], w[initChunk:initChunk+64]) {
 		t.Errorf("features.28.weight: chunk 1 repeats chunk 0")
 	}
 }
 
-func TestInitVGGBatchNorm(t *testing.T) {
-	// The one full InitVGG of the tests (vgg11_bn base: 9.2 M values).
-	c := vgg.Config{Name: "vgg11", BatchNorm: true}
-	ts, err := InitVGG(c, 32, 10, 16, 3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ps, _ := vgg.ParamsHidden(c, 32, 10, 16)
-	if err := CheckShapes(ts, ps, false); err != nil {
-		t.Fatal(err)
-	}
-	for i, tensor := range ts {
-		if tensor.Name != ps[i].Name {
-			t.Errorf("tensor %d: got %s, want %s (state-dict order)", i, tensor.Name, ps[i].Name)
-		}
-		if strings.HasSuffix(tensor.Name, ".bias") && slices.ContainsFunc(tensor.Data, func(x float32) bool { return x != 0 }) {
-			t.Errorf("%s: got a non-zero bias, want all 0", tensor.Name)
-		}
-	}
-	// torchvision: BatchNorm2d weight 1, bias 0; running_mean 0, running_var 1
-	// (BatchNorm2d defaults). features.1 is vgg11_bn's first BatchNorm2d.
+func TestInitParamsConstants(t *testing.T) {
+	// The full InitParams of the tests: vgg11_bn's base (9.2 M values) and
+	// mobilenet_v2 (3.5 M). torchvision: conv and linear biases 0,
+	// BatchNorm2d weight 1, bias 0; running_mean 0, running_var 1
+	// (BatchNorm2d defaults). features.1 is vgg11_bn's first BatchNorm2d,
+	// features.0.1 mobilenet_v2's.
 	tests := []struct {
-		name string
-		want float32
+		spec  model.Spec
+		bn    string // the first BatchNorm2d
+		width int    // its channels
 	}{
-		{"features.1.weight", 1},
-		{"features.1.bias", 0},
-		{"features.1.running_mean", 0},
-		{"features.1.running_var", 1},
+		{model.Spec{Name: "vgg11_bn", ImageSize: 32, Classes: 10, Hidden: 16}, "features.1", 64},
+		{model.Spec{Name: "mobilenet_v2", ImageSize: 32, Classes: 10}, "features.0.1", 32},
 	}
 	for _, tt := range tests {
-		got := Lookup(ts, tt.name)
-		if got == nil || len(got.Data) != 64 {
-			t.Fatalf("%s: got %v, want 64 values", tt.name, got)
+		ps := build(t, tt.spec).Params
+		ts, err := InitParams(ps, 3)
+		if err != nil {
+			t.Fatal(err)
 		}
-		for _, v := range got.Data {
-			if v != tt.want {
-				t.Errorf("%s: got %v, want all %v", tt.name, v, tt.want)
-				break
+		if err := CheckShapes(ts, ps, false); err != nil {
+			t.Fatal(err)
+		}
+		for i, tensor := range ts {
+			if tensor.Name != ps[i].Name {
+				t.Errorf("%s tensor %d: got %s, want %s (state-dict order)", tt.spec.Name, i, tensor.Name, ps[i].Name)
+			}
+			if strings.HasSuffix(tensor.Name, ".bias") && slices.ContainsFunc(tensor.Data, func(x float32) bool { return x != 0 }) {
+				t.Errorf("%s %s: got a non-zero bias, want all 0", tt.spec.Name, tensor.Name)
+			}
+		}
+		for _, c := range []struct {
+			leaf string
+			want float32
+		}{{"weight", 1}, {"bias", 0}, {"running_mean", 0}, {"running_var", 1}} {
+			name := tt.bn + "." + c.leaf
+			got := Lookup(ts, name)
+			if got == nil || len(got.Data) != tt.width {
+				t.Fatalf("%s %s: got %v, want %d values", tt.spec.Name, name, got, tt.width)
+			}
+			for _, v := range got.Data {
+				if v != c.want {
+					t.Errorf("%s %s: got %v, want all %v", tt.spec.Name, name, v, c.want)
+					break
+				}
 			}
 		}
 	}
 }
 
-func TestInitVGGDeterminism(t *testing.T) {
-	ps, _ := vgg.ParamsHidden(vgg.Config{Name: "vgg11"}, 32, 10, 16)
+func TestInitParamsDeterminism(t *testing.T) {
+	ps := build(t, model.Spec{Name: "vgg11", ImageSize: 32, Classes: 10, Hidden: 16}).Params
 	ps = append(ps[:4:4], ps[len(ps)-6:]...) // features.0, features.3, the head
 	// and one tensor of more than one random stream
-	ps = append(ps, vgg.Param{Name: "big", Shape: []int{initChunk + 10}, Kind: vgg.LinearWeight})
+	ps = append(ps, model.Param{Name: "big", Shape: []int{initChunk + 10}, Kind: model.LinearWeight})
 	a, _ := InitParams(ps, 42)
 	b, _ := InitParams(ps, 42)
 	d, _ := InitParams(ps, 43)
@@ -170,9 +204,9 @@ func TestInitVGGDeterminism(t *testing.T) {
 		}
 	}
 	// Golden values: seed 42, features.0.weight[0:3], recorded when this
-	// scheme was introduced. A change here means the same seed no longer
-	// gives the same weights as before (PCG stream, hash, chunking or
-	// Box-Muller changed).
+	// scheme was introduced (then through InitVGG). A change here means the
+	// same seed no longer gives the same weights as before (PCG stream,
+	// hash, chunking or Box-Muller changed).
 	want := []float32{-0.012197118, -0.009384034, -0.07582922}
 	if got := a[0].Data[:3]; !slices.Equal(got, want) {
 		t.Errorf("features.0.weight[0:3]: got %v, want %v", got, want)
@@ -189,17 +223,25 @@ func bits(xs []float32) []uint32 {
 
 func TestInitStreamsIndependent(t *testing.T) {
 	// A tensor's values depend on its name and the seed only: the base is the
-	// same whatever the head, and InitHead equals InitVGG's head.
-	c := vgg.Config{Name: "vgg11"}
-	a := initSome(t, c, 32, 10, 16, 7, "features.0.weight", "features.3.weight", "classifier.0.weight",
+	// same whatever the head, image size and class count, and the head
+	// initialised alone equals the head of a full InitParams.
+	small := model.Spec{Name: "vgg11", ImageSize: 32, Classes: 10, Hidden: 16}
+	a := initSome(t, small, 7, "features.0.weight", "features.3.weight", "classifier.0.weight",
 		"classifier.0.bias", "classifier.3.weight", "classifier.3.bias", "classifier.6.weight", "classifier.6.bias")
-	b := initSome(t, c, 64, 100, 32, 7, "features.0.weight", "features.3.weight")
+	other := model.Spec{Name: "vgg11", Head: model.HeadTorchvision, ImageSize: 64, Classes: 100, Hidden: 32}
+	b := initSome(t, other, 7, "features.0.weight", "features.3.weight")
 	for _, tb := range b {
 		if ta := Lookup(a, tb.Name); !slices.Equal(ta.Data, tb.Data) {
 			t.Errorf("%s: got different values for another head, want the same", ta.Name)
 		}
 	}
-	head, err := InitHead(c, 32, 10, 16, 7)
+	var headParams []model.Param
+	for _, p := range build(t, small).Params {
+		if p.Head {
+			headParams = append(headParams, p)
+		}
+	}
+	head, err := InitParams(headParams, 7)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,48 +250,25 @@ func TestInitStreamsIndependent(t *testing.T) {
 	}
 	for _, h := range head {
 		if !slices.Equal(h.Data, Lookup(a, h.Name).Data) {
-			t.Errorf("%s: InitHead differs from InitVGG", h.Name)
+			t.Errorf("%s: the head alone differs from the full model's", h.Name)
 		}
 	}
 }
 
-func TestWithNewHead(t *testing.T) {
-	c := vgg.Config{Name: "vgg11"}
-	// A "pretrained" file: 1000-class head at another size, as torchvision's.
-	pre, _ := vgg.ParamsHidden(c, 64, 1000, 32)
-	loaded := zeros(pre)
-	got, err := WithNewHead(loaded, c, 32, 10, 16, 2)
-	if err != nil {
-		t.Fatal(err)
+func TestInitParamsErrors(t *testing.T) {
+	tests := []struct {
+		name  string
+		shape []int
+		want  string
+	}{
+		{"negative", []int{-1}, "x: bad shape [-1]"},
+		// 2^21 · 2^20 = 2^41 elements, over maxElements (2^40).
+		{"too large", []int{1 << 21, 1 << 20}, "x: bad shape [2097152 1048576]"},
 	}
-	ps, _ := vgg.ParamsHidden(c, 32, 10, 16)
-	if err := CheckShapes(got, ps, false); err != nil {
-		t.Fatal(err)
-	}
-	for i, p := range ps {
-		if got[i].Name != p.Name {
-			t.Errorf("tensor %d: got %s, want %s (state-dict order)", i, got[i].Name, p.Name)
+	for _, tt := range tests {
+		_, err := InitParams([]model.Param{{Name: "x", Shape: tt.shape, Kind: model.ConvBias}}, 1)
+		if err == nil || !strings.HasPrefix(err.Error(), "weights: init: ") || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: got %v, want weights: init: ... %s", tt.name, err, tt.want)
 		}
-		if !p.Head && Lookup(loaded, p.Name) != got[i] {
-			t.Errorf("%s: base tensor not taken from loaded", p.Name)
-		}
-	}
-	head, _ := InitHead(c, 32, 10, 16, 2)
-	if !slices.Equal(Lookup(got, "classifier.6.weight").Data, Lookup(head, "classifier.6.weight").Data) {
-		t.Errorf("classifier.6.weight: got values unlike InitHead with seed 2")
-	}
-	// A missing base tensor is an error naming it.
-	_, err = WithNewHead(loaded[2:], c, 32, 10, 16, 2)
-	if err == nil || !strings.Contains(err.Error(), "features.0.weight: missing") {
-		t.Errorf("missing base: got %v, want features.0.weight: missing", err)
-	}
-}
-
-func TestInitVGGErrors(t *testing.T) {
-	if _, err := InitVGG(vgg.Config{Name: "vgg16"}, 33, 10, 0, 1); err == nil || !strings.HasPrefix(err.Error(), "weights: init: vgg: image size 33") {
-		t.Errorf("bad image size: got %v, want weights: init: vgg: image size 33 ...", err)
-	}
-	if _, err := InitParams([]vgg.Param{{Name: "x", Shape: []int{-1}, Kind: vgg.ConvBias}}, 1); err == nil || !strings.Contains(err.Error(), "x: bad shape [-1]") {
-		t.Errorf("negative shape: got %v, want x: bad shape [-1]", err)
 	}
 }

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/fwbench/fwbench/vgg"
+	"github.com/fwbench/fwbench/model"
 )
 
 func TestNumElements(t *testing.T) {
@@ -29,11 +29,10 @@ func TestNumElements(t *testing.T) {
 }
 
 func TestCheckShapes(t *testing.T) {
-	c := vgg.Config{Name: "vgg11"}
-	ps, _ := vgg.ParamsHidden(c, 32, 10, 16)
+	ps := build(t, model.Spec{Name: "vgg11", ImageSize: 32, Classes: 10, Hidden: 16}).Params
 	full := zeros(ps)
-	pre, _ := vgg.ParamsHidden(c, 64, 1000, 32) // torchvision-like 1000-class head
-	otherHead := zeros(pre)
+	// torchvision-like 1000-class head
+	otherHead := zeros(build(t, model.Spec{Name: "vgg11", ImageSize: 64, Classes: 1000, Hidden: 32}).Params)
 	var base []*Tensor
 	for _, tensor := range full {
 		if !strings.HasPrefix(tensor.Name, "classifier.") {
@@ -165,10 +164,10 @@ func TestWriteFileAtomic(t *testing.T) {
 
 func TestCheckpointRoundTrip(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "ckpt")
-	params, err := InitParams([]vgg.Param{
-		{Name: "features.0.weight", Shape: []int{64, 3, 3, 3}, Kind: vgg.ConvWeight},
-		{Name: "features.0.bias", Shape: []int{64}, Kind: vgg.ConvBias},
-		{Name: "classifier.6.weight", Shape: []int{10, 16}, Kind: vgg.LinearWeight},
+	params, err := InitParams([]model.Param{
+		{Name: "features.0.weight", Shape: []int{64, 3, 3, 3}, Kind: model.ConvWeight},
+		{Name: "features.0.bias", Shape: []int{64}, Kind: model.ConvBias},
+		{Name: "classifier.6.weight", Shape: []int{10, 16}, Kind: model.LinearWeight},
 	}, 5)
 	if err != nil {
 		t.Fatal(err)
