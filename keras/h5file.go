@@ -65,10 +65,10 @@ func read(f h5obj) ([]*weights.Tensor, error) {
 		if err != nil {
 			return nil, err
 		}
-		prefix := "features." + strconv.Itoa(fl.Index) + "."
+		prefix := fl.module + "."
 		ts = append(ts,
-			&weights.Tensor{Name: prefix + "weight", Shape: []int{fl.Out, fl.In, 3, 3}, Data: hwioToOIHW(k, fl.In, fl.Out)},
-			&weights.Tensor{Name: prefix + "bias", Shape: []int{fl.Out}, Data: b})
+			&weights.Tensor{Name: prefix + "weight", Shape: []int{fl.out, fl.in, 3, 3}, Data: hwioToOIHW(k, fl.in, fl.out)},
+			&weights.Tensor{Name: prefix + "bias", Shape: []int{fl.out}, Data: b})
 	}
 	for i, l := range denses {
 		d := p.dense[i]

@@ -1,6 +1,6 @@
 // Package keras reads and writes Keras weight files (HDF5) for fwbench's VGG
 // models, mapping them onto the canonical torchvision names and layouts that
-// package vgg defines and package weights exchanges: convolution weights OIHW
+// package model describes and package weights exchanges: convolution weights OIHW
 // named features.<i>.weight|bias at torchvision's indices, linear weights
 // [out, in] named classifier.<k>.weight|bias.
 //
@@ -18,8 +18,8 @@
 //
 // Conv2D layers, in order, become the convolutions of the plain VGG whose
 // count they match (vgg11 8, vgg13 10, vgg16 13, vgg19 16), kernels HWIO ->
-// OIHW. Dense layers become classifier.0, 3 (vgg.HeadKeras: two) and 6
-// (vgg.HeadFlatten, Keras VGG16's fc1, fc2, predictions: three), kernels
+// OIHW. Dense layers become classifier.0, 3 (model.HeadKeras: two) and 6
+// (model.HeadFlatten, Keras VGG16's fc1, fc2, predictions: three), kernels
 // [in, out] -> [out, in]; the first one's input rows are permuted from Keras'
 // H×W×C flattening to torch's C×H×W. Anything else with weights is an error
 // that names it.
@@ -60,7 +60,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/fwbench/fwbench/vgg"
+	"github.com/fwbench/fwbench/model"
 	"github.com/fwbench/fwbench/weights"
 )
 
@@ -76,8 +76,8 @@ const FormatName = "Keras HDF5 (.h5, .weights.h5)"
 
 // Read reads a Keras weight file (see the package comment for the layouts)
 // and returns its tensors in canonical torchvision names and layouts, in
-// vgg.ParamsFor order: the base, then classifier.0, 3 and (with three Dense
-// layers) 6. A file with only the convolutional base (include_top=False)
+// the order of the matching plain VGG's model.Net.Params: the base, then
+// classifier.0, 3 and (with three Dense layers) 6. A file with only the convolutional base (include_top=False)
 // gives only features.* tensors. The caller owns the returned tensors.
 func Read(path string) ([]*weights.Tensor, error) {
 	if _, err := os.Stat(path); err != nil {
@@ -171,12 +171,41 @@ func splitCounter(name string) (string, int) {
 // vggByConvs maps a number of convolutions to the plain VGG that has them.
 var vggByConvs = map[int]string{8: "vgg11", 10: "vgg13", 13: "vgg16", 16: "vgg19"}
 
+// baseLayer is one 3×3 convolution or 2×2 max pool of a plain VGG's base.
+type baseLayer struct {
+	pool    bool
+	module  string // torchvision's module path: "features.<i>"
+	in, out int    // a convolution's channels
+}
+
+// vggBase lists the base layers of the plain VGG name in order, from its
+// model.Net: the layers before the head that are convolutions or max pools.
+func vggBase(name string) ([]baseLayer, error) {
+	n, err := model.Build(model.Spec{Name: name, ImageSize: 32, Classes: 1})
+	if err != nil {
+		return nil, err
+	}
+	var out []baseLayer
+	for _, l := range n.Layers {
+		switch {
+		case l.Head:
+		case l.Op == model.Conv && l.Kernel == 3 && l.Groups == 1:
+			out = append(out, baseLayer{module: l.Name, in: l.In.C, out: l.Out})
+		case l.Op == model.Conv:
+			return nil, fmt.Errorf("%s: convolution %s is not 3×3 (Keras' VGG16 layout)", name, l.Name)
+		case l.Op == model.MaxPool:
+			out = append(out, baseLayer{pool: true, module: l.Name})
+		}
+	}
+	return out, nil
+}
+
 // denseDims is one Dense layer's shape.
 type denseDims struct{ in, out int }
 
 // readPlan is what a file's layers become.
 type readPlan struct {
-	convs []vgg.Layer // the VGG's convolutions, in order
+	convs []baseLayer // the VGG's convolutions, in order
 	dense []denseDims
 	side  int // H = W of the base's output: the first Dense layer has 512·side² inputs
 }
@@ -191,20 +220,19 @@ func planRead(convs, denses []wlayer) (*readPlan, error) {
 		return nil, fmt.Errorf("%d Conv2D layers (%s ... %s) match no VGG (vgg11 has 8, vgg13 10, vgg16 13, vgg19 16)",
 			len(convs), convs[0].name, convs[len(convs)-1].name)
 	}
-	cfg := vgg.Config{Name: name}
-	layers, err := cfg.FeatureLayers(32)
+	layers, err := vggBase(name)
 	if err != nil {
 		return nil, err
 	}
 	p := &readPlan{}
 	for _, l := range layers {
-		if !l.Pool {
+		if !l.pool {
 			p.convs = append(p.convs, l)
 		}
 	}
 	for i, c := range convs {
 		fl := p.convs[i]
-		want := []int{3, 3, fl.In, fl.Out}
+		want := []int{3, 3, fl.in, fl.out}
 		if !slices.Equal(c.kernel.info.shape, want) {
 			return nil, fmt.Errorf("Conv2D layer %s (convolution %d of %s): kernel shape %v, want %v",
 				c.name, i+1, name, c.kernel.info.shape, want)
@@ -318,8 +346,8 @@ type WriteOptions struct {
 // gives the functional model keras_model of
 // scripts/reference/make_keras_fixtures.py (VGG16 notop, Flatten, then the
 // head's Dense and Dropout layers), so that model.load_weights(path) reads it.
-// ts must be a plain (no batch norm) VGG's base with no head, vgg.HeadKeras
-// (classifier.0, 3) or vgg.HeadFlatten (classifier.0, 3, 6). Kernels are
+// ts must be a plain (no batch norm) VGG's base with no head, model.HeadKeras
+// (classifier.0, 3) or model.HeadFlatten (classifier.0, 3, 6). Kernels are
 // converted to Keras' HWIO and [in, out] layouts, the first Dense layer's rows
 // to Keras' H×W×C flattening. The file is replaced atomically (see
 // weights.WriteFileAtomic); the same tensors always give the same bytes.
@@ -397,8 +425,7 @@ func planWrite(ts []*weights.Tensor, opt WriteOptions) (*kmodel, error) {
 	if !ok {
 		return nil, fmt.Errorf("%d convolutions match no VGG (vgg11 has 8, vgg13 10, vgg16 13, vgg19 16)", len(convIdx))
 	}
-	cfg := vgg.Config{Name: name}
-	features, err := cfg.FeatureLayers(32)
+	features, err := vggBase(name)
 	if err != nil {
 		return nil, err
 	}
@@ -407,26 +434,26 @@ func planWrite(ts []*weights.Tensor, opt WriteOptions) (*kmodel, error) {
 	m.layers = append(m.layers, klayer{path: "input_layer", name: "input_layer"})
 	block, conv, nconv, npool := 1, 1, 0, 0
 	for _, l := range features {
-		if l.Pool {
+		if l.pool {
 			m.layers = append(m.layers, klayer{path: counted("max_pooling2d", npool), name: fmt.Sprintf("block%d_pool", block)})
 			npool++
 			block, conv = block+1, 1
 			continue
 		}
-		prefix := "features." + strconv.Itoa(l.Index) + "."
+		prefix := l.module + "."
 		w, b := byName[prefix+"weight"], byName[prefix+"bias"]
-		if err := want(w, prefix+"weight", []int{l.Out, l.In, 3, 3}); err != nil {
+		if err := want(w, prefix+"weight", []int{l.out, l.in, 3, 3}); err != nil {
 			return nil, fmt.Errorf("%w (%s)", err, name)
 		}
-		if err := want(b, prefix+"bias", []int{l.Out}); err != nil {
+		if err := want(b, prefix+"bias", []int{l.out}); err != nil {
 			return nil, err
 		}
 		used += 2
 		m.layers = append(m.layers, klayer{
 			path: counted("conv2d", nconv), name: fmt.Sprintf("block%d_conv%d", block, conv),
 			vars: []*weights.Tensor{
-				{Name: "0", Shape: []int{3, 3, l.In, l.Out}, Data: oihwToHWIO(w.Data, l.In, l.Out)},
-				{Name: "1", Shape: []int{l.Out}, Data: b.Data},
+				{Name: "0", Shape: []int{3, 3, l.in, l.out}, Data: oihwToHWIO(w.Data, l.in, l.out)},
+				{Name: "1", Shape: []int{l.out}, Data: b.Data},
 			},
 		})
 		nconv++

@@ -19,7 +19,7 @@ import (
 
 	"github.com/fwbench/fwbench/internal/reftest"
 	"github.com/fwbench/fwbench/internal/testfixture"
-	"github.com/fwbench/fwbench/vgg"
+	"github.com/fwbench/fwbench/model"
 	"github.com/fwbench/fwbench/weights"
 )
 
@@ -34,16 +34,18 @@ const (
 	goldenVersion  = "export_vgg16_flatten_s64.libhdf5" // the HDF5 version that wrote golden
 )
 
-// formula returns the fixtures' canonical tensors: tensor k of
-// vgg.ParamsFor(cfg, head, S, 3, 16) with the internal/reftest formula, element
-// j taking the value of element j mod 1009 (make_fixture.load_formula with
-// period 1009); with baseOnly only the features.* tensors.
-func formula(t *testing.T, cfg vgg.Config, head vgg.Head, S int, baseOnly bool) []*weights.Tensor {
+// formula returns the fixtures' canonical tensors: tensor k of the Params of
+// model.Spec{name, head, S, 3 classes, hidden 16} with the internal/reftest
+// formula, element j taking the value of element j mod 1009
+// (make_fixture.load_formula with period 1009); with baseOnly only the
+// features.* tensors.
+func formula(t *testing.T, name, head string, S int, baseOnly bool) []*weights.Tensor {
 	t.Helper()
-	ps, err := vgg.ParamsFor(cfg, head, S, fixtureClasses, fixtureHidden)
+	n, err := model.Build(model.Spec{Name: name, Head: head, ImageSize: S, Classes: fixtureClasses, Hidden: fixtureHidden})
 	if err != nil {
 		t.Fatal(err)
 	}
+	ps := n.Params
 	var out []*weights.Tensor
 	for k, p := range ps {
 		if baseOnly && p.Head {
@@ -111,18 +113,18 @@ func names(ts []*weights.Tensor) []string {
 func TestReadFixtures(t *testing.T) {
 	tests := []struct {
 		file     string
-		head     vgg.Head
+		head     string
 		S        int
 		baseOnly bool
 	}{
 		// The original keras.applications layout (block1_conv1_W_1:0), base only.
-		{"keras2_vgg16_notop_s32.h5.gz", vgg.HeadKeras, 32, true},
+		{"keras2_vgg16_notop_s32.h5.gz", model.HeadKeras, 32, true},
 		// The same with fc1, fc2, predictions: three Dense layers, the flatten head.
-		{"keras2_vgg16_full_s32.h5.gz", vgg.HeadFlatten, 32, false},
+		{"keras2_vgg16_full_s32.h5.gz", model.HeadFlatten, 32, false},
 		// Keras 3's save_weights of the functional model, and nested in keras.Sequential; at
 		// 64 px the first Dense layer's 2048 rows are permuted from H×W×C to C×H×W.
-		{"keras3_vgg16_keras_s64.weights.h5.gz", vgg.HeadKeras, 64, false},
-		{"keras3_vgg16_keras_s64_sequential.weights.h5.gz", vgg.HeadKeras, 64, false},
+		{"keras3_vgg16_keras_s64.weights.h5.gz", model.HeadKeras, 64, false},
+		{"keras3_vgg16_keras_s64_sequential.weights.h5.gz", model.HeadKeras, 64, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
@@ -141,7 +143,7 @@ func TestReadFixtures(t *testing.T) {
 			}
 			// The values Python wrote, converted back by Read, are the formula in
 			// canonical layout, bit for bit.
-			want := formula(t, vgg.Config{Name: "vgg16"}, tt.head, tt.S, tt.baseOnly)
+			want := formula(t, "vgg16", tt.head, tt.S, tt.baseOnly)
 			if d := sameTensors(got, want); d != "" {
 				t.Error(d)
 			}
@@ -167,8 +169,8 @@ func TestReadFixtures(t *testing.T) {
 			}
 			if tt.baseOnly {
 				// The head the script put on the base for its logits is the formula's
-				// tensors 26..29 of vgg.ParamsFor(vgg16, keras, 32, 3, 16).
-				full := formula(t, vgg.Config{Name: "vgg16"}, tt.head, tt.S, false)
+				// tensors 26..29 of vgg16's Params with the keras head at 32 px, 3 classes, hidden 16.
+				full := formula(t, "vgg16", tt.head, tt.S, false)
 				var head []*weights.Tensor
 				for _, w := range full[len(want):] {
 					head = append(head, weights.Lookup(side, w.Name))
@@ -256,28 +258,30 @@ func TestRoundTrip(t *testing.T) {
 	tests := []struct {
 		name     string
 		model    string
-		head     vgg.Head
+		head     string
 		S        int
 		baseOnly bool // the tensors hold only the base
 		opt      WriteOptions
 	}{
-		{"vgg11 keras head 64px", "vgg11", vgg.HeadKeras, 64, false, WriteOptions{}},
-		{"vgg13 flatten head 96px", "vgg13", vgg.HeadFlatten, 96, false, WriteOptions{}},
-		{"vgg19 base", "vgg19", vgg.HeadFlatten, 32, true, WriteOptions{}},
-		{"vgg11 BaseOnly drops the head", "vgg11", vgg.HeadKeras, 32, false, WriteOptions{BaseOnly: true}},
+		{"vgg11 keras head 64px", "vgg11", model.HeadKeras, 64, false, WriteOptions{}},
+		{"vgg13 flatten head 96px", "vgg13", model.HeadFlatten, 96, false, WriteOptions{}},
+		{"vgg19 base", "vgg19", model.HeadFlatten, 32, true, WriteOptions{}},
+		{"vgg11 BaseOnly drops the head", "vgg11", model.HeadKeras, 32, false, WriteOptions{BaseOnly: true}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ts, err := reftest.WeightsFor(vgg.Config{Name: tt.model}, tt.head, tt.S, 5, 8)
+			net, err := model.Build(model.Spec{Name: tt.model, Head: tt.head, ImageSize: tt.S, Classes: 5, Hidden: 8})
 			if err != nil {
 				t.Fatal(err)
 			}
+			ts := reftest.WeightsForNet(net)
+			base := ts[:slices.IndexFunc(net.Params, func(p model.Param) bool { return p.Head })]
 			if tt.baseOnly {
-				ts = ts[:len(ts)-2*len(must(tt.head.Layers(tt.S, 5, 8)))]
+				ts = base
 			}
 			want := ts
 			if tt.opt.BaseOnly {
-				want = ts[:len(ts)-2*len(must(tt.head.Layers(tt.S, 5, 8)))]
+				want = base
 			}
 			// WriteWeightsH5 takes the tensors in any order.
 			shuffled := slices.Clone(ts)
@@ -319,7 +323,7 @@ func must[T any](v T, err error) T {
 // into its keras_model(64, "flatten") and checks against PyTorch's logits.
 // -update rewrites it (then run the script with --check-export).
 func TestGolden(t *testing.T) {
-	known := formula(t, vgg.Config{Name: "vgg16"}, vgg.HeadFlatten, 64, false)
+	known := formula(t, "vgg16", model.HeadFlatten, 64, false)
 	fresh := filepath.Join(t.TempDir(), "export.weights.h5")
 	if err := WriteWeightsH5(fresh, known, WriteOptions{}); err != nil {
 		t.Fatal(err)
@@ -408,7 +412,7 @@ func TestReadErrors(t *testing.T) {
 
 	// A valid file cut short at several places.
 	whole := filepath.Join(dir, "whole.weights.h5")
-	base, err := reftest.WeightsFor(vgg.Config{Name: "vgg11"}, vgg.HeadKeras, 32, 3, 4)
+	base, err := reftest.Weights(model.Spec{Name: "vgg11", Head: model.HeadKeras, ImageSize: 32, Classes: 3, Hidden: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -498,11 +502,11 @@ func writeLayersRoot(t *testing.T) string {
 }
 
 func TestWriteErrors(t *testing.T) {
-	good, err := reftest.WeightsFor(vgg.Config{Name: "vgg11"}, vgg.HeadKeras, 32, 3, 4)
+	good, err := reftest.Weights(model.Spec{Name: "vgg11", Head: model.HeadKeras, ImageSize: 32, Classes: 3, Hidden: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
-	bn, err := reftest.WeightsFor(vgg.Config{Name: "vgg11", BatchNorm: true}, vgg.HeadKeras, 32, 3, 4)
+	bn, err := reftest.Weights(model.Spec{Name: "vgg11_bn", Head: model.HeadKeras, ImageSize: 32, Classes: 3, Hidden: 4})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,13 +8,13 @@ import (
 	"testing"
 
 	"github.com/fwbench/fwbench/internal/reftest"
-	"github.com/fwbench/fwbench/vgg"
+	"github.com/fwbench/fwbench/model"
 )
 
 // TestNoHDF5 checks the nohdf5 build: the pure-Go checks still run, then
 // reading and writing fail with ErrNoHDF5.
 func TestNoHDF5(t *testing.T) {
-	ts, err := reftest.WeightsFor(vgg.Config{Name: "vgg11"}, vgg.HeadKeras, 32, 3, 4)
+	ts, err := reftest.Weights(model.Spec{Name: "vgg11", Head: model.HeadKeras, ImageSize: 32, Classes: 3, Hidden: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
