@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/fwbench/fwbench/internal/reftest"
-	"github.com/fwbench/fwbench/vgg"
+	"github.com/fwbench/fwbench/model"
 	"github.com/fwbench/fwbench/weights"
 )
 
@@ -67,11 +67,8 @@ func TestMatchesPythonFixture(t *testing.T) {
 		{"vgg11_bn", 16, "bn_names", "bn_weights_sha256"},
 	}
 	for _, tt := range tests {
-		cfg, err := vgg.Parse(tt.model)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ws, err := reftest.Weights(cfg, 32, 3, tt.hidden)
+		// make_fixture.py's models: the flatten head, 3 classes, 32 px.
+		ws, err := reftest.Weights(model.Spec{Name: tt.model, ImageSize: 32, Classes: 3, Hidden: tt.hidden})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -100,7 +97,7 @@ func TestMatchesPythonFixture(t *testing.T) {
 }
 
 // TestHeadFixtureMatchesPython proves the same for the head fixture
-// (scripts/reference/make_head_fixture.py): WeightsFor gives, for every head and model,
+// (scripts/reference/make_head_fixture.py): Weights gives, for every head and model,
 // the tensor names in the fixture's order and the bytes whose SHA-256 numpy recorded.
 func TestHeadFixtureMatchesPython(t *testing.T) {
 	_, meta, err := weights.ReadSafetensors(filepath.FromSlash(headFixture))
@@ -116,22 +113,18 @@ func TestHeadFixtureMatchesPython(t *testing.T) {
 		t.Fatalf("metadata weights_sha256: %v", err)
 	}
 	tests := []struct {
-		head   vgg.Head
+		head   string
 		model  string
 		params int // tensors: vgg11 has 8 convolutions (2 each, +4 with BatchNorm), plus 2 per Linear
 	}{
-		{vgg.HeadTorchvision, "vgg11", 16 + 6},
-		{vgg.HeadTorchvision, "vgg11_bn", 48 + 6},
-		{vgg.HeadKeras, "vgg11", 16 + 4},
-		{vgg.HeadKeras, "vgg11_bn", 48 + 4},
+		{model.HeadTorchvision, "vgg11", 16 + 6},
+		{model.HeadTorchvision, "vgg11_bn", 48 + 6},
+		{model.HeadKeras, "vgg11", 16 + 4},
+		{model.HeadKeras, "vgg11_bn", 48 + 4},
 	}
 	for _, tt := range tests {
-		key := string(tt.head) + "/" + tt.model
-		cfg, err := vgg.Parse(tt.model)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ws, err := reftest.WeightsFor(cfg, tt.head, 32, 3, 16)
+		key := tt.head + "/" + tt.model
+		ws, err := reftest.Weights(model.Spec{Name: tt.model, Head: tt.head, ImageSize: 32, Classes: 3, Hidden: 16})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -155,27 +148,68 @@ func TestHeadFixtureMatchesPython(t *testing.T) {
 }
 
 func TestWeightStatistics(t *testing.T) {
-	ws, err := reftest.Weights(vgg.Config{Name: "vgg16"}, 64, 10, 64)
-	if err != nil {
-		t.Fatal(err)
+	// The package formula: weights u·√12·std with std = sqrt(2/fan_in), fan_in
+	// the product of the dimensions after the first (in/groups·k·k for a
+	// convolution, 1·3·3 for a depthwise one); BatchNorm weight and
+	// running_var 1 + 0.1·u in [0.95, 1.05); biases, BatchNorm bias and
+	// running_mean 0.01·u in [−0.005, 0.005).
+	specs := []model.Spec{
+		{Name: "vgg16", ImageSize: 64, Classes: 10, Hidden: 64},
+		{Name: "resnet18", ImageSize: 32, Classes: 10},
+		{Name: "mobilenet_v2", ImageSize: 32, Classes: 10},
 	}
-	ps, _ := vgg.ParamsHidden(vgg.Config{Name: "vgg16"}, 64, 10, 64)
-	for i, w := range ws {
-		p := ps[i]
-		if len(w.Data) != p.NumElements() {
-			t.Fatalf("%s: got %d values, want %d", w.Name, len(w.Data), p.NumElements())
+	for _, s := range specs {
+		n, err := model.Build(s)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if p.Kind != vgg.ConvWeight || len(w.Data) < 10000 {
-			continue
+		ws := reftest.WeightsForNet(n)
+		if len(ws) != len(n.Params) {
+			t.Fatalf("%s: got %d tensors, want %d (Params)", s.Name, len(ws), len(n.Params))
 		}
-		var s2 float64
-		for _, v := range w.Data {
-			s2 += float64(v) * float64(v)
+		checked := 0
+		for i, w := range ws {
+			p := n.Params[i]
+			if w.Name != p.Name || len(w.Data) != p.NumElements() {
+				t.Fatalf("%s tensor %d: got %s with %d values, want %s with %d", s.Name, i, w.Name, len(w.Data), p.Name, p.NumElements())
+			}
+			lo, hi := float32(-0.005), float32(0.005)
+			switch p.Kind {
+			case model.BNWeight, model.BNVar:
+				lo, hi = 0.95, 1.05
+			case model.ConvWeight, model.LinearWeight:
+				fanIn := 1
+				for _, d := range p.Shape[1:] {
+					fanIn *= d
+				}
+				want := math.Sqrt(2 / float64(fanIn)) // He: sqrt(2/fan_in)
+				lim := float32(math.Sqrt(12) / 2 * want * (1 + 1e-6))
+				lo, hi = -lim, lim
+				// The sample std of n values of a uniform has a relative
+				// standard error of sqrt(0.2/n): 2% is over 4 of them from
+				// 10,000 values on.
+				if len(w.Data) >= 10000 {
+					var s2 float64
+					for _, v := range w.Data {
+						s2 += float64(v) * float64(v)
+					}
+					if std := math.Sqrt(s2 / float64(len(w.Data))); math.Abs(std-want) > 0.02*want {
+						t.Errorf("%s %s: got std %.5f, want %.5f ± 2%%", s.Name, w.Name, std, want)
+					}
+					checked++
+				}
+			}
+			// u·√12·std lies in [−√12/2·std, √12/2·std); the weights' bound has
+			// 1e-6 of slack for float32 rounding.
+			for j, v := range w.Data {
+				if v < lo || v > hi {
+					t.Errorf("%s %s[%d]: got %v, want in [%v, %v]", s.Name, w.Name, j, v, lo, hi)
+					break
+				}
+			}
 		}
-		std := math.Sqrt(s2 / float64(len(w.Data)))
-		want := math.Sqrt(2 / float64(p.Shape[1]*9)) // He: sqrt(2/fan_in)
-		if math.Abs(std-want) > 0.02*want {
-			t.Errorf("%s: got std %.5f, want %.5f ± 2%%", w.Name, std, want)
+		if checked == 0 {
+			t.Errorf("%s: no weight of 10,000 values or more checked", s.Name)
 		}
 	}
 }
@@ -198,7 +232,7 @@ func TestInput(t *testing.T) {
 }
 
 func ExampleWeights() {
-	ws, err := reftest.Weights(vgg.Config{Name: "vgg11"}, 32, 3, 16)
+	ws, err := reftest.Weights(model.Spec{Name: "vgg11", ImageSize: 32, Classes: 3, Hidden: 16})
 	if err != nil {
 		panic(err)
 	}
