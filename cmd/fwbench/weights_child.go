@@ -41,7 +41,7 @@ const childReadTimeout = 5 * time.Minute
 const childExitError = 3
 
 // orderKey is the safetensors metadata entry in which the child lists the tensors' names in
-// keras.Read's order (vgg.ParamsFor order); the format itself stores them sorted.
+// keras.Read's order (the plain VGG's model.Net.Params order); the format itself stores them sorted.
 const orderKey = "fwbench.order"
 
 // childStderrMax is how much of a child's stderr is kept: the message of exit 3, or the start

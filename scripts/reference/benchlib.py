@@ -1,7 +1,7 @@
 """Shared helpers of the Python reference runs (torch_train.py, keras_train.py).
 
 They read what scripts/bench/export wrote (batches exported by Go's dataset package,
-initial weights from weights.InitVGG, the dropout masks of vgg.DropoutMask, a manifest
+initial weights from weights.InitParams, the dropout masks of model.DropoutMask, a manifest
 with hashes), check every byte against the hashes Go computed, and write run records with
 the fields of `fwbench train --json` (compare.RunRecord, schema fwbench.run/v1) plus
 "driver": "python".
@@ -78,7 +78,7 @@ def load_export(folder, steps):
 
 
 def load_masks(folder, man, steps, dropout):
-    """The dropout masks the Go drivers use (vgg.DropoutMask, written by the exporter): for
+    """The dropout masks the Go drivers use (model.DropoutMask, written by the exporter): for
     each of the first `steps` steps a float32 array [2, batch, hidden] (layer 0, layer 1),
     each file checked against the SHA-256 in the manifest. None when dropout is 0. The
     run's --dropout must be the exporter's: the masks are drawn for that probability."""

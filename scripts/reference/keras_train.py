@@ -20,7 +20,7 @@ with GradientTape, the Keras SGD optimizer (momentum 0.9: v ← m·v − lr·g, 
 which equals torch's and tfrun's update for a constant lr) and the dense softmax
 cross-entropy on one-hot labels that tfrun's graph uses. Dropout draws nothing: step i
 multiplies each hidden layer's activation (after ReLU) by the exported mask of step i and
-that layer (vgg.DropoutMask, 0 or 1/(1−rate)), the masks tfrun feeds its graph, so the
+that layer (model.DropoutMask, 0 or 1/(1−rate)), the masks tfrun feeds its graph, so the
 losses can be compared step by step with the Go run.
 """
 

@@ -85,7 +85,7 @@ def make_model(name, hidden, classes, image_size, dropout):
 
 
 def names_in_order(m):
-    """State-dict names in vgg.ParamsHidden order: torchvision's, without num_batches_tracked."""
+    """State-dict names in Go's model.Net.Params order: torchvision's, without num_batches_tracked."""
     return [k for k in m.state_dict() if not k.endswith("num_batches_tracked")]
 
 

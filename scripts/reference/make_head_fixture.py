@@ -14,7 +14,7 @@ than the default flatten head:
                                                                           (classifier.0/3)
 
 sets every tensor from the internal/reftest formula (tensor k is the k-th entry of
-vgg.ParamsFor(model, head, S, classes, hidden)), and records the eval-mode logits and
+Go's model.Build(model.Spec{model, head, S, classes, hidden}).Params), and records the eval-mode logits and
 loss on the reftest input and the weights after one SGD step. See
 scripts/reference/README.md for the keys.
 """

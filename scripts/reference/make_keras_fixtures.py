@@ -10,7 +10,7 @@ h5py, numpy, safetensors):
 Every fixture holds VGG16 (hidden width 16, 3 classes) with the internal/reftest formula
 in canonical (torchvision) layout, element j taking the value of element j mod 1009 so
 that gzip shrinks the files (make_fixture.load_formula with period 1009; tensor k is the
-k-th entry of vgg.ParamsFor(vgg16, head, S, 3, 16)). The script converts the canonical
+k-th entry of Go's model.Build(model.Spec{vgg16, head, S, 3, 16}).Params). The script converts the canonical
 tensors to Keras' layouts with numpy, writes the files, has Keras load them, and checks
 Keras' eval-mode logits on the reftest input against PyTorch's on the canonical tensors.
 The files are stored gzipped; each has a sidecar <stem>.expect.safetensors with the Keras
@@ -226,7 +226,7 @@ def save_sidecar(path, tensors, config, ts, diff):
 def make_keras2(out, work, top):
     """keras2_vgg16_{notop,full}_s32.h5: notop holds the base; full adds fc1, fc2 and
     predictions (the flatten head). The notop sidecar also holds a keras head (formula
-    tensors 26..29 of vgg.ParamsFor(vgg16, keras, 32, 3, 16)) so that base + head gives
+    tensors 26..29 of model.Spec{vgg16, keras, 32, 3, 16}'s Params) so that base + head gives
     the logits."""
     S = 32
     head = "flatten" if top else "keras"

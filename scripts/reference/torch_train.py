@@ -6,7 +6,7 @@ and initial weights that `fwbench train --framework torch` uses.
         --threads 2 --json run.json [--profile prof.json]
 
 DIR is written by scripts/bench/export (batches from Go's dataset package, weights from
-weights.InitVGG, dropout masks from vgg.DropoutMask); every batch, the weights file and
+weights.InitParams, dropout masks from model.DropoutMask); every batch, the weights file and
 every mask file are checked against the SHA-256 sums Go computed before anything runs.
 
 The model is torchvision's VGG16 (torchvision.models.vgg16 builds the same nn.Sequential
