@@ -17,9 +17,9 @@
 // and order they came in, in a byte layout that Python reproduces
 // (scripts/reference/make_weights_fixtures.py).
 //
-// Tensors use torchvision's canonical names and layouts (see package vgg):
+// Tensors use torchvision's canonical names and layouts (see package model):
 // convolution weights OIHW, linear weights [out, in]. The package is pure Go,
-// imports only the standard library and package vgg, and needs no native
+// imports only the standard library and package model, and needs no native
 // library.
 //
 // Readers treat every file as hostile: lengths are checked against the bytes

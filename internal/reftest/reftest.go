@@ -1,11 +1,13 @@
-// Package reftest defines fwbench's numerical reference inputs: VGG weights and
-// an input batch given by closed-form formulas, so that a Python reference run
+// Package reftest defines fwbench's numerical reference inputs: the weights of
+// any model.Net and an input batch given by closed-form formulas, so that a Python reference run
 // (scripts/reference/make_fixture.py) and the Go drivers start from bit-identical
 // values without exchanging weight files. The fixture that the Python run writes
 // (testdata/reference/vgg16_s32.safetensors) holds what PyTorch computed from
 // them: logits, loss and updated weights after SGD and Adam steps;
 // scripts/reference/make_head_fixture.py does the same for the torchvision and
-// Keras heads (testdata/reference/heads_s32.safetensors, from WeightsFor).
+// Keras heads (testdata/reference/heads_s32.safetensors), and
+// scripts/reference/make_model_fixtures.py for ResNet-18/50 and MobileNetV2
+// (testdata/reference/models_s32.safetensors), all from WeightsForNet.
 //
 // # The formula
 //
