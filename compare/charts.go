@@ -14,10 +14,17 @@ import (
 	"github.com/fwbench/fwbench/weights"
 )
 
-var fwColors = map[string]color.Color{
-	TensorFlow: color.RGBA{R: 0xe3, G: 0x6c, B: 0x09, A: 0xff}, // orange
-	Torch:      color.RGBA{R: 0x1f, G: 0x5f, B: 0xbf, A: 0xff}, // blue
+// palette colours the report's frameworks in their sorted order (Report.frameworks): the
+// first orange, the second blue (tensorflow and torch), then green and purple.
+var palette = []color.Color{
+	color.RGBA{R: 0xe3, G: 0x6c, B: 0x09, A: 0xff},
+	color.RGBA{R: 0x1f, G: 0x5f, B: 0xbf, A: 0xff},
+	color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff},
+	color.RGBA{R: 0x94, G: 0x67, B: 0xbd, A: 0xff},
 }
+
+// fwColor is the colour of the report's i-th framework.
+func fwColor(i int) color.Color { return palette[i%len(palette)] }
 
 // writeCharts draws loss and accuracy per epoch, images/s with spread, and the step-time
 // distribution, each as PNG and SVG.
@@ -66,7 +73,7 @@ func newPlot(title, x, y string) *plot.Plot {
 func (r *Report) epochChart(title, y string, loss bool) (*plot.Plot, error) {
 	p := newPlot(title, "epoch", y)
 	p.Legend.Top = loss // loss falls and accuracy rises: keep the legend off the lines' end
-	for _, fw := range r.frameworks() {
+	for f, fw := range r.frameworks() {
 		for i, run := range r.byFW[fw] {
 			train, val := make(plotter.XYs, len(run.Epochs)), make(plotter.XYs, len(run.Epochs))
 			for j, e := range run.Epochs {
@@ -82,7 +89,7 @@ func (r *Report) epochChart(title, y string, loss bool) (*plot.Plot, error) {
 				if err != nil {
 					return nil, err
 				}
-				l.Color, pts.Color = fwColors[fw], fwColors[fw]
+				l.Color, pts.Color = fwColor(f), fwColor(f)
 				if k == 1 {
 					l.Dashes = []vg.Length{vg.Points(5), vg.Points(3)}
 					pts.Shape = draw.BoxGlyph{}
@@ -107,7 +114,7 @@ func (r *Report) throughputChart() (*plot.Plot, error) {
 		if err != nil {
 			return nil, err
 		}
-		bars.Color = fwColors[fw]
+		bars.Color = fwColor(i)
 		bars.Offset = vg.Points(float64(i-len(fws)/2) * 70)
 		p.Add(bars)
 		p.Legend.Add(fw, bars)
@@ -160,7 +167,7 @@ func (r *Report) stepTimeChart() (*plot.Plot, error) {
 		if err != nil {
 			return nil, err
 		}
-		b.FillColor = fwColors[fw]
+		b.FillColor = fwColor(i)
 		p.Add(b)
 		names = append(names, fw)
 	}

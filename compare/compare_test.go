@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"image/png"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/fwbench/fwbench/dataset"
+	"github.com/fwbench/fwbench/recipe"
 )
 
 func TestQuantileAndStat(t *testing.T) {
@@ -55,7 +57,7 @@ func TestSpecValidate(t *testing.T) {
 		ok     bool
 	}{
 		{"default", func(*Spec) {}, true},
-		{"paper", func(s *Spec) { *s = PaperSpec() }, true},
+		{"paper", func(s *Spec) { *s = PaperSpec(); s.Framework = Torch }, true},
 		{"size not a multiple of 32", func(s *Spec) { s.ImageSize = 100 }, false},
 		{"size too small", func(s *Spec) { s.ImageSize = 0 }, false},
 		{"batch size 0", func(s *Spec) { s.BatchSize = 0 }, false},
@@ -65,14 +67,16 @@ func TestSpecValidate(t *testing.T) {
 		{"bad cuda index", func(s *Spec) { s.Device = "cuda:x" }, false},
 		{"cuda:1 is well-formed", func(s *Spec) { s.Device = "cuda:1" }, true},
 		{"unknown mode", func(s *Spec) { s.Mode = "freeze" }, false},
-		{"unknown model", func(s *Spec) { s.Model = "resnet50" }, false},
+		{"unknown model", func(s *Spec) { s.Model = "resnet34" }, false},
+		{"resnet50", func(s *Spec) { s.Model = "resnet50" }, true},
+		{"framework by an alias", func(s *Spec) { s.Framework = "PyTorch" }, true},
 		{"finetune without weights", func(s *Spec) { s.Mode = "finetune" }, false},
 		{"missing data folder", func(s *Spec) { s.Data = filepath.Join(dir, "nope") }, false},
 		{"existing data folder", func(s *Spec) { s.Data = dir }, true},
 		{"missing weights", func(s *Spec) { s.Weights = filepath.Join(dir, "w.safetensors") }, false},
 	}
 	for _, tt := range tests {
-		s := DefaultSpec()
+		s := testSpec()
 		tt.change(&s)
 		err := s.Validate()
 		if (err == nil) != tt.ok {
@@ -83,36 +87,6 @@ func TestSpecValidate(t *testing.T) {
 		}
 	}
 }
-
-// fakeTrainer is a deterministic stand-in used only to test the loop's bookkeeping; real
-// training is tested against the real frameworks in torchrun, tfrun and cmd/fwbench.
-type fakeTrainer struct {
-	steps   int
-	saved   *Position
-	resumed Position
-}
-
-func (f *fakeTrainer) TrainStep(ctx context.Context, b *dataset.Batch) (float64, error) {
-	f.steps++
-	return 1 / float64(f.steps), nil
-}
-func (f *fakeTrainer) Evaluate(ctx context.Context, b *dataset.Batch) (float64, int, error) {
-	return 2, b.N / 2, nil
-}
-func (f *fakeTrainer) SaveCheckpoint(dir string, epoch, step int) error {
-	f.saved = &Position{epoch, step}
-	return nil
-}
-func (f *fakeTrainer) LoadCheckpoint(dir string) (int, int, error) {
-	return f.resumed.Epoch, f.resumed.Step, nil
-}
-func (f *fakeTrainer) Sync() error         { return nil }
-func (f *fakeTrainer) PeakGPUBytes() int64 { return 0 }
-func (f *fakeTrainer) Framework() string   { return Torch }
-func (f *fakeTrainer) Version() string     { return "fake" }
-func (f *fakeTrainer) Device() string      { return "cpu" }
-func (f *fakeTrainer) Threads() int        { return 1 }
-func (f *fakeTrainer) Close() error        { return nil }
 
 func synthLoaders(t *testing.T, batch int) Loaders {
 	t.Helper()
@@ -140,9 +114,9 @@ func synthLoaders(t *testing.T, batch int) Loaders {
 
 func TestTrainLoopBookkeeping(t *testing.T) {
 	data := synthLoaders(t, 4) // 24 training images -> 6 batches of 4
-	s := DefaultSpec()
+	s := testSpec()
 	s.Epochs, s.BatchSize, s.WarmupSteps, s.Checkpoint = 2, 4, 3, t.TempDir()
-	ft := &fakeTrainer{}
+	ft := &fakeTrainer{name: Torch}
 	var events int
 	rec, err := Train(context.Background(), ft, s, data, func(Progress) { events++ })
 	if err != nil {
@@ -158,6 +132,13 @@ func TestTrainLoopBookkeeping(t *testing.T) {
 		{"timed steps (all minus warm-up)", len(rec.StepTimesSeconds), 2*steps - 3},
 		{"initial loss (fake Evaluate returns 2)", rec.InitialLoss, 2.0},
 		{"val accuracy (fake: half right, n/2 floored per batch)", rec.Epochs[0].ValAccuracy > 0.3 && rec.Epochs[0].ValAccuracy <= 0.5, true},
+		// fake TrainStep: one hit per batch of 4.
+		{"train accuracy from TrainStep's correct", rec.Epochs[0].TrainAccuracy, 0.25},
+		{"framework from Info", rec.Framework, Torch},
+		{"settings carry Info's threads and device", rec.Settings["threads"] + " " + rec.Settings["device"], "1 cpu"},
+		{"settings carry Info's settings", rec.Settings["fake"], "yes"},
+		{"model resolved", rec.Model + " " + rec.Head, "vgg16_bn flatten"},
+		{"timer reads after Sync", rec.SyncedTimerReads, 2 * steps},
 		{"last checkpoint position", *ft.saved, Position{2, 0}},
 		{"schema", rec.Schema, RunSchema},
 		{"first batch hash recorded", len(rec.FirstBatchSHA256), 64},
@@ -172,10 +153,10 @@ func TestTrainLoopBookkeeping(t *testing.T) {
 
 func TestTrainInterruptAndResume(t *testing.T) {
 	data := synthLoaders(t, 4)
-	s := DefaultSpec()
+	s := testSpec()
 	s.Epochs, s.BatchSize, s.Checkpoint = 2, 4, t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
-	ft := &fakeTrainer{}
+	ft := &fakeTrainer{name: Torch}
 	n := 0
 	rec, err := Train(ctx, ft, s, data, func(p Progress) {
 		if p.Phase == "train" {
@@ -192,7 +173,7 @@ func TestTrainInterruptAndResume(t *testing.T) {
 	}
 	// Resume: the remaining 3 steps of epoch 1 and all of epoch 2 run, nothing more.
 	s.Resume = s.Checkpoint
-	ft2 := &fakeTrainer{resumed: *ft.saved}
+	ft2 := &fakeTrainer{name: Torch, resumed: *ft.saved}
 	rec, err = Train(context.Background(), ft2, s, data, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -207,7 +188,7 @@ func TestTrainInterruptAndResume(t *testing.T) {
 
 // sampleReport builds a report from made-up run records, to test the report itself.
 func sampleReport() *Report {
-	cfg := withDefaults(Config{Spec: DefaultSpec(), Repeat: 2})
+	cfg := withDefaults(Config{Spec: testSpec(), Repeat: 2})
 	r := newReport(cfg)
 	r.Config.InitialWeightsSHA256 = strings.Repeat("ab", 32)
 	r.Config.InitialWeightsTensorsSHA256 = strings.Repeat("cd", 32)
@@ -278,5 +259,26 @@ func TestSchemaRejectsBrokenReport(t *testing.T) {
 func TestSchemaCompiles(t *testing.T) {
 	if _, err := reportSchema(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSpecRecipe: the recipe a run record carries is the recipe's own map (recipe.Config.Map)
+// with the driver's threads, plus what the Spec adds.
+func TestSpecRecipe(t *testing.T) {
+	s := testSpec()
+	got := s.Recipe(3)
+	want := s.Config.Map()
+	want["threads"] = "3"
+	for k, v := range map[string]string{"epochs": "6", "batch_size": "16", "normalize": "auto", "augment": "false",
+		"val_split": "0.2", "warmup_steps": "2", "steps_per_epoch": "0"} {
+		want[k] = v
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+	c := recipe.Default()
+	c.LR = 0
+	if err := c.Validate(); !errors.Is(err, ErrInvalid) {
+		t.Errorf("a recipe's error: got %v, want it to wrap compare.ErrInvalid", err)
 	}
 }

@@ -10,7 +10,7 @@ import (
 // frameworks in the order T P P T, each run in its own process, the recipe of cfg.Spec,
 // the same first batch and weights, warm-up left out, every timer read synchronised.
 func fairRuns() (Config, *Report) {
-	cfg := withDefaults(Config{Spec: DefaultSpec()})
+	cfg := withDefaults(Config{Spec: testSpec()})
 	cfg.Spec.Threads = 2
 	rep := newReport(cfg)
 	rep.Config.InitialWeights = "initial_weights.safetensors"

@@ -34,7 +34,7 @@ func TestConfigValidate(t *testing.T) {
 		{"same framework apart", []string{TensorFlow, Torch, TensorFlow}, 1, `framework "tensorflow" is named twice`},
 	}
 	for _, tt := range tests {
-		cfg := Config{Spec: DefaultSpec(), Frameworks: tt.frameworks, Repeat: tt.repeat}
+		cfg := Config{Spec: testSpec(), Frameworks: tt.frameworks, Repeat: tt.repeat}
 		err := cfg.Validate()
 		switch {
 		case tt.msg == "" && err != nil:
@@ -68,7 +68,7 @@ func TestRunRefusesBeforeWork(t *testing.T) {
 		{"negative repeat", Config{Repeat: -3}},
 	} {
 		out := filepath.Join(t.TempDir(), "report")
-		tt.cfg.Spec, tt.cfg.Out, tt.cfg.Exe = DefaultSpec(), out, "/nonexistent/fwbench"
+		tt.cfg.Spec, tt.cfg.Out, tt.cfg.Exe = testSpec(), out, "/nonexistent/fwbench"
 		_, err := Run(context.Background(), tt.cfg, nil)
 		if !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: got %v, want ErrInvalid", tt.name, err)
@@ -179,7 +179,7 @@ func TestRunLockedOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	_, err = Run(context.Background(), Config{Spec: DefaultSpec(), Out: out, Exe: "/nonexistent/fwbench"}, nil)
+	_, err = Run(context.Background(), Config{Spec: testSpec(), Out: out, Exe: "/nonexistent/fwbench"}, nil)
 	if !errors.Is(err, ErrLocked) || !errors.Is(err, ErrInvalid) {
 		t.Fatalf("got %v, want ErrLocked and ErrInvalid", err)
 	}
@@ -223,7 +223,7 @@ func TestChildrenGetOwnCheckpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	ck := filepath.Join(dir, "ck")
-	spec := DefaultSpec()
+	spec := testSpec()
 	spec.Checkpoint = ck
 	var got []string
 	for r := 0; r < 2; r++ {

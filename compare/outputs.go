@@ -25,7 +25,7 @@ func CheckOutput(path string) error {
 }
 
 // ResumeRecipe is what a checkpoint records of the run that wrote it and what --resume
-// compares: Spec.Recipe(s.Threads) with the normalisation resolved and without "epochs" (a
+// compares: Spec.Recipe with the threads resolved, the normalisation resolved and without "epochs" (a
 // resumed run may train to another count).
 func ResumeRecipe(s Spec) (map[string]string, error) {
 	norm, err := ResolveNormalize(s)
@@ -33,7 +33,7 @@ func ResumeRecipe(s Spec) (map[string]string, error) {
 		return nil, err
 	}
 	s.Normalize = norm
-	r := s.Recipe(s.Threads)
+	r := s.Recipe(s.threads())
 	delete(r, "epochs")
 	return r, nil
 }

@@ -14,7 +14,7 @@ import (
 // TestCheckResumeRecipe: a checkpoint saved under one recipe resumes under the same one
 // (another epoch count included) and is refused, naming the keys, under any other.
 func TestCheckResumeRecipe(t *testing.T) {
-	base := DefaultSpec()
+	base := testSpec()
 	base.Threads = 2
 	dir := filepath.Join(t.TempDir(), "ckpt")
 	base.Checkpoint = dir
@@ -69,7 +69,7 @@ func TestCheckResumeRecipe(t *testing.T) {
 // TestCheckResumeNoRecipe: a checkpoint without a recipe, or no checkpoint, is refused.
 func TestCheckResumeNoRecipe(t *testing.T) {
 	dir := t.TempDir()
-	s := DefaultSpec()
+	s := testSpec()
 	s.Resume = dir
 	if err := CheckResume(s); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "no complete checkpoint") {
 		t.Errorf("empty folder: got %v, want ErrInvalid: no complete checkpoint", err)
@@ -98,7 +98,7 @@ func TestPrepareOutputs(t *testing.T) {
 		{"device", "/dev/full", "a device node"},
 	}
 	for _, tt := range tests {
-		err := PrepareOutputs(DefaultSpec(), tt.path)
+		err := PrepareOutputs(testSpec(), tt.path)
 		if tt.want == "" && err != nil || tt.want != "" && (!errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tt.want)) {
 			t.Errorf("%s: got %v, want %q", tt.name, err, tt.want)
 		}
@@ -123,7 +123,7 @@ func TestPrepareOutputs(t *testing.T) {
 func TestRunChecksResumeRecipe(t *testing.T) {
 	base := t.TempDir()
 	ckpt := filepath.Join(base, "torch-1")
-	s := DefaultSpec()
+	s := testSpec()
 	s.Threads = 2
 	s.Checkpoint = ckpt
 	if err := PrepareOutputs(s); err != nil {
@@ -151,7 +151,7 @@ func TestChildResume(t *testing.T) {
 	if err := weights.SaveCheckpoint(filepath.Join(base, "tensorflow-1"), nil, nil, weights.CheckpointMeta{Framework: TensorFlow}); err != nil {
 		t.Fatal(err)
 	}
-	s := DefaultSpec()
+	s := testSpec()
 	s.Resume = base
 	tests := []struct {
 		fw     string

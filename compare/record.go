@@ -17,6 +17,7 @@ type RunRecord struct {
 	Device           string        `json:"device"`
 	Threads          int           `json:"threads"`
 	Model            string        `json:"model"`
+	Head             string        `json:"head,omitempty"` // the model's head, resolved
 	Mode             string        `json:"mode"`
 	ImageSize        int           `json:"image_size"`
 	BatchSize        int           `json:"batch_size"`

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -147,11 +148,16 @@ type FWSummary struct {
 	TimeToTarget     *Stat  `json:"time_to_target_seconds,omitempty"`
 }
 
-// Ratio is TensorFlow's median total time over PyTorch's, with the spread of the per-repeat
-// ratios (repeat i of one against repeat i of the other).
+// Ratio is the first framework's median total time over the second's, the report's
+// frameworks in sorted order (tensorflow over torch, the study's ratio, when those two are
+// compared), with the spread of the per-repeat ratios (repeat i of one against repeat i of the
+// other). It is in report.json as "ratio_tensorflow_over_torch", the name the schema has
+// always given it.
 type Ratio struct {
-	TotalSeconds Stat `json:"total_seconds"`
-	// Median is median(TF total) / median(torch total), the headline figure.
+	// Frameworks are the numerator's and the denominator's names.
+	Frameworks   []string `json:"frameworks,omitempty"`
+	TotalSeconds Stat     `json:"total_seconds"`
+	// Median is median(first's total) / median(second's total), the headline figure.
 	Median float64 `json:"median"`
 }
 
@@ -194,7 +200,7 @@ func presetChoices(cfg Config) map[string]string {
 		"batch_size": strconv.Itoa(s.BatchSize) + " (study: not reported)",
 		"optimizer":  s.Optimizer + ", lr " + strconv.FormatFloat(s.LR, 'g', -1, 64) + " (study: not reported)",
 		"head": fmt.Sprintf("%s in both frameworks, hidden width %d, a new output layer with one unit per class (the study's two sides used different heads: Keras Flatten-Dense-Dropout-Dense, torchvision's classifier with fc6/fc7 kept; fwbench uses one head for both, torchvision's by default because the ImageNet .pth files carry its fc6/fc7; --head keras gives the Keras side)",
-			s.Head, s.Hidden),
+			s.Config.Resolved().Head, s.Config.Resolved().Hidden),
 		"normalize": s.Normalize + " (follows the weights' origin: torch files imagenet, Keras files caffe, none rescale; the study used rescale 1/255 on the Keras side)",
 	}
 }
@@ -265,13 +271,17 @@ func (r *Report) summarise() {
 		}
 		r.Summary[fw] = s
 	}
-	tf, pt := r.byFW[TensorFlow], r.byFW[Torch]
-	if len(tf) > 0 && len(pt) > 0 {
-		var ratios []float64
-		for i := 0; i < len(tf) && i < len(pt); i++ {
-			ratios = append(ratios, tf[i].TotalSeconds/pt[i].TotalSeconds)
+	r.Ratio = nil
+	if fws := r.frameworks(); len(fws) == 2 {
+		a, b := r.byFW[fws[0]], r.byFW[fws[1]]
+		if len(a) > 0 && len(b) > 0 {
+			var ratios []float64
+			for i := 0; i < len(a) && i < len(b); i++ {
+				ratios = append(ratios, a[i].TotalSeconds/b[i].TotalSeconds)
+			}
+			r.Ratio = &Ratio{Frameworks: fws, TotalSeconds: stat(ratios),
+				Median: r.Summary[fws[0]].TotalSeconds.Median / r.Summary[fws[1]].TotalSeconds.Median}
 		}
-		r.Ratio = &Ratio{TotalSeconds: stat(ratios), Median: r.Summary[TensorFlow].TotalSeconds.Median / r.Summary[Torch].TotalSeconds.Median}
 	}
 }
 
@@ -329,7 +339,7 @@ func fairness(cfg Config, r *Report) []Condition {
 		fmt.Sprintf("shared file %s (sha256 %s, tensors %s); runs loaded files %s and read back from the framework tensors %s",
 			filepath.Base(r.Config.InitialWeights), r.Config.InitialWeightsSHA256, want, strings.Join(files, " | "), strings.Join(loaded, " | ")))
 
-	ref := cfg.Spec.Recipe(cfg.Spec.Threads)
+	ref := cfg.Spec.Recipe(cfg.Spec.threads())
 	var diffs []string
 	for _, run := range runs {
 		for _, k := range sortedKeys(ref, run.Recipe) {
@@ -545,8 +555,8 @@ func (r *Report) Table() string {
 		}
 	}
 	if r.Ratio != nil {
-		fmt.Fprintf(&tail, "TensorFlow / PyTorch total time: %.3f (per-repeat ratios %.3f–%.3f, n=%d); the study reported %.2f (464 s / 374 s)\n",
-			r.Ratio.Median, r.Ratio.TotalSeconds.Min, r.Ratio.TotalSeconds.Max, r.Ratio.TotalSeconds.N, r.Study.Ratio)
+		fmt.Fprintf(&tail, "%s / %s total time: %.3f (per-repeat ratios %.3f–%.3f, n=%d); the study reported %.2f (464 s / 374 s TensorFlow / PyTorch)\n",
+			r.Ratio.Frameworks[0], r.Ratio.Frameworks[1], r.Ratio.Median, r.Ratio.TotalSeconds.Min, r.Ratio.TotalSeconds.Max, r.Ratio.TotalSeconds.N, r.Study.Ratio)
 	}
 	for _, f := range r.Failures {
 		fmt.Fprintf(&tail, "FAILED: %s repeat %d: %s\n", f.Framework, f.Repeat, f.Error)
@@ -573,16 +583,12 @@ func fmtDuration(sec float64) string {
 	return fmt.Sprintf("%d min %04.1f s", m, (d - time.Duration(m)*time.Minute).Seconds())
 }
 
+// frameworks returns the report's frameworks, sorted: the order of the table's columns, the
+// charts' colours and the ratio.
 func (r *Report) frameworks() []string {
-	var fws []string
-	for _, fw := range []string{TensorFlow, Torch} {
-		for _, c := range r.Config.Frameworks {
-			if c == fw {
-				fws = append(fws, fw)
-			}
-		}
-	}
-	return fws
+	fws := slices.Clone(r.Config.Frameworks)
+	slices.Sort(fws)
+	return slices.Compact(fws)
 }
 
 // Markdown renders the report for people: configuration, fairness, parity, the table.
@@ -594,7 +600,7 @@ func (r *Report) Markdown() string {
 	}
 	s := r.Config.Spec
 	fmt.Fprintf(&b, "Created %s on %s (%s cores). Model %s (head %s), mode %s, image size %d, batch %d, %s lr %g, %d epochs, %d repeats per framework, seed %d, data `%s`%s.\n\n",
-		r.Created, r.Machine["cpu"], r.Machine["cores"], s.Model, s.Head, s.Mode, s.ImageSize, s.BatchSize, s.Optimizer, s.LR,
+		r.Created, r.Machine["cpu"], r.Machine["cores"], s.Config.Resolved().Model, s.Config.Resolved().Head, s.Mode, s.ImageSize, s.BatchSize, s.Optimizer, s.LR,
 		s.Epochs, r.Config.Repeat, s.Seed, s.Data, map[bool]string{true: " (built-in synthetic set)", false: ""}[r.Config.SyntheticData])
 	b.WriteString("## Results\n\n```\n" + r.Table() + "```\n\n")
 	b.WriteString("![loss](loss.png) ![accuracy](accuracy.png) ![images/s](throughput.png) ![step time](steptime.png)\n\n")
@@ -615,7 +621,7 @@ func (r *Report) Markdown() string {
 		b.WriteString("\n")
 	}
 	p := r.Config.InitialWeightsProvenance
-	fmt.Fprintf(&b, "## Initial weights\n\nHead `%s`, normalisation `%s`. From the weights file (`%s`): %d tensors. ", s.Head, s.Normalize, s.Weights, len(p.FromFile))
+	fmt.Fprintf(&b, "## Initial weights\n\nHead `%s`, normalisation `%s`. From the weights file (`%s`): %d tensors. ", s.Config.Resolved().Head, s.Normalize, s.Weights, len(p.FromFile))
 	if s.Weights == "" {
 		fmt.Fprintf(&b, "No weights file: %d tensors seeded (seed %d). ", len(p.Seeded), s.Seed)
 	}

@@ -9,16 +9,19 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 
 	"github.com/fwbench/fwbench/dataset"
-	"github.com/fwbench/fwbench/vgg"
+	"github.com/fwbench/fwbench/model"
+	"github.com/fwbench/fwbench/recipe"
 	"github.com/fwbench/fwbench/weights"
 )
 
@@ -29,7 +32,7 @@ const ProgressPrefix = "fwbench-progress "
 // Config is one comparison.
 type Config struct {
 	Spec          Spec     // the training configuration; Framework is set per child
-	Frameworks    []string // distinct; default: tensorflow, torch
+	Frameworks    []string // distinct registered names; default: every registered one, sorted
 	Repeat        int      // runs per framework, at least 1; 0 means the default, 2
 	Out           string   // report folder; default ./fwbench-report
 	Preset        string   // "" or "paper"; recorded in the report
@@ -187,7 +190,7 @@ func (cfg Config) validate() error {
 // an explicit --repeat 0 itself); a negative one is left for validate to refuse.
 func withDefaults(cfg Config) Config {
 	if len(cfg.Frameworks) == 0 {
-		cfg.Frameworks = []string{TensorFlow, Torch}
+		cfg.Frameworks = Frameworks()
 	}
 	if cfg.Repeat == 0 {
 		cfg.Repeat = 2
@@ -263,22 +266,16 @@ func sharedWeights(ctx context.Context, cfg Config) (path, sum, tensorsSum strin
 	if err != nil {
 		return "", "", "", prov, fmt.Errorf("compare: %w", err)
 	}
-	params, head, err := s.Params(len(ds.Classes()))
+	net, err := s.netFor(len(ds.Classes()))
 	if err != nil {
 		return "", "", "", prov, err
 	}
-	var loaded []*weights.Tensor
-	if s.Weights != "" {
-		if loaded, err = weights.Load(s.Weights); err != nil {
-			return "", "", "", prov, fmt.Errorf("compare: %w: %v", ErrInvalid, err)
-		}
-	}
-	init, prov, err := weights.Initial(loaded, params, s.Mode, head, s.Seed, s.AllowPartialWeights)
+	init, prov, err := initialWeights(s, net)
 	if err != nil {
-		return "", "", "", prov, fmt.Errorf("compare: %w: weights %s: %v (--allow-partial-weights seeds them instead)", ErrInvalid, s.Weights, err)
+		return "", "", "", prov, err
 	}
 	path = filepath.Join(cfg.Out, "initial_weights.safetensors")
-	if err := weights.WriteSafetensors(path, init, map[string]string{"fwbench": "shared initial weights", "model": s.Model, "head": s.Head}); err != nil {
+	if err := weights.WriteSafetensors(path, init, map[string]string{"fwbench": "shared initial weights", "model": net.Name, "head": net.Head}); err != nil {
 		return "", "", "", prov, fmt.Errorf("compare: %w", err)
 	}
 	sum, err = FileSHA256(path)
@@ -408,32 +405,43 @@ func trajectory(runs []RunRecord, fws []string, tol float64) *TrajectoryParity {
 }
 
 // differences names the sources of difference that remain between the two frameworks'
-// computations under s, once data, weights, recipe and dropout masks are the same.
+// computations under s, once data, weights, recipe and dropout masks are the same. The texts
+// describe the kernels of the drivers fwbench ships (torchrun, tfrun); which apply is decided
+// from the model's layers and the recipe, never from a framework's name.
 func differences(s Spec) []string {
 	d := []string{
 		"float32 rounding: the convolution and GEMM kernels (oneDNN/Eigen in TensorFlow, oneDNN/MKL in libtorch) sum in different orders; the differences start near 1e-7 relative and can grow over training steps",
 	}
-	if m, err := vgg.Parse(s.Model); err == nil && m.BatchNorm {
+	var bn, depthwise bool
+	if n, err := s.net(1); err == nil {
+		for _, l := range n.Layers {
+			bn = bn || l.Op == model.BatchNorm
+			depthwise = depthwise || l.Depthwise()
+		}
+	}
+	if bn {
 		d = append(d, "BatchNorm: TensorFlow's FusedBatchNormV3 and torch's batch_norm compute batch statistics in different summation orders, and the running variance update uses the unbiased estimate in both")
 	}
-	if s.Optimizer == "adam" {
+	if depthwise {
+		d = append(d, "depthwise convolutions: TensorFlow's DepthwiseConv2dNative and torch's grouped convolution are different kernels with different summation orders")
+	}
+	if s.Optimizer == recipe.Adam {
 		d = append(d, "Adam: TensorFlow's ApplyAdam folds the bias correction into the step size (ε̂ = ε·√(1−β2^t), fed per step); equal to torch's Adam in exact arithmetic, not bit for bit in float32")
 	}
 	if s.GPU() {
 		d = append(d, "CUDA: cuDNN's algorithm choice and non-deterministic atomic reductions differ between runs and frameworks")
 	}
 	if s.Dropout > 0 {
-		d = append(d, "none from dropout: both frameworks multiply by the same masks, drawn in Go by vgg.DropoutMask(seed, step, layer)")
+		d = append(d, "none from dropout: both frameworks multiply by the same masks, drawn in Go by model.DropoutMask(seed, step, layer)")
 	}
 	return d
 }
 
+// fmtLosses lists the losses by framework name, sorted.
 func fmtLosses(m map[string]float64) string {
 	var parts []string
-	for _, fw := range []string{TensorFlow, Torch} {
-		if l, ok := m[fw]; ok {
-			parts = append(parts, fmt.Sprintf("%s=%.7g", fw, l))
-		}
+	for _, fw := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, fmt.Sprintf("%s=%.7g", fw, m[fw]))
 	}
 	return strings.Join(parts, ", ")
 }

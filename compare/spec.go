@@ -1,58 +1,39 @@
 package compare
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"math"
 	"os"
-	"runtime"
 	"strconv"
-	"strings"
 
-	"github.com/fwbench/fwbench/vgg"
+	"github.com/fwbench/fwbench/model"
+	"github.com/fwbench/fwbench/recipe"
 )
 
-// Frameworks fwbench drives, by the names used in flags and run records.
-const (
-	Torch      = "torch"
-	TensorFlow = "tensorflow"
-)
+// ErrInvalid marks a configuration error found before any native call; the CLI exits 2. It
+// is recipe.ErrInvalid, so a recipe refused by recipe.Config.Validate and a Spec refused by
+// Spec.Validate are the same kind of error.
+var ErrInvalid = recipe.ErrInvalid
 
-// ErrInvalid marks a configuration error found before any native call; the CLI exits 2.
-var ErrInvalid = errors.New("invalid configuration")
-
-// Spec is one training configuration: everything `fwbench train` takes. compare passes the
-// same Spec, with only Framework changed, to every child process, which is how
-// architecture, loss, optimizer, hyper-parameters, data and thread counts stay the same.
+// Spec is one training run: the recipe (recipe.Config: model, head, mode, optimizer,
+// hyper-parameters, dropout, precision, device, threads, seed) and what is not the recipe
+// (the framework, the data and its preprocessing, epochs and batch size, files and limits).
+// compare passes the same Spec, with only Framework changed, to every child process, which is
+// how the recipe, the data and thread counts stay the same.
 type Spec struct {
-	Framework   string  // "torch" or "tensorflow"
-	Data        string  // dataset folder; "" means the built-in synthetic set
-	Model       string  // "vgg16", "vgg11_bn", ...
-	Head        string  // "flatten" (default), "torchvision" or "keras": see vgg.Head
-	Mode        string  // "scratch", "finetune", "features"
-	Optimizer   string  // "sgd", "adam"
-	LR          float64 // learning rate
-	Momentum    float64 // SGD momentum
-	WeightDecay float64
-	Nesterov    bool
-	Epochs      int
-	BatchSize   int
-	ImageSize   int // S: a multiple of 32, at least 32
-	Hidden      int // classifier hidden width (4096 in VGG16)
-	Dropout     float64
-	Seed        int64
-	Threads     int    // intra-op and inter-op threads; 0 means all cores
-	Device      string // "cpu", "cuda", "cuda:N"
+	recipe.Config
+	// Framework is a registered framework's name (Frameworks, LookupFramework).
+	Framework string
+	Data      string // dataset folder; "" means the built-in synthetic set
+	Epochs    int
+	BatchSize int
 	// Normalize is "rescale", "imagenet", "caffe", or "auto": the weights' origin decides
 	// (torch files imagenet, Keras files caffe, none rescale), see ResolveNormalize.
 	Normalize string
 	Augment   bool // the study's ImageDataGenerator-style augmentation
 	ValSplit  float64
 	Weights   string // initial weights (safetensors, torch .pth, Keras .h5; by content); "" means seeded init
-	// FreezeFC keeps the head layers that come from the weights file (torchvision's fc6
-	// and fc7 with --head torchvision) frozen in features mode; by default they train.
-	FreezeFC bool
 	// AllowPartialWeights seeds the tensors the weights file lacks (or has in another
 	// shape) instead of refusing the file; the report lists every one.
 	AllowPartialWeights bool
@@ -70,19 +51,21 @@ type Spec struct {
 }
 
 // DefaultSpec is the configuration `fwbench train` and `fwbench compare` start from: sized so
-// the built-in synthetic job finishes in minutes on 2 CPU cores and visibly learns.
+// the built-in synthetic job finishes in minutes on 2 CPU cores and visibly learns. Its
+// Framework is empty: the caller names one.
 //
-// It is VGG16 with batch normalisation, trained from scratch with Adam: plain VGG16 from
-// scratch stayed at chance (val accuracy 33%) for 5 epochs of the built-in set at 32 px with
-// SGD 0.01/0.05 and Adam 1e-4..1e-3, while vgg16_bn with Adam 3e-4 reached 72% in 6 epochs
-// (1e-3 peaked at 67% and then oscillated; measured on 2 cores with torch 2.11). Use
-// --model vgg16 for the study's architecture.
+// It is VGG16 with batch normalisation (its default head, flatten, with hidden width 256),
+// trained from scratch with Adam: plain VGG16 from scratch stayed at chance (val accuracy
+// 33%) for 5 epochs of the built-in set at 32 px with SGD 0.01/0.05 and Adam 1e-4..1e-3,
+// while vgg16_bn with Adam 3e-4 reached 72% in 6 epochs (1e-3 peaked at 67% and then
+// oscillated; measured on 2 cores with torch 2.11). Use --model vgg16 for the study's
+// architecture. Classes is 0: the data decides.
 func DefaultSpec() Spec {
-	return Spec{
-		Framework: Torch, Model: "vgg16_bn", Head: string(vgg.HeadFlatten), Mode: "scratch", Optimizer: "adam",
-		LR: 0.0003, Momentum: 0.9, Epochs: 6, BatchSize: 16, ImageSize: 32, Hidden: 256,
-		Dropout: 0.5, Seed: 1, Device: "cpu", Normalize: "auto", ValSplit: 0.2, WarmupSteps: 2,
-	}
+	c := recipe.Default()
+	c.Model, c.Head, c.Hidden, c.ImageSize, c.Classes = "vgg16_bn", "", 256, 32, 0
+	c.Mode, c.Optimizer, c.LR, c.Momentum, c.Dropout = model.ModeScratch, recipe.Adam, 0.0003, 0.9, 0.5
+	c.Seed, c.Device = 1, "cpu"
+	return Spec{Config: c, Epochs: 6, BatchSize: 16, Normalize: "auto", ValSplit: 0.2, WarmupSteps: 2}
 }
 
 // PaperSpec is `--preset paper`: the study's setup (VGG16, 3 classes, features mode,
@@ -97,89 +80,58 @@ func DefaultSpec() Spec {
 func PaperSpec() Spec {
 	s := DefaultSpec()
 	s.Model = "vgg16"
-	s.Head = string(vgg.HeadTorchvision)
-	s.Mode = "features"
+	s.Head = model.HeadTorchvision
+	s.Mode = model.ModeFeatures
 	s.Normalize = "auto"
 	s.Augment = true
 	s.ImageSize = 64
 	s.Hidden = 4096
 	s.Epochs = 5
 	s.BatchSize = 16
-	s.Optimizer = "adam"
+	s.Optimizer = recipe.Adam
 	s.LR = 1e-4
 	s.Momentum = 0
 	return s
 }
 
-// Upper bounds of a Spec, checked by Validate before any native call or large allocation.
+// Upper bounds of what a Spec adds to its recipe, checked by Validate before any native call
+// or large allocation.
 const (
-	// MaxHidden is the widest classifier hidden layer: 4× torchvision's 4096. fc6 at 7×7 is
-	// then 25088×16384 = 411 M weights (1.6 GB in fp32).
-	MaxHidden = 16384
 	// MaxParams bounds the model's tensors (trainable and buffers, with 2 classes): 2^30
 	// elements, 4 GiB in fp32 before gradients and optimizer state. VGG16 at 224 px with
 	// torchvision's head has 138 M.
 	MaxParams = 1 << 30
-	// MaxBatchSize and MaxImageSize bound each factor of the batch memory.
-	MaxBatchSize = 65536
-	MaxImageSize = 4096
-	// MaxBatchBytes bounds one float32 input batch, batch·S·S·3·4 bytes: 1 GiB (batch 256
-	// at 512 px is 805 MB).
+	// MaxBatchSize bounds the batch; MaxBatchBytes bounds one float32 input batch,
+	// batch·S·S·3·4 bytes: 1 GiB (batch 256 at 512 px is 805 MB).
+	MaxBatchSize  = 65536
 	MaxBatchBytes = 1 << 30
 	// MaxPixelsLimit is the largest --max-pixels accepted: 2^31 declared pixels.
 	MaxPixelsLimit = 1 << 31
-	// ThreadsPerCPU: at most ThreadsPerCPU × runtime.NumCPU() threads (see MaxThreads).
-	ThreadsPerCPU = 4
 )
 
-// MaxThreads is the largest thread count Validate accepts on this machine: ThreadsPerCPU ×
-// runtime.NumCPU(). More only oversubscribes the cores (100000 started 2300 threads that
-// made no progress).
-func MaxThreads() int { return ThreadsPerCPU * runtime.NumCPU() }
-
-// Validate checks the Spec without touching a native library. Every error wraps ErrInvalid.
+// Validate checks the Spec without touching a native library: first the recipe, with
+// recipe.Config.Validate (whose error it returns as it is), then what the Spec adds. Every
+// error wraps ErrInvalid. The framework must be registered (Register).
 func (s Spec) Validate() error {
+	if err := s.Config.Validate(); err != nil {
+		return err
+	}
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("compare: %w: %s", ErrInvalid, fmt.Sprintf(format, a...))
 	}
 	for _, f := range []struct {
 		name string
 		v    float64
-	}{{"lr", s.LR}, {"momentum", s.Momentum}, {"weight-decay", s.WeightDecay}, {"dropout", s.Dropout},
-		{"val-split", s.ValSplit}, {"target-accuracy", s.TargetAccuracy}} {
+	}{{"val-split", s.ValSplit}, {"target-accuracy", s.TargetAccuracy}} {
 		if math.IsNaN(f.v) || math.IsInf(f.v, 0) {
 			return bad("--%s must be a finite number, got %v", f.name, f.v)
 		}
 	}
-	switch s.Framework {
-	case Torch, TensorFlow:
-	default:
-		return bad("unknown framework %q (want torch or tensorflow)", s.Framework)
+	if _, err := lookup(s.Framework); err != nil {
+		return err
 	}
-	if _, err := vgg.Parse(s.Model); err != nil {
-		return bad("unknown model %q", s.Model)
-	}
-	if _, err := vgg.ParseHead(s.Head); err != nil {
-		return bad("unknown head %q (want flatten, torchvision or keras)", s.Head)
-	}
-	switch s.Mode {
-	case "scratch", "finetune", "features":
-	default:
-		return bad("unknown mode %q (want scratch, finetune or features)", s.Mode)
-	}
-	if s.Mode == "finetune" && s.Weights == "" {
+	if s.Mode == model.ModeFinetune && s.Weights == "" {
 		return bad("mode finetune needs --weights")
-	}
-	switch s.Optimizer {
-	case "sgd", "adam":
-	default:
-		return bad("unknown optimizer %q (want sgd or adam)", s.Optimizer)
-	}
-	if !(s.LR > 0) {
-		return bad("learning rate must be positive, got %v", s.LR)
-	}
-	if s.Momentum < 0 || s.WeightDecay < 0 {
-		return bad("momentum and weight decay must not be negative")
 	}
 	if s.Epochs < 0 {
 		return bad("epochs must not be negative, got %d", s.Epochs)
@@ -187,24 +139,17 @@ func (s Spec) Validate() error {
 	if s.BatchSize < 1 || s.BatchSize > MaxBatchSize {
 		return bad("batch size must be in [1, %d], got %d", MaxBatchSize, s.BatchSize)
 	}
-	if s.ImageSize < 32 || s.ImageSize%32 != 0 || s.ImageSize > MaxImageSize {
-		return bad("image size must be a multiple of 32 in [32, %d], got %d", MaxImageSize, s.ImageSize)
-	}
 	if b := int64(s.BatchSize) * int64(s.ImageSize) * int64(s.ImageSize) * 3 * 4; b > MaxBatchBytes {
 		return bad("a batch of %d images of %d×%d is %d bytes of float32 input, over the limit of %d: lower --batch-size or --image-size",
 			s.BatchSize, s.ImageSize, s.ImageSize, b, MaxBatchBytes)
 	}
-	if s.Hidden < 1 || s.Hidden > MaxHidden {
-		return bad("hidden width must be in [1, %d], got %d", MaxHidden, s.Hidden)
-	}
-	if m, err := vgg.Parse(s.Model); err == nil {
-		h, _ := vgg.ParseHead(s.Head)
-		if ps, err := vgg.ParamsFor(m, h, s.ImageSize, 2, s.Hidden); err == nil {
-			if tr, buf := vgg.Count(ps); tr+buf > MaxParams {
-				return bad("%s with head %s, hidden %d at %d px has %d parameters, over the limit of %d: lower --hidden or --image-size",
-					s.Model, s.Head, s.Hidden, s.ImageSize, tr+buf, MaxParams)
-			}
+	if n, err := s.net(2); err == nil {
+		if tr, buf := model.Count(n.Params); tr+buf > MaxParams {
+			return bad("%s with head %s, hidden %d at %d px has %d parameters, over the limit of %d: lower --hidden or --image-size",
+				n.Name, n.Head, n.Hidden, n.ImageSize, tr+buf, MaxParams)
 		}
+	} else {
+		return err
 	}
 	if s.StepsPerEpoch < 0 {
 		return bad("steps per epoch must not be negative, got %d", s.StepsPerEpoch)
@@ -217,15 +162,6 @@ func (s Spec) Validate() error {
 	}
 	if s.MaxPixels < 0 || s.MaxPixels > MaxPixelsLimit {
 		return bad("max pixels must be in [1, %d] (0: the default), got %d", int64(MaxPixelsLimit), s.MaxPixels)
-	}
-	if s.Dropout < 0 || s.Dropout >= 1 {
-		return bad("dropout must be in [0, 1), got %v", s.Dropout)
-	}
-	if s.Threads < 0 || s.Threads > MaxThreads() {
-		return bad("threads must be in [0, %d] (%d× the %d cores; 0: all cores), got %d", MaxThreads(), ThreadsPerCPU, runtime.NumCPU(), s.Threads)
-	}
-	if err := checkDevice(s.Device); err != nil {
-		return bad("%v", err)
 	}
 	switch s.Normalize {
 	case "auto", "rescale", "imagenet", "caffe":
@@ -251,37 +187,41 @@ func (s Spec) Validate() error {
 	return nil
 }
 
-func checkDevice(d string) error {
-	if d == "cpu" || d == "cuda" {
-		return nil
+// net builds the recipe's model for classes outputs when the recipe has no class count yet
+// (s.Classes 0: the data is not open).
+func (s Spec) net(classes int) (*model.Net, error) {
+	c := s.Config
+	if c.Classes == 0 {
+		c.Classes = classes
 	}
-	if n, ok := strings.CutPrefix(d, "cuda:"); ok {
-		if i, err := strconv.Atoi(n); err == nil && i >= 0 {
-			return nil
-		}
-	}
-	return fmt.Errorf("unknown device %q (want cpu, cuda or cuda:N)", d)
+	return c.Net()
 }
 
 // GPU reports whether the Spec asks for a CUDA device.
-func (s Spec) GPU() bool { return strings.HasPrefix(s.Device, "cuda") }
+func (s Spec) GPU() bool {
+	d, err := recipe.ParseDevice(s.Device)
+	return err == nil && d.GPU
+}
 
-// Args renders the Spec as `fwbench train` flags, the way compare starts its children.
+// Args renders the Spec as `fwbench train` flags, the way compare starts its children: every
+// recipe field but Classes (the data decides), and what the Spec adds.
 func (s Spec) Args() []string {
 	f := func(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
 	a := []string{
 		"--framework", s.Framework, "--model", s.Model, "--head", s.Head, "--mode", s.Mode,
 		"--optimizer", s.Optimizer, "--lr", f(s.LR), "--momentum", f(s.Momentum),
 		"--weight-decay", f(s.WeightDecay), "--nesterov=" + strconv.FormatBool(s.Nesterov),
+		"--beta1", f(s.Beta1), "--beta2", f(s.Beta2), "--eps", f(s.Eps),
 		"--epochs", strconv.Itoa(s.Epochs), "--batch-size", strconv.Itoa(s.BatchSize),
 		"--image-size", strconv.Itoa(s.ImageSize), "--hidden", strconv.Itoa(s.Hidden),
-		"--dropout", f(s.Dropout), "--seed", strconv.FormatInt(s.Seed, 10),
-		"--threads", strconv.Itoa(s.Threads), "--device", s.Device,
+		"--dropout", f(s.Dropout), "--precision", s.Precision, "--seed", strconv.FormatInt(s.Seed, 10),
+		"--threads", strconv.Itoa(s.Threads), "--inter-op-threads", strconv.Itoa(s.InterOpThreads),
+		"--device", s.Device,
 		"--normalize", s.Normalize, "--augment=" + strconv.FormatBool(s.Augment),
 		"--val-split", f(s.ValSplit), "--warmup-steps", strconv.Itoa(s.WarmupSteps),
 		"--steps-per-epoch", strconv.Itoa(s.StepsPerEpoch),
 		"--target-accuracy", f(s.TargetAccuracy),
-		"--freeze-fc=" + strconv.FormatBool(s.FreezeFC),
+		"--freeze-fc=" + strconv.FormatBool(s.FreezeLoadedHead),
 		"--allow-partial-weights=" + strconv.FormatBool(s.AllowPartialWeights),
 	}
 	if s.MaxPixels > 0 {
@@ -323,43 +263,25 @@ func ResolveNormalize(s Spec) (string, error) {
 	return "imagenet", nil
 }
 
-// Recipe renders the configuration a run really trains with as flat strings, threads as the
-// driver reports them: the evidence that compare's fairness check compares across runs. Paths
-// (data, weights, checkpoints) are left out: they are checked by content hashes instead.
+// Recipe renders the configuration a run really trains with as flat strings: the recipe's
+// own (recipe.Config.Map, resolved) with threads as the driver reports them, and what the
+// Spec adds (epochs, batch_size, normalize, augment, val_split, warmup_steps,
+// steps_per_epoch). It is the evidence that compare's fairness check compares across runs.
+// Paths (data, weights, checkpoints) are left out: they are checked by content hashes
+// instead.
 func (s Spec) Recipe(threads int) map[string]string {
 	f := func(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
-	device := "cpu"
-	if s.GPU() {
-		device = "cuda"
-	}
-	return map[string]string{
-		"model": s.Model, "head": s.Head, "mode": s.Mode, "freeze_fc": strconv.FormatBool(s.FreezeFC),
-		"loss": "cross_entropy", "optimizer": s.Optimizer, "lr": f(s.LR), "momentum": f(s.Momentum),
-		"weight_decay": f(s.WeightDecay), "nesterov": strconv.FormatBool(s.Nesterov),
-		"epochs": strconv.Itoa(s.Epochs), "batch_size": strconv.Itoa(s.BatchSize),
-		"image_size": strconv.Itoa(s.ImageSize), "hidden": strconv.Itoa(s.Hidden), "dropout": f(s.Dropout),
-		"dropout_masks": "vgg.DropoutMask(seed, step, layer)", "seed": strconv.FormatInt(s.Seed, 10),
-		"threads": strconv.Itoa(threads), "device": device, "normalize": s.Normalize,
-		"augment": strconv.FormatBool(s.Augment), "val_split": f(s.ValSplit),
-		"warmup_steps": strconv.Itoa(s.WarmupSteps), "steps_per_epoch": strconv.Itoa(s.StepsPerEpoch),
-		"precision": "fp32",
-	}
+	m := s.Config.Map()
+	m["threads"] = strconv.Itoa(threads)
+	m["epochs"] = strconv.Itoa(s.Epochs)
+	m["batch_size"] = strconv.Itoa(s.BatchSize)
+	m["normalize"] = s.Normalize
+	m["augment"] = strconv.FormatBool(s.Augment)
+	m["val_split"] = f(s.ValSplit)
+	m["warmup_steps"] = strconv.Itoa(s.WarmupSteps)
+	m["steps_per_epoch"] = strconv.Itoa(s.StepsPerEpoch)
+	return m
 }
 
-// Params lists the model's tensors for this Spec and classes outputs (vgg.ParamsFor), with
-// the parsed head.
-func (s Spec) Params(classes int) ([]vgg.Param, vgg.Head, error) {
-	model, err := vgg.Parse(s.Model)
-	if err != nil {
-		return nil, "", fmt.Errorf("compare: %w: %v", ErrInvalid, err)
-	}
-	head, err := vgg.ParseHead(s.Head)
-	if err != nil {
-		return nil, "", fmt.Errorf("compare: %w: %v", ErrInvalid, err)
-	}
-	ps, err := vgg.ParamsFor(model, head, s.ImageSize, classes, s.Hidden)
-	if err != nil {
-		return nil, "", fmt.Errorf("compare: %w: %v", ErrInvalid, err)
-	}
-	return ps, head, nil
-}
+// threads is the intra-op thread count the recipe resolves to (0 means every core).
+func (s Spec) threads() int { return s.Config.Resolved().Threads }

@@ -14,27 +14,35 @@ import (
 	"time"
 
 	"github.com/fwbench/fwbench/dataset"
+	"github.com/fwbench/fwbench/recipe"
 	"github.com/fwbench/fwbench/weights"
 )
 
 // Trainer is what compare needs of a framework driver. torchrun.Trainer and tfrun.Trainer
-// satisfy it; compare imports neither.
+// satisfy it; compare imports neither (a program registers them with Register). A driver that
+// can do more satisfies the optional interfaces: Checkpointer, WeightsReader, Logitser,
+// Syncer, GPUMemory.
 type Trainer interface {
-	TrainStep(ctx context.Context, b *dataset.Batch) (loss float64, err error)
+	// TrainStep trains one batch and returns its loss and how many of its images the model,
+	// in training mode (dropout on), classified correctly (top-1).
+	TrainStep(ctx context.Context, b *dataset.Batch) (loss float64, correct int, err error)
+	// Evaluate returns the batch's loss and top-1 hits in evaluation mode, without an update.
 	Evaluate(ctx context.Context, b *dataset.Batch) (loss float64, correct int, err error)
-	SaveCheckpoint(dir string, epoch, step int) error
-	LoadCheckpoint(dir string) (epoch, step int, err error)
-	Sync() error
-	PeakGPUBytes() int64
-	Framework() string
-	Version() string
-	Device() string
-	Threads() int
+	// Info reports the framework's name, version, device, threads and settings.
+	Info() recipe.Info
 	Close() error
 }
 
+// Checkpointer is implemented by drivers that save and restore their whole training state
+// (weights, optimizer state, step counters). Train needs it for Spec.Checkpoint and
+// Spec.Resume.
+type Checkpointer interface {
+	SaveCheckpoint(dir string, epoch, step int) error
+	LoadCheckpoint(dir string) (epoch, step int, err error)
+}
+
 // WeightsReader is implemented by drivers that can read their parameters back out of the
-// framework in torchvision's canonical layout (torchrun and tfrun do).
+// framework in torchvision's canonical layout, in model.Net.Params order.
 type WeightsReader interface {
 	Weights() ([]*weights.Tensor, error)
 }
@@ -44,10 +52,16 @@ type Logitser interface {
 	Logits(ctx context.Context, b *dataset.Batch) ([]float32, error)
 }
 
-// StepCorrecter is implemented by drivers that count, during a training step, how many of the
-// batch's images the model (with dropout on, as Keras reports it) classified correctly.
-type StepCorrecter interface {
-	LastStepCorrect() int
+// Syncer is implemented by drivers whose steps may return before the device finished
+// (CUDA): Sync waits for it. Train calls it before every timer read; a driver without it is
+// taken to be synchronous.
+type Syncer interface {
+	Sync() error
+}
+
+// GPUMemory is implemented by drivers that report the peak GPU memory they allocated.
+type GPUMemory interface {
+	PeakGPUBytes() int64
 }
 
 // ErrInterrupted is returned by Train when its context is cancelled: the step in flight
@@ -88,7 +102,12 @@ func Train(ctx context.Context, tr Trainer, spec Spec, data Loaders, onProgress 
 	if onProgress == nil {
 		onProgress = func(Progress) {}
 	}
-	rec := newRecord(tr, spec, data)
+	info := tr.Info()
+	rec := newRecord(info, spec, data)
+	ck, canCheckpoint := tr.(Checkpointer)
+	if !canCheckpoint && (spec.Checkpoint != "" || spec.Resume != "") {
+		return rec, fmt.Errorf("compare: %w: %s cannot write or read checkpoints", ErrInvalid, info.Framework)
+	}
 	if spec.Resume == "" {
 		// What the framework really holds, read back before the clock starts.
 		if wr, ok := tr.(WeightsReader); ok {
@@ -102,7 +121,7 @@ func Train(ctx context.Context, tr Trainer, spec Spec, data Loaders, onProgress 
 	start := time.Now()
 	startEpoch, skip := 0, 0
 	if spec.Resume != "" {
-		e, s, err := tr.LoadCheckpoint(spec.Resume)
+		e, s, err := ck.LoadCheckpoint(spec.Resume)
 		if err != nil {
 			return rec, fmt.Errorf("compare: resume: %w", err)
 		}
@@ -136,14 +155,14 @@ func Train(ctx context.Context, tr Trainer, spec Spec, data Loaders, onProgress 
 				return rec, fmt.Errorf("compare: first-batch logits: %w", err)
 			}
 		}
-		onProgress(Progress{Phase: "parity", Framework: tr.Framework(), Loss: loss})
+		onProgress(Progress{Phase: "parity", Framework: info.Framework, Loss: loss})
 	}
 
 	var stepTimes []float64
 	var waitTotal, stepTotal time.Duration
 	globalStep := 0
 	for epoch := startEpoch; epoch < spec.Epochs; epoch++ {
-		er, interrupted, err := trainEpoch(ctx, tr, spec, data, epoch, steps, skip, &globalStep, rec, &stepTimes, &waitTotal, &stepTotal, onProgress)
+		er, interrupted, err := trainEpoch(ctx, tr, info, spec, data, epoch, steps, skip, &globalStep, rec, &stepTimes, &waitTotal, &stepTotal, onProgress)
 		skip = 0
 		if err != nil {
 			rec.finish(start, stepTimes, waitTotal, stepTotal, tr)
@@ -154,7 +173,7 @@ func Train(ctx context.Context, tr Trainer, spec Spec, data Loaders, onProgress 
 			rec.Partial = true
 			rec.InterruptedAt = interrupted
 			if spec.Checkpoint != "" {
-				if err := tr.SaveCheckpoint(spec.Checkpoint, interrupted.Epoch, interrupted.Step); err != nil {
+				if err := ck.SaveCheckpoint(spec.Checkpoint, interrupted.Epoch, interrupted.Step); err != nil {
 					err = fmt.Errorf("compare: checkpoint on interrupt: %w", err)
 					rec.Error = err.Error()
 					return rec, err
@@ -172,10 +191,10 @@ func Train(ctx context.Context, tr Trainer, spec Spec, data Loaders, onProgress 
 			t := time.Since(start).Seconds()
 			rec.TimeToTargetSeconds = &t
 		}
-		onProgress(Progress{Phase: "eval", Framework: tr.Framework(), Epoch: epoch + 1, Epochs: spec.Epochs,
+		onProgress(Progress{Phase: "eval", Framework: info.Framework, Epoch: epoch + 1, Epochs: spec.Epochs,
 			Loss: er.ValLoss, Accuracy: er.ValAccuracy, ImagesPS: er.ImagesPerSecond})
 		if spec.Checkpoint != "" {
-			if err := tr.SaveCheckpoint(spec.Checkpoint, epoch+1, 0); err != nil {
+			if err := ck.SaveCheckpoint(spec.Checkpoint, epoch+1, 0); err != nil {
 				rec.finish(start, stepTimes, waitTotal, stepTotal, tr)
 				err = fmt.Errorf("compare: checkpoint: %w", err)
 				rec.Partial, rec.Error = true, err.Error()
@@ -184,11 +203,11 @@ func Train(ctx context.Context, tr Trainer, spec Spec, data Loaders, onProgress 
 		}
 	}
 	rec.finish(start, stepTimes, waitTotal, stepTotal, tr)
-	onProgress(Progress{Phase: "done", Framework: tr.Framework()})
+	onProgress(Progress{Phase: "done", Framework: info.Framework})
 	return rec, nil
 }
 
-func trainEpoch(ctx context.Context, tr Trainer, spec Spec, data Loaders, epoch, steps, skip int,
+func trainEpoch(ctx context.Context, tr Trainer, info recipe.Info, spec Spec, data Loaders, epoch, steps, skip int,
 	globalStep *int, rec *RunRecord, stepTimes *[]float64, waitTotal, stepTotal *time.Duration, onProgress func(Progress)) (EpochRecord, *Position, error) {
 	er := EpochRecord{Epoch: epoch + 1}
 	it := data.Train.Epoch(ctx, epoch)
@@ -215,15 +234,18 @@ func trainEpoch(ctx context.Context, tr Trainer, spec Spec, data Loaders, epoch,
 			continue
 		}
 		t0 := time.Now()
-		loss, err := tr.TrainStep(stepCtx, b)
-		if err == nil {
-			err = tr.Sync()
+		loss, c, err := tr.TrainStep(stepCtx, b)
+		synced := false
+		if sy, ok := tr.(Syncer); ok && err == nil {
+			err, synced = sy.Sync(), true
 		}
 		if err != nil {
 			return er, nil, fmt.Errorf("compare: epoch %d step %d: %w", epoch+1, i+1, err)
 		}
 		d := time.Since(t0)
-		rec.SyncedTimerReads++
+		if synced || info.Device == "cpu" {
+			rec.SyncedTimerReads++ // a driver without Sync is synchronous, which is enough on the CPU
+		}
 		rec.StepLosses = append(rec.StepLosses, loss)
 		if math.IsNaN(loss) || math.IsInf(loss, 0) {
 			return er, nil, fmt.Errorf("compare: epoch %d step %d: loss is %v (lower the learning rate)", epoch+1, i+1, loss)
@@ -239,14 +261,12 @@ func trainEpoch(ctx context.Context, tr Trainer, spec Spec, data Loaders, epoch,
 		}
 		lossSum += loss * float64(b.N)
 		seen += b.N
-		if sc, ok := tr.(StepCorrecter); ok {
-			correct += sc.LastStepCorrect()
-			er.TrainAccuracy = float64(correct) / float64(seen)
-		}
+		correct += c
+		er.TrainAccuracy = float64(correct) / float64(seen)
 		if timed > 0 {
 			er.ImagesPerSecond = float64(timedImages) / timed.Seconds()
 		}
-		onProgress(Progress{Phase: "train", Framework: tr.Framework(), Epoch: epoch + 1, Epochs: spec.Epochs,
+		onProgress(Progress{Phase: "train", Framework: info.Framework, Epoch: epoch + 1, Epochs: spec.Epochs,
 			Step: i + 1, Steps: steps, Loss: lossSum / float64(seen), Accuracy: er.TrainAccuracy, ImagesPS: er.ImagesPerSecond})
 	}
 	if seen > 0 {
@@ -288,14 +308,22 @@ func evaluate(ctx context.Context, tr Trainer, val *dataset.Loader, epoch int, e
 	return nil
 }
 
-func newRecord(tr Trainer, spec Spec, data Loaders) *RunRecord {
+// newRecord starts a run's record from what the driver reports (info) and the Spec: the
+// model's name, head and hidden width resolved, the recipe with the driver's threads, and the
+// driver's settings with its threads and device.
+func newRecord(info recipe.Info, spec Spec, data Loaders) *RunRecord {
+	r := spec.Config.Resolved()
+	settings := map[string]string{"threads": strconv.Itoa(info.Threads), "device": info.Device}
+	for k, v := range info.Settings {
+		settings[k] = v
+	}
 	return &RunRecord{
-		Schema: RunSchema, Framework: tr.Framework(), FrameworkVersion: tr.Version(),
-		Device: tr.Device(), Threads: tr.Threads(), Model: spec.Model, Mode: spec.Mode,
+		Schema: RunSchema, Framework: info.Framework, FrameworkVersion: info.Version,
+		Device: info.Device, Threads: info.Threads, Model: r.Model, Head: r.Head, Mode: spec.Mode,
 		ImageSize: spec.ImageSize, BatchSize: spec.BatchSize, Optimizer: spec.Optimizer,
-		LR: spec.LR, Seed: spec.Seed, Hidden: spec.Hidden, Recipe: spec.Recipe(tr.Threads()), StepLosses: []float64{},
+		LR: spec.LR, Seed: spec.Seed, Hidden: r.Hidden, Recipe: spec.Recipe(info.Threads), StepLosses: []float64{},
 		Dataset:     DatasetInfo{Path: data.DataPath, Classes: data.Classes, TrainImages: data.TrainLen, ValImages: data.ValLen},
-		WarmupSteps: spec.WarmupSteps, Epochs: []EpochRecord{}, PID: os.Getpid(),
+		WarmupSteps: spec.WarmupSteps, Epochs: []EpochRecord{}, PID: os.Getpid(), Settings: settings,
 	}
 }
 
@@ -320,8 +348,10 @@ func (r *RunRecord) finish(start time.Time, stepTimes []float64, wait, total tim
 		r.ImagesPerSecond = float64(images) / total.Seconds()
 	}
 	r.PeakRSSBytes = PeakRSS()
-	if g := tr.PeakGPUBytes(); g > 0 {
-		r.PeakGPUBytes = &g
+	if gm, ok := tr.(GPUMemory); ok {
+		if g := gm.PeakGPUBytes(); g > 0 {
+			r.PeakGPUBytes = &g
+		}
 	}
 }
 
