@@ -20,7 +20,14 @@ import (
 	"time"
 
 	"github.com/fwbench/fwbench/compare"
+	"github.com/fwbench/fwbench/tfrun"
 	"github.com/fwbench/fwbench/torchrun"
+)
+
+// The frameworks' registered names.
+const (
+	fwTF    = tfrun.Framework
+	fwTorch = torchrun.Framework
 )
 
 // These tests run the real fwbench binary, built once by TestMain, against the real
@@ -111,9 +118,9 @@ func TestInvalidInputExitsTwo(t *testing.T) {
 		{"image size not a multiple of 32", []string{"train", "--image-size", "100"}, "multiple of 32"},
 		{"batch size 0", []string{"train", "--batch-size", "0"}, "batch size"},
 		{"negative learning rate", []string{"train", "--lr", "-0.1"}, "learning rate"},
-		{"unknown framework", []string{"train", "--framework", "mxnet"}, "unknown framework"},
-		{"unknown device", []string{"train", "--device", "tpu"}, "unknown device"},
-		{"unknown mode", []string{"train", "--mode", "frozen"}, "unknown mode"},
+		{"unknown framework", []string{"train", "--framework", "mxnet"}, `framework "mxnet" is not built into this fwbench`},
+		{"unknown device", []string{"train", "--device", "tpu"}, `device "tpu"`},
+		{"unknown mode", []string{"train", "--mode", "frozen"}, `mode "frozen"`},
 		{"missing data folder", []string{"train", "--data", "/nonexistent/fwbench-data"}, "data folder"},
 		{"output folder not writable", []string{"train", "--json", "/proc/fwbench/run.json"}, "output folder"},
 		{"unknown flag", []string{"train", "--no-such-flag"}, "flag provided but not defined"},
@@ -193,7 +200,7 @@ func TestCompareEndToEnd(t *testing.T) {
 	if err := json.Unmarshal(b, &r); err != nil {
 		t.Fatal(err)
 	}
-	tf, pt := r.Summary[compare.TensorFlow], r.Summary[compare.Torch]
+	tf, pt := r.Summary[fwTF], r.Summary[fwTorch]
 	if tf.Runs != 2 || pt.Runs != 2 || len(r.Runs) != 4 {
 		t.Errorf("runs: got tensorflow %d torch %d total %d, want 2, 2, 4", tf.Runs, pt.Runs, len(r.Runs))
 	}
@@ -369,7 +376,7 @@ func TestCompareKeepsResultsWhenAChildCrashes(t *testing.T) {
 	for _, r := range rep.Runs {
 		kept = append(kept, r.Framework)
 	}
-	if want := []string{compare.TensorFlow, compare.TensorFlow}; !slices.Equal(kept, want) {
+	if want := []string{fwTF, fwTF}; !slices.Equal(kept, want) {
 		t.Errorf("runs: got %v, want TensorFlow's two runs kept", kept)
 	}
 	if len(rep.Failures) != 2 {
@@ -388,7 +395,7 @@ func TestCompareKeepsResultsWhenAChildCrashes(t *testing.T) {
 		{-1, "killed", ""},
 	} {
 		f := rep.Failures[i]
-		if f.Framework != compare.Torch || f.Repeat != i+1 || f.ExitCode != want.exit || f.Signal != want.signal || !strings.Contains(f.StderrTail, want.tail) {
+		if f.Framework != fwTorch || f.Repeat != i+1 || f.ExitCode != want.exit || f.Signal != want.signal || !strings.Contains(f.StderrTail, want.tail) {
 			t.Errorf("failure %d: got %s repeat %d exit %d signal %q stderr tail %q; want torch repeat %d exit %d signal %q, tail containing %q",
 				i, f.Framework, f.Repeat, f.ExitCode, f.Signal, f.StderrTail, i+1, want.exit, want.signal, want.tail)
 		}
@@ -510,7 +517,7 @@ func TestCompareInterruptWritesPartialReport(t *testing.T) {
 	}
 	// The first timed run is TensorFlow's (order tensorflow, torch, torch, tensorflow): the
 	// parent forwarded SIGINT to it, and it checkpointed and wrote its partial record.
-	if len(r.Runs) != 1 || r.Runs[0].Framework != compare.TensorFlow || !r.Runs[0].Partial || r.Runs[0].InterruptedAt == nil {
+	if len(r.Runs) != 1 || r.Runs[0].Framework != fwTF || !r.Runs[0].Partial || r.Runs[0].InterruptedAt == nil {
 		t.Errorf("runs: got %d (%+v), want TensorFlow's one partial run with its interruption point", len(r.Runs), r.Runs)
 	}
 	if _, err := os.Stat(filepath.Join(out, "checkpoints", "tensorflow-1", "checkpoint.json")); err != nil {

@@ -15,7 +15,7 @@ import (
 func compareCommand() *cli.Command {
 	d := compare.DefaultSpec()
 	flags := append(specFlags(d),
-		&cli.StringFlag{Name: "frameworks", Value: "tensorflow,torch", Usage: "comma-separated frameworks to compare"},
+		&cli.StringFlag{Name: "frameworks", Value: strings.Join(compare.Frameworks(), ","), Usage: "comma-separated frameworks to compare"},
 		&cli.IntFlag{Name: "repeat", Value: 2, Usage: "runs per framework (order alternates: A B B A ...)"},
 		&cli.StringFlag{Name: "out", Value: "fwbench-report", Usage: "report folder"},
 		&cli.StringFlag{Name: "preset", Usage: "paper: the study's setup (VGG16, features mode, torchvision head with the file's fc6/fc7 and a new last layer, augmentation, normalisation from the weights' origin)"},
@@ -49,7 +49,7 @@ func compareCommand() *cli.Command {
 			spelled := map[string]string{} // framework → the spelling that named it
 			for _, f := range strings.Split(c.String("frameworks"), ",") {
 				if f = strings.TrimSpace(f); f != "" {
-					n := normFramework(f)
+					n := frameworkName(f)
 					if prev, ok := spelled[n]; ok {
 						return fmt.Errorf("%w: --frameworks names %s twice (%s and %s); each framework runs once per repeat", compare.ErrInvalid, n, prev, f)
 					}
@@ -75,11 +75,9 @@ func compareCommand() *cli.Command {
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
-			if s.GPU() {
-				for _, fw := range fws {
-					if err := checkGPU(fw, s.Device); err != nil {
-						return err
-					}
+			for _, fw := range fws {
+				if err := compare.CheckGPU(fw, s.Device); err != nil {
+					return err
 				}
 			}
 			progress := newProgress(c.Bool("quiet"), false)

@@ -41,22 +41,22 @@ func doctorCommand() *cli.Command {
 			r := doctorReport{Go: runtime.Version(), CPU: compare.CPUModel(), Cores: runtime.NumCPU()}
 			var missing []string
 			fill := func(name string, f *frameworkDoctor, libNames ...string) {
-				d, err := lookupDriver(name)
-				if err != nil {
+				d, ok := compare.LookupFramework(name)
+				if !ok {
 					f.Version = "not built in"
 					missing = append(missing, name)
 					return
 				}
-				f.Version, f.Threads, f.Libraries = d.version(), runtime.NumCPU(), filter(libs, libNames...)
-				devs, err := d.cudaDevices()
+				f.Version, f.Threads, f.Libraries = d.Version(), runtime.NumCPU(), filter(libs, libNames...)
+				devs, err := d.CUDADevices()
 				f.CUDADevices = append([]string{}, devs...)
 				f.CUDA = len(devs) > 0
 				if err != nil {
 					f.CUDAError = err.Error()
 				}
 			}
-			fill(compare.TensorFlow, &r.TensorFlow, "tensorflow")
-			fill(compare.Torch, &r.Torch, "torch", "c10", "cgotorch", "gomp", "cudart")
+			fill("tensorflow", &r.TensorFlow, "tensorflow")
+			fill("torch", &r.Torch, "torch", "c10", "cgotorch", "gomp", "cudart")
 			if c.Bool("json") {
 				enc := json.NewEncoder(os.Stdout)
 				enc.SetIndent("", "  ")

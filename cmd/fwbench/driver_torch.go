@@ -5,38 +5,31 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"github.com/fwbench/fwbench/compare"
+	"github.com/fwbench/fwbench/recipe"
 	"github.com/fwbench/fwbench/torchrun"
-	"github.com/fwbench/fwbench/vgg"
 	"github.com/fwbench/fwbench/weights"
 )
 
 func init() {
-	drivers[compare.Torch] = driver{
-		newTrainer: func(ctx context.Context, s compare.Spec, model vgg.Config, classes int, init []*weights.Tensor) (compare.Trainer, error) {
-			c := torchrun.DefaultConfig()
-			c.Model, c.ImageSize, c.NumClasses, c.Hidden, c.Dropout = model, s.ImageSize, classes, s.Hidden, s.Dropout
-			c.Mode, c.Optimizer, c.LR, c.Momentum, c.WeightDecay, c.Nesterov = s.Mode, s.Optimizer, s.LR, s.Momentum, s.WeightDecay, s.Nesterov
-			c.Head, c.FreezeLoadedHead = vgg.Head(s.Head), s.FreezeFC
-			c.Seed, c.Device, c.Threads, c.InterOpThreads, c.Weights = s.Seed, s.Device, s.Threads, s.Threads, init
-			if err := c.Validate(); err != nil {
-				return nil, fmt.Errorf("%w: %v", compare.ErrInvalid, err)
-			}
-			t, err := torchrun.New(ctx, c)
+	register(compare.Framework{
+		Name:    torchrun.Framework,
+		Aliases: []string{"pytorch", "libtorch"},
+		New: func(ctx context.Context, cfg recipe.Config, init []*weights.Tensor) (compare.Trainer, error) {
+			t, err := torchrun.New(ctx, cfg, init)
 			if err != nil {
-				return nil, err
+				return nil, err // a nil *Trainer must not become a non-nil interface
 			}
 			return t, nil
 		},
-		version: torchrun.Version,
-		cudaDevices: func() ([]string, error) {
+		Version: torchrun.Version,
+		CUDADevices: func() ([]string, error) {
 			devs, err := torchrun.CUDADevices()
 			if why := torchrun.CUDAUnavailable(); err == nil && len(devs) == 0 && why != "" {
 				err = errors.New(why)
 			}
 			return devs, err
 		},
-	}
+	})
 }

@@ -1,101 +1,79 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"strings"
 
 	"github.com/fwbench/fwbench/compare"
 	"github.com/fwbench/fwbench/keras"
-	"github.com/fwbench/fwbench/vgg"
+	"github.com/fwbench/fwbench/model"
 	"github.com/fwbench/fwbench/weights"
 )
 
-// driver is one framework as the CLI sees it. Each is registered by its own file behind a
-// build tag (notorch, notensorflow), so a binary can be built without either native library.
-type driver struct {
-	newTrainer  func(ctx context.Context, s compare.Spec, model vgg.Config, classes int, init []*weights.Tensor) (compare.Trainer, error)
-	version     func() string
-	cudaDevices func() ([]string, error)
+// The frameworks are registered with compare by their own files behind a build tag
+// (driver_torch.go: notorch, driver_tf.go: notensorflow), so a binary can be built without
+// either native library.
+
+// register registers a framework from an init function: a refusal is a programming error.
+func register(f compare.Framework) {
+	if err := compare.Register(f); err != nil {
+		panic(err)
+	}
 }
 
-var drivers = map[string]driver{}
-
-func lookupDriver(framework string) (driver, error) {
-	d, ok := drivers[framework]
-	if !ok {
-		return driver{}, fmt.Errorf("%w: framework %q is not built into this fwbench (build tags notorch/notensorflow)", compare.ErrInvalid, framework)
-	}
-	return d, nil
-}
-
-// newTrainer builds the driver for s.Framework. A CUDA device that is not there is an
-// invalid-input error (exit 2), reported before any training.
-func newTrainer(ctx context.Context, s compare.Spec, classes int, init []*weights.Tensor) (compare.Trainer, error) {
-	d, err := lookupDriver(s.Framework)
-	if err != nil {
-		return nil, err
-	}
-	model, err := vgg.Parse(s.Model)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", compare.ErrInvalid, err)
-	}
-	if s.GPU() {
-		if err := checkGPU(s.Framework, s.Device); err != nil {
-			return nil, err
-		}
-	}
-	return d.newTrainer(ctx, s, model, classes, init)
-}
-
-// checkGPU fails with an invalid-input error when the framework sees no CUDA device.
-func checkGPU(framework, device string) error {
-	d, err := lookupDriver(framework)
-	if err != nil {
-		return err
-	}
-	devs, err := d.cudaDevices()
-	if err == nil && len(devs) == 0 {
-		err = fmt.Errorf("no CUDA device is visible")
-	}
-	if err != nil {
-		return fmt.Errorf("%w: --device %s asked for a GPU, but %s cannot use one: %v", compare.ErrInvalid, device, framework, err)
-	}
-	return nil
-}
-
-// saveTrainerWeights writes the trained weights, read back from the framework in the
-// canonical layout, in the format the file name asks for: `.pth`/`.pt` a torch.save zip that
-// torch.load(weights_only=True) reads into torchvision's model, `.weights.h5` a Keras 3 file
-// for keras.applications.VGG16 plus the same head (plain VGG, flatten or keras head), any
-// other name safetensors.
-func saveTrainerWeights(tr compare.Trainer, path string) error {
-	wr, ok := tr.(compare.WeightsReader)
-	if !ok {
-		return fmt.Errorf("%s cannot read its weights back", tr.Framework())
-	}
-	ts, err := wr.Weights()
-	if err != nil {
-		return err
-	}
-	switch lower := strings.ToLower(path); {
-	case strings.HasSuffix(lower, ".pth") || strings.HasSuffix(lower, ".pt"):
-		return weights.WritePth(path, ts)
-	case strings.HasSuffix(lower, ".h5"):
+// exportWeights writes trained weights (canonical layout) in the format the file name asks
+// for: `.h5` a Keras 3 .weights.h5 for keras.applications.VGG16 plus the same head (see
+// kerasExportable), anything else as compare.WriteWeights writes it (`.pth`/`.pt` a
+// torch.save zip for torchvision, else safetensors). It is compare.TrainOptions.Export.
+func exportWeights(ts []*weights.Tensor, path string) error {
+	if strings.HasSuffix(strings.ToLower(path), ".h5") {
 		return keras.WriteWeightsH5(path, ts, keras.WriteOptions{})
-	default:
-		return weights.WriteSafetensors(path, ts, map[string]string{"fwbench": "trained weights", "framework": tr.Framework()})
 	}
+	return compare.WriteWeights(ts, path)
 }
 
-// trainerSettings records framework settings that affect speed, where the driver reports them.
-func trainerSettings(tr compare.Trainer) map[string]string {
-	type settingser interface{ Settings() map[string]string }
-	m := map[string]string{"threads": fmt.Sprint(tr.Threads()), "device": tr.Device()}
-	if s, ok := tr.(settingser); ok {
-		for k, v := range s.Settings() {
-			m[k] = v
+// kerasExportable reports whether keras.WriteWeightsH5 can hold net: a plain VGG, which is
+// what keras.applications.VGG16 plus a Keras head is. Decided from the layers, not the
+// model's name: only ungrouped convolutions, ReLU and max pooling before the head, and
+// Flatten, Linear, ReLU and Dropout in it; no batch norm (Keras' VGG has none), no residual
+// add or ReLU6, and no adaptive pool (the torchvision head). This rule lives beside the
+// writer's caller because package keras exposes no check of its own.
+func kerasExportable(net *model.Net) bool {
+	for _, l := range net.Layers {
+		switch l.Op {
+		case model.Conv:
+			if l.Groups > 1 || !l.Bias {
+				return false
+			}
+		case model.ReLU, model.MaxPool, model.Flatten, model.Linear, model.Dropout:
+		default:
+			return false
 		}
 	}
-	return m
+	return true
+}
+
+// checkpointExports are the files a finished run writes into its checkpoint folder so the
+// trained weights leave fwbench for either ecosystem: a torch .pth always, a Keras
+// .weights.h5 where Keras can hold the model.
+func checkpointExports(net *model.Net) []string {
+	exports := []string{"final.pth"}
+	if kerasExportable(net) {
+		exports = append(exports, "final.weights.h5")
+	}
+	return exports
+}
+
+// specNet builds s's model for checks that do not depend on the class count (2 when the
+// data has not said yet).
+func specNet(s compare.Spec) (*model.Net, error) {
+	c := s.Config
+	if c.Classes == 0 {
+		c.Classes = 2
+	}
+	n, err := c.Net()
+	if err != nil {
+		return nil, fmt.Errorf("fwbench: %w", err)
+	}
+	return n, nil
 }

@@ -31,19 +31,24 @@ func TestUnboundedInputsExitTwo(t *testing.T) {
 		args []string
 		msg  string
 	}{
-		{"hidden 1,000,000", []string{"train", "-f", "torch", "--hidden", "1000000"}, "hidden width must be in [1, 16384]"},
-		{"hidden 1,000,000 in compare", []string{"compare", "--hidden", "1000000", "--out", t.TempDir()}, "hidden width must be in [1, 16384]"},
-		{"threads 100000", []string{"train", "-f", "torch", "--threads", "100000"}, "threads must be in [0, "},
-		{"threads 100000 with tensorflow", []string{"train", "-f", "tensorflow", "--threads", "100000"}, "threads must be in [0, "},
+		// The recipe's bounds are recipe.Config.Validate's messages; the rest compare.Spec.Validate's.
+		// hidden 1,000,000 at 32 px: fc7 alone is 10^12 weights (compare.MaxParams is 2^30).
+		{"hidden 1,000,000", []string{"train", "-f", "torch", "--hidden", "1000000"}, "hidden 1000000 at 32 px has"},
+		{"hidden 1,000,000 in compare", []string{"compare", "--hidden", "1000000", "--out", t.TempDir()}, "over the limit of 1073741824"},
+		{"threads 100000", []string{"train", "-f", "torch", "--threads", "100000"}, "threads 100000, inter-op threads 100000: want each in [0, "},
+		{"threads 100000 with tensorflow", []string{"train", "-f", "tensorflow", "--threads", "100000"}, "threads 100000, inter-op threads 100000: want each in [0, "},
+		{"inter-op threads 100000", []string{"train", "-f", "torch", "--inter-op-threads", "100000"}, "threads 0, inter-op threads 100000"},
 		{"steps per epoch -1", []string{"train", "--steps-per-epoch", "-1"}, "steps per epoch must not be negative"},
 		{"warm-up steps -1", []string{"train", "--warmup-steps", "-1"}, "warm-up steps must not be negative"},
 		{"target accuracy 5", []string{"train", "--target-accuracy", "5"}, "target accuracy must be in [0, 1]"},
-		{"momentum NaN", []string{"train", "--momentum", "NaN"}, "--momentum must be a finite number, got NaN"},
-		{"lr Inf", []string{"train", "--lr", "Inf"}, "--lr must be a finite number"},
-		{"dropout NaN in compare", []string{"compare", "--dropout", "NaN", "--out", t.TempDir()}, "--dropout must be a finite number"},
+		{"momentum NaN", []string{"train", "--momentum", "NaN"}, "momentum NaN: want a finite number"},
+		{"lr Inf", []string{"train", "--lr", "Inf"}, "lr +Inf: want a finite number"},
+		{"dropout NaN in compare", []string{"compare", "--dropout", "NaN", "--out", t.TempDir()}, "dropout NaN: want a finite number"},
 		// 1024·512·512·3·4 = 3.2 GB of float32 input per batch.
 		{"batch × image memory", []string{"train", "--batch-size", "1024", "--image-size", "512"}, "over the limit of 1073741824"},
-		{"image size 8192", []string{"train", "--image-size", "8192"}, "image size must be a multiple of 32 in [32, 4096]"},
+		// 16·8192·8192·3·4 = 12.9 GB of float32 input per batch.
+		{"image size 8192", []string{"train", "--image-size", "8192"}, "a batch of 16 images of 8192×8192 is 12884901888 bytes"},
+		{"image size 100", []string{"train", "--image-size", "100"}, "image size 100: want a multiple of 32"},
 		{"max pixels -1", []string{"train", "--max-pixels", "-1"}, "max pixels must be in [1, "},
 	}
 	for _, tt := range tests {

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/fwbench/fwbench/compare"
-	"github.com/fwbench/fwbench/vgg"
+	"github.com/fwbench/fwbench/model"
 	"github.com/fwbench/fwbench/weights"
 )
 
@@ -17,11 +17,11 @@ import (
 // classes, hidden 16), changed by edit, to a safetensors file.
 func tinyWeights(t *testing.T, name string, edit func([]*weights.Tensor) []*weights.Tensor) string {
 	t.Helper()
-	ps, err := vgg.ParamsFor(vgg.Config{Name: "vgg16"}, vgg.HeadFlatten, 32, 3, 16)
+	net, err := model.Build(model.Spec{Name: "vgg16", Head: model.HeadFlatten, ImageSize: 32, Classes: 3, Hidden: 16})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts, err := weights.InitParams(ps, 42)
+	ts, err := weights.InitParams(net.Params, 42)
 	if err != nil {
 		t.Fatal(err)
 	}

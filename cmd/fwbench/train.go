@@ -1,46 +1,50 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
-	"runtime"
-	"runtime/debug"
 	"strings"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/fwbench/fwbench/compare"
 	"github.com/fwbench/fwbench/dataset"
-	"github.com/fwbench/fwbench/vgg"
+	"github.com/fwbench/fwbench/model"
+	"github.com/fwbench/fwbench/recipe"
 	"github.com/fwbench/fwbench/weights"
 )
 
-// specFlags are the training flags shared by `train` and `compare`.
+// specFlags are the training flags shared by `train` and `compare`. They fill the Spec's
+// recipe (recipe.Config) and what the Spec adds; nothing here checks a value that
+// recipe.Config.Validate or compare.Spec.Validate checks.
 func specFlags(d compare.Spec) []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "data", Usage: "dataset folder (class sub-folders, train/val split, or MNIST IDX); default: the built-in synthetic set"},
-		&cli.StringFlag{Name: "model", Value: d.Model, Usage: "vgg11|vgg13|vgg16|vgg19, optionally with _bn"},
-		&cli.StringFlag{Name: "head", Value: d.Head, Usage: "flatten (base flattened into torchvision's 3-layer classifier) | torchvision (AdaptiveAvgPool 7×7, fc6/fc7 kept from the weights, new last layer: the study's PyTorch side) | keras (Flatten, Dense(hidden), Dropout, Dense(classes): the study's Keras side)"},
-		&cli.BoolFlag{Name: "freeze-fc", Value: d.FreezeFC, Usage: "features mode: keep the head layers taken from the weights file (torchvision's fc6/fc7) frozen"},
+		&cli.StringFlag{Name: "model", Value: d.Model, Usage: strings.Join(model.Names(), "|")},
+		&cli.StringFlag{Name: "head", Value: d.Head, Usage: "flatten|torchvision|keras for VGG; torchvision for resnet/mobilenet; default: the model's own. VGG's: flatten (base flattened into torchvision's 3-layer classifier) | torchvision (AdaptiveAvgPool 7×7, fc6/fc7 kept from the weights, new last layer: the study's PyTorch side) | keras (Flatten, Dense(hidden), Dropout, Dense(classes): the study's Keras side)"},
+		&cli.BoolFlag{Name: "freeze-fc", Value: d.FreezeLoadedHead, Usage: "features mode: keep the head layers taken from the weights file (torchvision's fc6/fc7) frozen"},
 		&cli.BoolFlag{Name: "allow-partial-weights", Value: d.AllowPartialWeights, Usage: "seed the tensors the weights file lacks (or has in another shape) instead of refusing it; the report lists each one"},
-		&cli.StringFlag{Name: "mode", Value: d.Mode, Usage: "scratch|finetune|features"},
-		&cli.StringFlag{Name: "optimizer", Value: d.Optimizer, Usage: "sgd|adam"},
+		&cli.StringFlag{Name: "mode", Value: d.Mode, Usage: strings.Join(model.Modes(), "|")},
+		&cli.StringFlag{Name: "optimizer", Value: d.Optimizer, Usage: recipe.SGD + "|" + recipe.Adam},
 		&cli.Float64Flag{Name: "lr", Value: d.LR, Usage: "learning rate"},
 		&cli.Float64Flag{Name: "momentum", Value: d.Momentum, Usage: "SGD momentum"},
-		&cli.Float64Flag{Name: "weight-decay", Value: d.WeightDecay},
-		&cli.BoolFlag{Name: "nesterov", Value: d.Nesterov},
+		&cli.Float64Flag{Name: "weight-decay", Value: d.WeightDecay, Usage: "coupled L2 weight decay (torch's weight_decay)"},
+		&cli.BoolFlag{Name: "nesterov", Value: d.Nesterov, Usage: "SGD with Nesterov momentum"},
+		&cli.Float64Flag{Name: "beta1", Value: d.Beta1, Usage: "Adam's β1"},
+		&cli.Float64Flag{Name: "beta2", Value: d.Beta2, Usage: "Adam's β2"},
+		&cli.Float64Flag{Name: "eps", Value: d.Eps, Usage: "Adam's ε"},
 		&cli.IntFlag{Name: "epochs", Value: d.Epochs},
 		&cli.IntFlag{Name: "batch-size", Value: d.BatchSize},
 		&cli.IntFlag{Name: "image-size", Value: d.ImageSize, Usage: "S: images are resized to S×S; a multiple of 32"},
-		&cli.IntFlag{Name: "hidden", Value: d.Hidden, Usage: "classifier hidden width (torchvision VGG16: 4096)"},
-		&cli.Float64Flag{Name: "dropout", Value: d.Dropout},
+		&cli.IntFlag{Name: "hidden", Value: d.Hidden, Usage: "width of VGG's hidden classifier layers (torchvision VGG16: 4096); models without hidden layers ignore it"},
+		&cli.Float64Flag{Name: "dropout", Value: d.Dropout, Usage: "drop probability of the head's dropout layers"},
+		&cli.StringFlag{Name: "precision", Value: d.Precision, Usage: recipe.FP32},
 		&cli.Int64Flag{Name: "seed", Value: d.Seed},
-		&cli.IntFlag{Name: "threads", Value: d.Threads, Usage: "intra-op and inter-op threads per framework (0: all cores)"},
+		&cli.IntFlag{Name: "threads", Value: d.Threads, Usage: "intra-op threads per framework, and inter-op threads unless --inter-op-threads says otherwise (0: all cores)"},
+		&cli.IntFlag{Name: "inter-op-threads", Value: d.InterOpThreads, Usage: "inter-op threads per framework (default: as --threads; 0: all cores)"},
 		&cli.BoolFlag{Name: "gpu", Usage: "train on the first CUDA GPU (same as --device cuda)"},
 		&cli.StringFlag{Name: "device", Value: d.Device, Usage: "cpu|cuda|cuda:N"},
 		&cli.StringFlag{Name: "normalize", Value: d.Normalize, Usage: "auto (the weights' origin decides: torch files imagenet, Keras files caffe, none rescale) | rescale (x/255) | imagenet | caffe"},
@@ -58,11 +62,12 @@ func specFlags(d compare.Spec) []cli.Flag {
 	}
 }
 
-// specFrom reads the shared flags into a Spec starting from d.
+// specFrom reads the shared flags into a Spec starting from d. Flags the user did not set
+// keep d's values.
 func specFrom(c *cli.Context, d compare.Spec) compare.Spec {
 	s := d
 	str := func(name string, dst *string) {
-		if c.IsSet(name) || *dst == "" {
+		if c.IsSet(name) {
 			*dst = c.String(name)
 		}
 	}
@@ -71,6 +76,7 @@ func specFrom(c *cli.Context, d compare.Spec) compare.Spec {
 	str("head", &s.Head)
 	str("mode", &s.Mode)
 	str("optimizer", &s.Optimizer)
+	str("precision", &s.Precision)
 	str("normalize", &s.Normalize)
 	str("weights", &s.Weights)
 	str("checkpoint", &s.Checkpoint)
@@ -84,6 +90,9 @@ func specFrom(c *cli.Context, d compare.Spec) compare.Spec {
 	f64("lr", &s.LR)
 	f64("momentum", &s.Momentum)
 	f64("weight-decay", &s.WeightDecay)
+	f64("beta1", &s.Beta1)
+	f64("beta2", &s.Beta2)
+	f64("eps", &s.Eps)
 	f64("dropout", &s.Dropout)
 	f64("val-split", &s.ValSplit)
 	f64("target-accuracy", &s.TargetAccuracy)
@@ -97,6 +106,10 @@ func specFrom(c *cli.Context, d compare.Spec) compare.Spec {
 	i("image-size", &s.ImageSize)
 	i("hidden", &s.Hidden)
 	i("threads", &s.Threads)
+	if c.IsSet("threads") {
+		s.InterOpThreads = s.Threads
+	}
+	i("inter-op-threads", &s.InterOpThreads)
 	i("warmup-steps", &s.WarmupSteps)
 	i("steps-per-epoch", &s.StepsPerEpoch)
 	if c.IsSet("seed") {
@@ -105,70 +118,79 @@ func specFrom(c *cli.Context, d compare.Spec) compare.Spec {
 	if c.IsSet("max-pixels") {
 		s.MaxPixels = c.Int64("max-pixels")
 	}
-	if c.IsSet("strict") {
-		s.Strict = c.Bool("strict")
-	}
-	if c.IsSet("nesterov") {
-		s.Nesterov = c.Bool("nesterov")
-	}
-	for name, dst := range map[string]*bool{"augment": &s.Augment, "freeze-fc": &s.FreezeFC, "allow-partial-weights": &s.AllowPartialWeights} {
+	for name, dst := range map[string]*bool{"augment": &s.Augment, "freeze-fc": &s.FreezeLoadedHead,
+		"allow-partial-weights": &s.AllowPartialWeights, "strict": &s.Strict, "nesterov": &s.Nesterov} {
 		if c.IsSet(name) {
 			*dst = c.Bool(name)
 		}
 	}
-	if c.Bool("gpu") && !strings.HasPrefix(s.Device, "cuda") {
+	if c.Bool("gpu") && !s.GPU() {
 		s.Device = "cuda"
-	}
-	if s.Threads == 0 {
-		s.Threads = runtime.NumCPU()
 	}
 	return s
 }
 
-// normFramework accepts the common spellings of the two frameworks.
-func normFramework(name string) string {
-	switch strings.ToLower(name) {
-	case "tf", "tensorflow":
-		return compare.TensorFlow
-	case "torch", "pytorch", "libtorch":
-		return compare.Torch
+// frameworkName is the registered name of a framework spelled name ("tf", "PyTorch"); a name
+// no framework answers to stays as it is, for compare.Spec.Validate to refuse.
+func frameworkName(name string) string {
+	if f, ok := compare.LookupFramework(name); ok {
+		return f.Name
 	}
 	return name
+}
+
+// defaultFramework is the framework `fwbench train` uses without --framework: torch where it
+// is built in, else the first registered one.
+func defaultFramework() string {
+	if f, ok := compare.LookupFramework("torch"); ok {
+		return f.Name
+	}
+	if fws := compare.Frameworks(); len(fws) > 0 {
+		return fws[0]
+	}
+	return "torch"
 }
 
 func trainCommand() *cli.Command {
 	d := compare.DefaultSpec()
 	flags := append(specFlags(d),
-		&cli.StringFlag{Name: "framework", Aliases: []string{"f"}, Value: d.Framework, Usage: "torch|tensorflow (tf)"},
+		&cli.StringFlag{Name: "framework", Aliases: []string{"f"}, Value: defaultFramework(), Usage: strings.Join(compare.Frameworks(), "|") + " (also tf, pytorch)"},
 		&cli.StringFlag{Name: "json", Usage: "write the run record (fwbench.run/v1) to this file"},
 		&cli.StringFlag{Name: "save-weights", Usage: "write the final weights to this file, format by extension: .pth (torch.save zip for torchvision), .weights.h5 (Keras 3, for keras.applications.VGG16 + head), else safetensors"},
 		&cli.BoolFlag{Name: "progress-json", Hidden: true, Usage: "machine-readable progress lines on stderr (used by compare)"},
 	)
 	return &cli.Command{
 		Name:  "train",
-		Usage: "train a VGG classifier with one framework and report its figures",
+		Usage: "train an image classifier (" + strings.Join(model.Names(), ", ") + ") with one framework and report its figures",
 		Flags: flags,
 		Action: func(c *cli.Context) error {
 			s := specFrom(c, d)
-			s.Framework = normFramework(c.String("framework"))
+			s.Framework = frameworkName(c.String("framework"))
 			if err := s.Validate(); err != nil {
 				return err
 			}
-			if p := strings.ToLower(c.String("save-weights")); strings.HasSuffix(p, ".h5") {
+			net, err := specNet(s)
+			if err != nil {
+				return err
+			}
+			save := c.String("save-weights")
+			if p := strings.ToLower(save); strings.HasSuffix(p, ".h5") {
 				if !strings.HasSuffix(p, ".weights.h5") {
-					return fmt.Errorf("%w: --save-weights %s: a Keras export is named NAME.weights.h5 (Keras reads any other .h5 as a Keras 2 file)", compare.ErrInvalid, c.String("save-weights"))
+					return fmt.Errorf("%w: --save-weights %s: a Keras export is named NAME.weights.h5 (Keras reads any other .h5 as a Keras 2 file)", compare.ErrInvalid, save)
 				}
-				if !kerasExportable(s) {
-					return fmt.Errorf("%w: --save-weights %s: a Keras file holds a plain VGG (no _bn) with the flatten or keras head, not %s with head %s", compare.ErrInvalid, c.String("save-weights"), s.Model, s.Head)
+				if !kerasExportable(net) {
+					return fmt.Errorf("%w: --save-weights %s: a Keras file holds a plain VGG (no batch norm) with the flatten or keras head, not %s with head %s", compare.ErrInvalid, save, net.Name, net.Head)
 				}
 			}
-			// Every output, the --resume recipe and the checkpoint folder, before any training.
-			if err := compare.PrepareOutputs(s, c.String("json"), c.String("save-weights")); err != nil {
-				return err
+			if p := c.String("json"); p != "" {
+				if err := compare.CheckOutput(p); err != nil {
+					return err
+				}
 			}
 			progress := newProgress(c.Bool("quiet"), c.Bool("progress-json"))
 			defer progress.close()
-			rec, err := trainOnce(c.Context, s, progress.update, c.String("save-weights"))
+			rec, err := compare.TrainOne(c.Context, s, compare.TrainOptions{OnProgress: progress.update, SaveWeights: save,
+				Export: exportWeights, CheckpointExports: checkpointExports(net)})
 			if rec != nil && err != nil && !errors.Is(err, compare.ErrInterrupted) {
 				rec.Partial, rec.Error = true, err.Error() // the record of a failed run says so
 			}
@@ -187,169 +209,6 @@ func trainCommand() *cli.Command {
 	}
 }
 
-// trainOnce opens the data, builds the framework's trainer and runs compare.Train.
-func trainOnce(ctx context.Context, s compare.Spec, onProgress func(compare.Progress), saveWeights string) (*compare.RunRecord, error) {
-	var err error
-	if s.Normalize, err = compare.ResolveNormalize(s); err != nil {
-		return nil, err
-	}
-	data, skipped, err := openData(ctx, s)
-	if err != nil {
-		return nil, err
-	}
-	defer data.Train.Close()
-	defer data.Val.Close()
-	init, prov, initSum, err := initialWeights(s, data.Classes)
-	if err != nil {
-		return nil, err
-	}
-	tr, err := newTrainer(ctx, s, data.Classes, init)
-	if err != nil {
-		return nil, err
-	}
-	defer tr.Close()
-	// The trainer holds its own copy of the initial weights (0.5 GiB for VGG16 at 224 px):
-	// give the Go heap's back to the OS before training.
-	init = nil
-	debug.FreeOSMemory()
-	// The loader allocates a batch buffer per step while the live heap is small, which made
-	// the GC run about once per step (docs/benchmarks.md); a higher GOGC keeps it off the
-	// step path. An explicit GOGC in the environment wins.
-	if os.Getenv("GOGC") == "" {
-		defer debug.SetGCPercent(debug.SetGCPercent(400))
-	}
-	rec, err := compare.Train(ctx, tr, s, data, onProgress)
-	if rec != nil {
-		rec.InitialWeightsSHA256 = initSum
-		rec.WeightsProvenance = prov
-		rec.Settings = trainerSettings(tr)
-		rec.Dataset.SkippedCount = len(skipped)
-		rec.Dataset.Skipped = skipped[:min(len(skipped), compare.MaxSkippedListed)]
-	}
-	if err == nil && s.Checkpoint != "" {
-		// The trained weights leave fwbench for either ecosystem: a torch .pth always, a Keras
-		// .weights.h5 where Keras' VGG16 can hold the model.
-		exports := []string{filepath.Join(s.Checkpoint, "final.pth")}
-		if kerasExportable(s) {
-			exports = append(exports, filepath.Join(s.Checkpoint, "final.weights.h5"))
-		}
-		for _, p := range exports {
-			if err = saveTrainerWeights(tr, p); err != nil {
-				break
-			}
-		}
-	}
-	if err == nil && saveWeights != "" {
-		if err = saveTrainerWeights(tr, saveWeights); err == nil {
-			rec.WeightsSHA256, _ = compare.FileSHA256(saveWeights)
-		}
-	}
-	return rec, err
-}
-
-// kerasExportable reports whether Keras' VGG16 plus a Keras head can hold s's model: a plain
-// VGG (Keras has no VGG with batch norm) with the flatten or keras head (no adaptive pool).
-func kerasExportable(s compare.Spec) bool {
-	m, err := vgg.Parse(s.Model)
-	return err == nil && !m.BatchNorm && s.Head != string(vgg.HeadTorchvision)
-}
-
-// initialWeights composes the run's initial tensors once (weights.Initial): from s.Weights,
-// strictly unless s.AllowPartialWeights, with the tensors the mode replaces seeded. Without a
-// weights file it returns nil (the driver seeds every tensor the same way). A file that does
-// not fit the model is invalid input.
-func initialWeights(s compare.Spec, classes int) ([]*weights.Tensor, *weights.Provenance, string, error) {
-	if s.Weights == "" {
-		return nil, nil, "", nil
-	}
-	loaded, err := weights.Load(s.Weights)
-	if err != nil {
-		return nil, nil, "", fmt.Errorf("%w: %v", compare.ErrInvalid, err)
-	}
-	params, head, err := s.Params(classes)
-	if err != nil {
-		return nil, nil, "", err
-	}
-	init, prov, err := weights.Initial(loaded, params, s.Mode, head, s.Seed, s.AllowPartialWeights)
-	if err != nil {
-		return nil, nil, "", fmt.Errorf("%w: weights %s: %v (--allow-partial-weights seeds them instead)", compare.ErrInvalid, s.Weights, err)
-	}
-	sum, err := compare.FileSHA256(s.Weights)
-	return init, &prov, sum, err
-}
-
-// openData opens the dataset (or the built-in synthetic one) and makes the two loaders.
-// It returns the files the dataset left out.
-func openData(ctx context.Context, s compare.Spec) (compare.Loaders, []dataset.Skipped, error) {
-	path := s.Data
-	if path == "" {
-		var err error
-		if path, err = builtinData(s.Seed); err != nil {
-			return compare.Loaders{}, nil, err
-		}
-	}
-	ds, err := dataset.Open(ctx, path, dataset.OpenOptions{ValSplit: s.ValSplit, Seed: s.Seed, MaxPixels: s.MaxPixels, Strict: s.Strict})
-	if err != nil {
-		if ctx.Err() != nil {
-			return compare.Loaders{}, nil, err
-		}
-		return compare.Loaders{}, nil, fmt.Errorf("%w: %v", compare.ErrInvalid, err)
-	}
-	lc := dataset.LoaderConfig{ImageSize: s.ImageSize, BatchSize: s.BatchSize, Seed: s.Seed, Shuffle: true,
-		DropLast: true, Normalize: s.Normalize, Cache: "memory"}
-	if s.Augment {
-		lc.Augment = dataset.PaperAugment()
-	}
-	train, err := dataset.NewLoader(ds.Train(), lc)
-	if err != nil {
-		return compare.Loaders{}, nil, fmt.Errorf("%w: %v", compare.ErrInvalid, err)
-	}
-	vc := lc
-	vc.Shuffle, vc.DropLast, vc.Augment = false, false, dataset.Augment{}
-	val, err := dataset.NewLoader(ds.Val(), vc)
-	if err != nil {
-		train.Close()
-		return compare.Loaders{}, nil, fmt.Errorf("%w: %v", compare.ErrInvalid, err)
-	}
-	return compare.Loaders{Train: train, Val: val, Classes: len(ds.Classes()), DataPath: path,
-		TrainLen: ds.Train().Len(), ValLen: ds.Val().Len()}, ds.Skipped(), nil
-}
-
-// builtinData makes (once) and returns the built-in synthetic dataset under the cache.
-func builtinData(seed int64) (string, error) {
-	base := os.Getenv("FWBENCH_CACHE")
-	if base == "" {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			home = os.TempDir()
-		}
-		base = filepath.Join(home, ".cache", "fwbench")
-	}
-	const classes, perClass, size = 3, 60, 64
-	dir := filepath.Join(base, fmt.Sprintf("synth-c%d-n%d-s%d-seed%d", classes, perClass, size, seed))
-	stamp := filepath.Join(dir, ".complete")
-	if _, err := os.Stat(stamp); err == nil {
-		return dir, nil
-	}
-	tmp := dir + fmt.Sprintf(".tmp%d", os.Getpid())
-	os.RemoveAll(tmp)
-	if err := dataset.Synthesize(tmp, classes, perClass, size, seed, "png"); err != nil {
-		return "", fmt.Errorf("built-in dataset: %w", err)
-	}
-	if err := os.WriteFile(filepath.Join(tmp, ".complete"), nil, 0o644); err != nil {
-		return "", err
-	}
-	os.RemoveAll(dir)
-	if err := os.Rename(tmp, dir); err != nil {
-		if _, serr := os.Stat(stamp); serr == nil { // another process won the race
-			os.RemoveAll(tmp)
-			return dir, nil
-		}
-		return "", fmt.Errorf("built-in dataset: %w", err)
-	}
-	return dir, nil
-}
-
 func writeJSON(path string, v any) error {
 	return weights.WriteFileAtomic(path, func(w io.Writer) error {
 		enc := json.NewEncoder(w)
@@ -362,7 +221,7 @@ func writeJSON(path string, v any) error {
 func runTable(r *compare.RunRecord) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %s on %s, %d threads: %s (head %s) %s, S=%d, batch %d, %s lr %g\n", r.Framework, r.FrameworkVersion,
-		r.Device, r.Threads, r.Model, r.Recipe["head"], r.Mode, r.ImageSize, r.BatchSize, r.Optimizer, r.LR)
+		r.Device, r.Threads, r.Model, r.Head, r.Mode, r.ImageSize, r.BatchSize, r.Optimizer, r.LR)
 	fmt.Fprintf(&b, "%6s %11s %10s %9s %8s %9s %9s\n", "epoch", "train loss", "train acc", "val loss", "val acc", "seconds", "images/s")
 	for _, e := range r.Epochs {
 		fmt.Fprintf(&b, "%6d %11.4f %9.1f%% %9.4f %7.1f%% %9.2f %9.1f\n", e.Epoch, e.TrainLoss, 100*e.TrainAccuracy,
