@@ -10,9 +10,10 @@ import (
 	"github.com/fwbench/fwbench/compare"
 	"github.com/fwbench/fwbench/dataset"
 	"github.com/fwbench/fwbench/internal/reftest"
+	"github.com/fwbench/fwbench/recipe"
 	"github.com/fwbench/fwbench/tfrun"
 	"github.com/fwbench/fwbench/torchrun"
-	"github.com/fwbench/fwbench/vgg"
+	"github.com/fwbench/fwbench/weights"
 )
 
 var (
@@ -21,8 +22,21 @@ var (
 )
 
 type stepper interface {
-	TrainStep(context.Context, *dataset.Batch) (float64, error)
+	TrainStep(context.Context, *dataset.Batch) (float64, int, error)
 	Close() error
+}
+
+// drivers are the two frameworks, by their registered names.
+var drivers = []struct {
+	name string
+	new  func(context.Context, recipe.Config, []*weights.Tensor) (stepper, error)
+}{
+	{torchrun.Framework, func(ctx context.Context, c recipe.Config, init []*weights.Tensor) (stepper, error) {
+		return torchrun.New(ctx, c, init)
+	}},
+	{tfrun.Framework, func(ctx context.Context, c recipe.Config, init []*weights.Tensor) (stepper, error) {
+		return tfrun.New(ctx, c, init)
+	}},
 }
 
 // TestSoak trains each framework for -soak-steps steps on one 32 px batch size and checks
@@ -34,26 +48,17 @@ func TestSoak(t *testing.T) {
 	if testing.Short() || !*soak {
 		t.Skip("soak: a long run (1000 steps per framework, ~4 min), not a short test: opt in with -args -soak")
 	}
-	model, _ := vgg.Parse("vgg16")
-	const S, classes, hidden = 32, 3, 64
+	const S, classes = 32, 3
+	c := recipe.Default()
+	c.Model, c.ImageSize, c.Classes, c.Hidden, c.LR = "vgg16", S, classes, 64, 0.001
 	batch := reftest.Input(8, S)
 	for i := range batch.Labels {
 		batch.Labels[i] = int32(i % classes)
 	}
-	for _, fw := range []string{compare.Torch, compare.TensorFlow} {
+	for _, d := range drivers {
+		fw := d.name
 		t.Run(fw, func(t *testing.T) {
-			var tr stepper
-			var err error
-			switch fw {
-			case compare.Torch:
-				c := torchrun.DefaultConfig()
-				c.Model, c.ImageSize, c.NumClasses, c.Hidden, c.LR = model, S, classes, hidden, 0.001
-				tr, err = torchrun.New(context.Background(), c)
-			case compare.TensorFlow:
-				c := tfrun.DefaultConfig()
-				c.Model, c.ImageSize, c.NumClasses, c.Hidden, c.LR = model, S, classes, hidden, 0.001
-				tr, err = tfrun.New(context.Background(), c)
-			}
+			tr, err := d.new(context.Background(), c, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -62,7 +67,7 @@ func TestSoak(t *testing.T) {
 			var rssWarm, rssPeakAfter, rssEnd int64
 			var gWarm, gMax int
 			for i := 1; i <= *steps; i++ {
-				if _, err := tr.TrainStep(context.Background(), batch); err != nil {
+				if _, _, err := tr.TrainStep(context.Background(), batch); err != nil {
 					t.Fatalf("step %d: %v", i, err)
 				}
 				if i%50 == 0 || i == warm || i == *steps {

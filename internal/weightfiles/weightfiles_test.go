@@ -15,9 +15,10 @@ import (
 	"github.com/fwbench/fwbench/internal/reftest"
 	"github.com/fwbench/fwbench/internal/testfixture"
 	"github.com/fwbench/fwbench/keras"
+	"github.com/fwbench/fwbench/model"
+	"github.com/fwbench/fwbench/recipe"
 	"github.com/fwbench/fwbench/tfrun"
 	"github.com/fwbench/fwbench/torchrun"
-	"github.com/fwbench/fwbench/vgg"
 	"github.com/fwbench/fwbench/weights"
 )
 
@@ -37,9 +38,17 @@ const (
 // Mode scratch (every tensor from the file), dropout 0.
 type net struct {
 	model              string
-	head               vgg.Head
+	head               string // a model head: model.HeadTorchvision, ...
 	S, classes, hidden int
 	weights            []*weights.Tensor
+}
+
+// recipe is the one driver configuration of n, for both drivers.
+func (n net) recipe() recipe.Config {
+	c := recipe.Default()
+	c.Model, c.Head, c.ImageSize, c.Classes, c.Hidden = n.model, n.head, n.S, n.classes, n.hidden
+	c.Mode, c.Dropout = model.ModeScratch, 0
+	return c
 }
 
 // trainer is what the tests use of torchrun.Trainer and tfrun.Trainer.
@@ -50,34 +59,20 @@ type trainer interface {
 	Close() error
 }
 
-// drivers are the two frameworks, each configured for n alone.
+// drivers are the two frameworks, each built from n's recipe and tensors.
 var drivers = []struct {
 	name string
-	new  func(ctx context.Context, n net) (trainer, error)
+	new  func(ctx context.Context, c recipe.Config, init []*weights.Tensor) (trainer, error)
 }{
-	{"torch", func(ctx context.Context, n net) (trainer, error) {
-		c := torchrun.DefaultConfig()
-		m, err := vgg.Parse(n.model)
-		if err != nil {
-			return nil, err
-		}
-		c.Model, c.Head, c.ImageSize, c.NumClasses, c.Hidden = m, n.head, n.S, n.classes, n.hidden
-		c.Mode, c.Dropout, c.Weights = torchrun.ModeScratch, 0, n.weights
-		tr, err := torchrun.New(ctx, c)
+	{torchrun.Framework, func(ctx context.Context, c recipe.Config, init []*weights.Tensor) (trainer, error) {
+		tr, err := torchrun.New(ctx, c, init)
 		if err != nil {
 			return nil, err
 		}
 		return tr, nil
 	}},
-	{"tensorflow", func(ctx context.Context, n net) (trainer, error) {
-		c := tfrun.DefaultConfig()
-		m, err := vgg.Parse(n.model)
-		if err != nil {
-			return nil, err
-		}
-		c.Model, c.Head, c.ImageSize, c.NumClasses, c.Hidden = m, n.head, n.S, n.classes, n.hidden
-		c.Mode, c.Dropout, c.Weights = tfrun.ModeScratch, 0, n.weights
-		tr, err := tfrun.New(ctx, c)
+	{tfrun.Framework, func(ctx context.Context, c recipe.Config, init []*weights.Tensor) (trainer, error) {
+		tr, err := tfrun.New(ctx, c, init)
 		if err != nil {
 			return nil, err
 		}
@@ -94,10 +89,10 @@ type run struct {
 
 // runDriver builds the driver's trainer for n and records its eval logits
 // and loss on b and the parameters it reads back.
-func runDriver(t *testing.T, newTrainer func(context.Context, net) (trainer, error), n net, b *dataset.Batch) run {
+func runDriver(t *testing.T, newTrainer func(context.Context, recipe.Config, []*weights.Tensor) (trainer, error), n net, b *dataset.Batch) run {
 	t.Helper()
 	ctx := context.Background()
-	tr, err := newTrainer(ctx, n)
+	tr, err := newTrainer(ctx, n.recipe(), n.weights)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +201,7 @@ type weightsMeta struct {
 
 // TestTorchvisionFiles: the torchvision VGG16 and VGG16_BN state dicts that
 // torch 2.11 saved in every format users have give, in both drivers
-// (vgg.HeadTorchvision, scratch, hidden 16, 1000 classes, 32 px), PyTorch's
+// (model.HeadTorchvision, scratch, hidden 16, 1000 classes, 32 px), PyTorch's
 // eval logits on reftest.Input(4, 32) and read back to the state dict's hash.
 func TestTorchvisionFiles(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join(weightsData, "vgg16_fixtures.json"))
@@ -257,7 +252,7 @@ func TestTorchvisionFiles(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			n := net{tt.model, vgg.HeadTorchvision, S, meta.Classes, meta.Hidden, loaded}
+			n := net{tt.model, model.HeadTorchvision, S, meta.Classes, meta.Hidden, loaded}
 			for _, d := range drivers {
 				t.Run(d.name, func(t *testing.T) {
 					r := runDriver(t, d.new, n, batch)
@@ -274,7 +269,7 @@ func TestTorchvisionFiles(t *testing.T) {
 // tensors with period 1009).
 type kerasFixture struct {
 	file string // in keras/testdata
-	head vgg.Head
+	head string // a VGG head: model.HeadKeras or model.HeadFlatten
 	S    int
 	// notop: the file holds the base only; the sidecar holds the keras head
 	// that the script put on it for its logits.
@@ -282,10 +277,10 @@ type kerasFixture struct {
 }
 
 var kerasFixtures = []kerasFixture{
-	{"keras2_vgg16_notop_s32.h5.gz", vgg.HeadKeras, 32, true},
-	{"keras2_vgg16_full_s32.h5.gz", vgg.HeadFlatten, 32, false},
-	{"keras3_vgg16_keras_s64.weights.h5.gz", vgg.HeadKeras, 64, false},
-	{"keras3_vgg16_keras_s64_sequential.weights.h5.gz", vgg.HeadKeras, 64, false},
+	{"keras2_vgg16_notop_s32.h5.gz", model.HeadKeras, 32, true},
+	{"keras2_vgg16_full_s32.h5.gz", model.HeadFlatten, 32, false},
+	{"keras3_vgg16_keras_s64.weights.h5.gz", model.HeadKeras, 64, false},
+	{"keras3_vgg16_keras_s64_sequential.weights.h5.gz", model.HeadKeras, 64, false},
 }
 
 // sidecar reads the fixture's <stem>.expect.safetensors.
@@ -318,7 +313,7 @@ func (k kerasFixture) load(t *testing.T) (net, []float32, string) {
 	if err := json.Unmarshal([]byte(md["config"]), &cfg); err != nil {
 		t.Fatalf("sidecar config: %v", err)
 	}
-	if cfg.ImageSize != k.S || cfg.LogitsHead != string(k.head) || cfg.Batch != batchSize {
+	if cfg.ImageSize != k.S || cfg.LogitsHead != k.head || cfg.Batch != batchSize {
 		t.Fatalf("sidecar config: got %d px, head %q, batch %d, want %d px, head %q, batch %d",
 			cfg.ImageSize, cfg.LogitsHead, cfg.Batch, k.S, k.head, batchSize)
 	}
@@ -331,11 +326,11 @@ func (k kerasFixture) load(t *testing.T) (net, []float32, string) {
 		t.Fatalf("weights.Load: CanonicalSHA256 got %s, want %s (Python, sidecar)", got, hash)
 	}
 	if k.notop {
-		ps, err := vgg.ParamsFor(vgg.Config{Name: cfg.Model}, k.head, k.S, cfg.Classes, cfg.Hidden)
+		m, err := model.Build(model.Spec{Name: cfg.Model, Head: k.head, ImageSize: k.S, Classes: cfg.Classes, Hidden: cfg.Hidden})
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, p := range ps {
+		for _, p := range m.Params {
 			if p.Head {
 				h := weights.Lookup(side, p.Name)
 				if h == nil {

@@ -27,15 +27,16 @@ import (
 
 	"github.com/fwbench/fwbench/compare"
 	"github.com/fwbench/fwbench/dataset"
+	"github.com/fwbench/fwbench/recipe"
 	"github.com/fwbench/fwbench/tfrun"
 	"github.com/fwbench/fwbench/torchrun"
-	"github.com/fwbench/fwbench/vgg"
 	"github.com/fwbench/fwbench/weights"
 )
 
 type manifest struct {
 	Data        string   `json:"data"`
 	Model       string   `json:"model"`
+	Head        string   `json:"head"` // "" (exports before heads were recorded): the model's default
 	Mode        string   `json:"mode"`
 	ImageSize   int      `json:"image_size"`
 	BatchSize   int      `json:"batch_size"`
@@ -47,8 +48,29 @@ type manifest struct {
 	Weights     string   `json:"weights"`
 }
 
+// trainer is what bare uses of torchrun.Trainer and tfrun.Trainer.
 type trainer interface {
 	compare.Trainer
+	compare.Syncer
+}
+
+// newTrainer builds the named framework's driver.
+func newTrainer(ctx context.Context, framework string, c recipe.Config, init []*weights.Tensor) (trainer, error) {
+	switch framework {
+	case torchrun.Framework:
+		t, err := torchrun.New(ctx, c, init)
+		if err != nil {
+			return nil, err
+		}
+		return t, nil
+	case tfrun.Framework:
+		t, err := tfrun.New(ctx, c, init)
+		if err != nil {
+			return nil, err
+		}
+		return t, nil
+	}
+	return nil, fmt.Errorf("unknown framework %q (want %s or %s)", framework, torchrun.Framework, tfrun.Framework)
 }
 
 func main() {
@@ -94,10 +116,6 @@ func run() error {
 		}
 		batches[i] = b
 	}
-	model, err := vgg.Parse(m.Model)
-	if err != nil {
-		return err
-	}
 	wpath := filepath.Join(*export, m.Weights)
 	init, err := weights.Load(wpath)
 	if err != nil {
@@ -107,31 +125,16 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	// The recipe of `fwbench train` for the export: SGD without weight decay, the export's
+	// model, classes, seed and mode, on the CPU.
+	c := recipe.Default()
+	c.Model, c.Head, c.ImageSize, c.Classes, c.Hidden = m.Model, m.Head, m.ImageSize, m.Classes, m.Hidden
+	c.Mode, c.Optimizer, c.LR, c.Momentum, c.WeightDecay, c.Nesterov = m.Mode, recipe.SGD, *lr, *momentum, 0, false
+	c.Dropout, c.Seed, c.Device, c.Threads, c.InterOpThreads = *dropout, m.Seed, "cpu", *threads, *threads
 	ctx := context.Background()
-	var tr trainer
-	switch *framework {
-	case "torch":
-		c := torchrun.DefaultConfig()
-		c.Model, c.ImageSize, c.NumClasses, c.Hidden, c.Dropout = model, m.ImageSize, m.Classes, m.Hidden, *dropout
-		c.Mode, c.Optimizer, c.LR, c.Momentum, c.WeightDecay, c.Nesterov = m.Mode, "sgd", *lr, *momentum, 0, false
-		c.Seed, c.Device, c.Threads, c.InterOpThreads, c.Weights = m.Seed, "cpu", *threads, *threads, init
-		t, err := torchrun.New(ctx, c)
-		if err != nil {
-			return err
-		}
-		tr = t
-	case "tensorflow":
-		c := tfrun.DefaultConfig()
-		c.Model, c.ImageSize, c.NumClasses, c.Hidden, c.Dropout = model, m.ImageSize, m.Classes, m.Hidden, *dropout
-		c.Mode, c.Optimizer, c.LR, c.Momentum, c.WeightDecay, c.Nesterov = m.Mode, "sgd", *lr, *momentum, 0, false
-		c.Seed, c.Device, c.Threads, c.InterOpThreads, c.Weights = m.Seed, "cpu", *threads, *threads, init
-		t, err := tfrun.New(ctx, c)
-		if err != nil {
-			return err
-		}
-		tr = t
-	default:
-		return fmt.Errorf("unknown framework %q", *framework)
+	tr, err := newTrainer(ctx, *framework, c, init)
+	if err != nil {
+		return err
 	}
 	defer tr.Close()
 	init = nil
@@ -150,7 +153,7 @@ func run() error {
 			flt0 = minorFaults()
 		}
 		t0 := time.Now()
-		loss, err := tr.TrainStep(ctx, b)
+		loss, _, err := tr.TrainStep(ctx, b)
 		if err == nil {
 			err = tr.Sync()
 		}
@@ -178,9 +181,10 @@ func run() error {
 	if sum > 0 {
 		ips = float64(len(times)*m.BatchSize) / sum
 	}
+	info := tr.Info()
 	rec := map[string]any{
-		"schema": compare.RunSchema, "driver": "go-bare", "framework": tr.Framework(), "framework_version": tr.Version(),
-		"device": tr.Device(), "threads": tr.Threads(), "model": m.Model, "mode": m.Mode, "image_size": m.ImageSize,
+		"schema": compare.RunSchema, "driver": "go-bare", "framework": info.Framework, "framework_version": info.Version,
+		"device": info.Device, "threads": info.Threads, "model": m.Model, "head": c.Resolved().Head, "mode": m.Mode, "image_size": m.ImageSize,
 		"batch_size": m.BatchSize, "optimizer": "sgd", "lr": *lr, "seed": m.Seed, "hidden": m.Hidden,
 		"dataset":      map[string]any{"path": m.Data, "classes": m.Classes, "train_images": len(batches) * m.BatchSize, "val_images": 0},
 		"initial_loss": initialLoss,
@@ -199,7 +203,7 @@ func run() error {
 			"TF_ENABLE_ONEDNN_OPTS": os.Getenv("TF_ENABLE_ONEDNN_OPTS"), "args": strings.Join(os.Args[1:], " ")},
 	}
 	fmt.Fprintf(os.Stderr, "%s %s (bare Go driver): initial loss %.6f, step p50 %.3f s, %d GC cycles in the timed steps\n",
-		tr.Framework(), tr.Version(), initialLoss, compare.Quantile(times, 0.5), ms1.NumGC-ms0.NumGC)
+		info.Framework, info.Version, initialLoss, compare.Quantile(times, 0.5), ms1.NumGC-ms0.NumGC)
 	if *out == "" {
 		return nil
 	}

@@ -1,20 +1,22 @@
 // Command export writes what a Python reference run needs to train on exactly what
 // `fwbench train` trains on: the first N training batches of epoch 0, as the loader of
 // `fwbench train` yields them (dataset.ExportBatch, one .npz per batch), the initial
-// weights (weights.InitVGG, safetensors in torchvision's canonical layout) and a manifest
-// with every batch's dataset.Batch.Hash, the weights file's SHA-256 and the analytic
-// training FLOPs of one step (vgg.TrainFLOPsMode).
+// weights (weights.InitParams over the model's parameters, safetensors in torchvision's
+// canonical layout) and a manifest with every batch's dataset.Batch.Hash, the weights
+// file's SHA-256 and the analytic training FLOPs of one step (model.Net.TrainFLOPs).
 //
 // It also writes the dropout masks both Go drivers draw for those steps
-// (vgg.DropoutMask(seed, step, layer, dropout) for the two hidden head layers), one
-// dropout-NNNN.npy per step: float32 little-endian, shape [2, batch, hidden] (layer 0,
-// then layer 1; each [batch, hidden] row-major, the value the activation after ReLU is
-// multiplied by), listed with each file's SHA-256. The Python references multiply these in
-// instead of drawing their own. At 224 px × 32 with hidden 4096 a file is 1 MiB.
+// (model.DropoutMask(seed, step, layer.Mask, dropout) for each Dropout layer of the model,
+// model.Net.Dropouts), one dropout-NNNN.npy per step: float32 little-endian, shape
+// [layers, batch, width] (the dropout layers in order, each [batch, width] row-major, the
+// value the layer's input is multiplied by; VGG's flatten head: [2, batch, hidden]),
+// listed with each file's SHA-256, the layers' names in dropout_layers. A model without
+// dropout layers (resnet) gets none. The Python references multiply these in instead of
+// drawing their own. At 224 px × 32 with hidden 4096 a file is 1 MiB.
 //
-//	go run ./scripts/bench/export --data DIR --image-size 64 --batch-size 8 --steps 10 --dropout 0.5 --out DIR
+//	go run ./scripts/bench/export --data DIR --model vgg16 --image-size 64 --batch-size 8 --steps 10 --dropout 0.5 --out DIR
 //
-// The loader is configured as cmd/fwbench's openData configures it (shuffle, drop last,
+// The loader is configured as compare's openData configures it (shuffle, drop last,
 // in-memory cache, the same seed and normalisation), so `fwbench train --data DIR --seed K
 // --weights OUT/init.safetensors` sees the same batches in the same order: its run record's
 // first_batch_sha256 equals the manifest's first hash.
@@ -41,7 +43,7 @@ import (
 
 	"github.com/fwbench/fwbench/compare"
 	"github.com/fwbench/fwbench/dataset"
-	"github.com/fwbench/fwbench/vgg"
+	"github.com/fwbench/fwbench/model"
 	"github.com/fwbench/fwbench/weights"
 )
 
@@ -50,12 +52,13 @@ type Manifest struct {
 	Schema        string   `json:"schema"`
 	Data          string   `json:"data"`
 	Model         string   `json:"model"`
+	Head          string   `json:"head"` // resolved: the model's default when --head is ""
 	Mode          string   `json:"mode"`
 	ImageSize     int      `json:"image_size"`
 	BatchSize     int      `json:"batch_size"`
 	Classes       int      `json:"classes"`
 	ClassNames    []string `json:"class_names"`
-	Hidden        int      `json:"hidden"`
+	Hidden        int      `json:"hidden"` // resolved: 0 for models without hidden layers
 	Seed          int64    `json:"seed"`
 	Normalize     string   `json:"normalize"`
 	Batches       []string `json:"batches"`        // file names, in training order (epoch 0)
@@ -63,11 +66,15 @@ type Manifest struct {
 	Weights       string   `json:"weights"`        // file name of the initial weights
 	WeightsSHA256 string   `json:"weights_sha256"` // SHA-256 of that file's bytes
 	// Dropout is the drop probability of the masks; DropoutMasks the mask file of each
-	// exported step (none when Dropout is 0), DropoutSHA256 the SHA-256 of each file's bytes.
+	// exported step (none when Dropout is 0 or the model has no dropout layer),
+	// DropoutSHA256 the SHA-256 of each file's bytes, DropoutLayers the names of the layers
+	// the masks belong to, in the files' order.
 	Dropout       float64  `json:"dropout"`
 	DropoutMasks  []string `json:"dropout_masks"`
 	DropoutSHA256 []string `json:"dropout_sha256"`
-	// TrainFLOPsPerStep is vgg.TrainFLOPsMode(model, S, classes, hidden, batch, mode == "features").
+	DropoutLayers []string `json:"dropout_layers"`
+	// TrainFLOPsPerStep is model.Net.TrainFLOPs(batch, mode == "features")'s train figure,
+	// ForwardFLOPsPerStep its forward one.
 	TrainFLOPsPerStep   float64 `json:"train_flops_per_step"`
 	ForwardFLOPsPerStep float64 `json:"forward_flops_per_step"`
 	// What the loader costs in `fwbench train`, where it runs in goroutines beside the
@@ -89,12 +96,13 @@ func run() error {
 	var (
 		data      = flag.String("data", "", "dataset folder (as fwbench train --data)")
 		out       = flag.String("out", "", "output folder")
-		model     = flag.String("model", "vgg16", "model name")
-		mode      = flag.String("mode", "scratch", "scratch|finetune|features (only changes the FLOP count)")
+		name      = flag.String("model", "vgg16", strings.Join(model.Names(), "|"))
+		head      = flag.String("head", "", "the model's head (\"\": its default)")
+		mode      = flag.String("mode", model.ModeScratch, strings.Join(model.Modes(), "|")+" (only changes the FLOP count)")
 		size      = flag.Int("image-size", 64, "S")
 		batch     = flag.Int("batch-size", 8, "batch size")
 		steps     = flag.Int("steps", 4, "batches to export (the first N of epoch 0)")
-		hidden    = flag.Int("hidden", vgg.DefaultHidden, "classifier hidden width")
+		hidden    = flag.Int("hidden", model.DefaultHidden, "VGG's classifier hidden width")
 		seed      = flag.Int64("seed", 1, "seed (loader order, initial weights, dropout masks)")
 		dropout   = flag.Float64("dropout", 0.5, "dropout probability of the masks (as fwbench train --dropout)")
 		normalize = flag.String("normalize", dataset.NormRescale, "rescale|imagenet|caffe")
@@ -110,16 +118,15 @@ func run() error {
 	if *data == "" || *out == "" {
 		return fmt.Errorf("--data and --out are required")
 	}
-	cfg, err := vgg.Parse(*model)
-	if err != nil {
-		return err
+	if *dropout < 0 || *dropout >= 1 {
+		return fmt.Errorf("--dropout %g: want 0 <= p < 1", *dropout)
 	}
 	ctx := context.Background()
 	ds, err := dataset.Open(ctx, *data, dataset.OpenOptions{ValSplit: *valSplit, Seed: *seed})
 	if err != nil {
 		return err
 	}
-	// The loader of cmd/fwbench openData, field for field.
+	// The loader of compare's openData (compare.TrainOne), field for field.
 	lc := dataset.LoaderConfig{ImageSize: *size, BatchSize: *batch, Seed: *seed, Shuffle: true,
 		DropLast: true, Normalize: *normalize, Cache: dataset.CacheMemory}
 	ld, err := dataset.NewLoader(ds.Train(), lc)
@@ -134,12 +141,14 @@ func run() error {
 		return err
 	}
 	classes := len(ds.Classes())
-	m := Manifest{Schema: "fwbench.bench-export/v1", Data: *data, Model: *model, Mode: *mode,
-		ImageSize: *size, BatchSize: *batch, Classes: classes, ClassNames: ds.Classes(),
-		Hidden: *hidden, Seed: *seed, Normalize: *normalize, Weights: "init.safetensors", Dropout: *dropout}
-	if *dropout < 0 || *dropout >= 1 {
-		return fmt.Errorf("--dropout %g: want 0 <= p < 1", *dropout)
+	net, err := model.Build(model.Spec{Name: *name, Head: *head, ImageSize: *size, Classes: classes, Hidden: *hidden})
+	if err != nil {
+		return err
 	}
+	m := Manifest{Schema: "fwbench.bench-export/v1", Data: *data, Model: net.Name, Head: net.Head, Mode: *mode,
+		ImageSize: *size, BatchSize: *batch, Classes: classes, ClassNames: ds.Classes(),
+		Hidden: net.Hidden, Seed: *seed, Normalize: *normalize, Weights: "init.safetensors", Dropout: *dropout,
+		DropoutMasks: []string{}, DropoutSHA256: []string{}, DropoutLayers: []string{}}
 	it := ld.Epoch(ctx, 0)
 	defer it.Close()
 	cpu0, wall0 := cpuSeconds(), time.Now()
@@ -161,14 +170,24 @@ func run() error {
 		m.Batches = append(m.Batches, name)
 		m.BatchSHA256 = append(m.BatchSHA256, b.Hash())
 	}
-	if *dropout > 0 {
-		mask := make([]float32, 2**batch**hidden)
+	if drops := net.Dropouts(); *dropout > 0 && len(drops) > 0 {
+		// The drivers' rule: dropout layer i's mask for a batch of N is N × its input's
+		// elements, model.DropoutMask(seed, step, its Mask number, p).
+		width := net.Layers[drops[0]].In.Elements()
+		for _, i := range drops {
+			if w := net.Layers[i].In.Elements(); w != width {
+				return fmt.Errorf("%s: dropout layers of widths %d and %d do not fit one [layers, batch, width] file", net.Name, width, w)
+			}
+			m.DropoutLayers = append(m.DropoutLayers, net.Layers[i].Name)
+		}
+		n := *batch * width
+		mask := make([]float32, len(drops)*n)
 		for step := range int64(*steps) {
-			for layer := range 2 {
-				vgg.DropoutMask(mask[layer**batch**hidden:(layer+1)**batch**hidden], *seed, step, layer, *dropout)
+			for k, i := range drops {
+				model.DropoutMask(mask[k*n:(k+1)*n], *seed, step, net.Layers[i].Mask, *dropout)
 			}
 			name := fmt.Sprintf("dropout-%04d.npy", step)
-			sum, err := writeNPY(filepath.Join(*out, name), []int{2, *batch, *hidden}, mask)
+			sum, err := writeNPY(filepath.Join(*out, name), []int{len(drops), *batch, width}, mask)
 			if err != nil {
 				return err
 			}
@@ -176,20 +195,20 @@ func run() error {
 			m.DropoutSHA256 = append(m.DropoutSHA256, sum)
 		}
 	}
-	ws, err := weights.InitVGG(cfg, *size, classes, *hidden, *seed)
+	ws, err := weights.InitParams(net.Params, *seed)
 	if err != nil {
 		return err
 	}
 	wpath := filepath.Join(*out, m.Weights)
-	if err := weights.WriteSafetensors(wpath, ws, map[string]string{"fwbench": "weights.InitVGG", "seed": fmt.Sprint(*seed)}); err != nil {
+	if err := weights.WriteSafetensors(wpath, ws, map[string]string{"fwbench": "weights.InitParams", "seed": fmt.Sprint(*seed)}); err != nil {
 		return err
 	}
 	if m.WeightsSHA256, err = compare.FileSHA256(wpath); err != nil {
 		return err
 	}
-	m.ForwardFLOPsPerStep, m.TrainFLOPsPerStep = vgg.TrainFLOPsMode(cfg, *size, classes, *hidden, *batch, *mode == "features")
+	m.ForwardFLOPsPerStep, m.TrainFLOPsPerStep = net.TrainFLOPs(*batch, *mode == model.ModeFeatures)
 	if m.TrainFLOPsPerStep == 0 {
-		return fmt.Errorf("no FLOP count for %s at S=%d", *model, *size)
+		return fmt.Errorf("no FLOP count for %s at S=%d", net.Name, *size)
 	}
 	j, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
