@@ -5,34 +5,40 @@ import (
 	"runtime"
 	"testing"
 
-	"github.com/fwbench/fwbench/vgg"
+	"github.com/fwbench/fwbench/recipe"
 	"github.com/wangkuiyi/gotorch"
 )
 
-// benchTrainStep times one full VGG16 training step (hidden 4096, dropout 0.5, SGD
-// with momentum) on a batch of 8 S×S images, on all CPUs.
-func benchTrainStep(b *testing.B, S int) {
-	cfg := DefaultConfig()
-	cfg.Model = vgg.Config{Name: "vgg16"}
-	cfg.ImageSize = S
-	tr := mustNew(b, cfg)
+// benchTrainStep times one full training step of model name (recipe.Default: VGG's
+// hidden 4096, dropout 0.5, SGD with momentum) on a batch of 8 S×S images, on all CPUs.
+func benchTrainStep(b *testing.B, name string, S int) {
+	cfg := recipe.Default()
+	cfg.Model, cfg.ImageSize = name, S
+	tr := mustNew(b, cfg, nil)
 	batch := synthBatch(0, 8, 3, S, 1)
 	ctx := context.Background()
-	if _, err := tr.TrainStep(ctx, batch); err != nil { // warm-up: oneDNN primitives, allocator
+	if _, _, err := tr.TrainStep(ctx, batch); err != nil { // warm-up: oneDNN primitives, allocator
 		b.Fatal(err)
 	}
 	b.ResetTimer()
 	for b.Loop() {
-		if _, err := tr.TrainStep(ctx, batch); err != nil {
+		if _, _, err := tr.TrainStep(ctx, batch); err != nil {
 			b.Fatal(err)
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/step")
 }
 
-func BenchmarkTrainStep32(b *testing.B)  { benchTrainStep(b, 32) }
-func BenchmarkTrainStep64(b *testing.B)  { benchTrainStep(b, 64) }
-func BenchmarkTrainStep224(b *testing.B) { benchTrainStep(b, 224) }
+func BenchmarkTrainStep32(b *testing.B)  { benchTrainStep(b, "vgg16", 32) }
+func BenchmarkTrainStep64(b *testing.B)  { benchTrainStep(b, "vgg16", 64) }
+func BenchmarkTrainStep224(b *testing.B) { benchTrainStep(b, "vgg16", 224) }
+
+// BenchmarkModels64 times the other models at 64 px × 8 (the step-time axis).
+func BenchmarkModels64(b *testing.B) {
+	for _, name := range []string{"resnet18", "resnet50", "mobilenet_v2"} {
+		b.Run(name, func(b *testing.B) { benchTrainStep(b, name, 64) })
+	}
+}
 
 // BenchmarkGotorchGC measures what gotorch's memory discipline costs per training
 // step: gotorch frees native tensors only through Go finalizers and so calls

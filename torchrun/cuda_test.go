@@ -9,7 +9,8 @@ import (
 	"testing"
 
 	"github.com/fwbench/fwbench/internal/reftest"
-	"github.com/fwbench/fwbench/vgg"
+	"github.com/fwbench/fwbench/model"
+	"github.com/fwbench/fwbench/recipe"
 	"github.com/fwbench/fwbench/weights"
 )
 
@@ -33,12 +34,15 @@ func cudaDevice(t *testing.T) string {
 func TestCUDAReference(t *testing.T) {
 	dev := cudaDevice(t)
 	f := loadFixture(t)
-	for _, opt := range []string{OptimizerSGD, OptimizerAdam} {
+	init, err := reftest.Weights(refSpec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, opt := range []string{recipe.SGD, recipe.Adam} {
 		cfg := refConfig(opt)
 		cfg.Device = dev
-		cfg.Weights, _ = reftest.Weights(cfg.Model, 32, 3, 32)
-		tr := mustNew(t, cfg)
-		if got := tr.Device(); got != dev {
+		tr := mustNew(t, cfg, init)
+		if got := tr.Info().Device; got != dev {
 			t.Errorf("Device: got %s, want %s", got, dev)
 		}
 		in := reftest.Input(4, 32)
@@ -49,12 +53,12 @@ func TestCUDAReference(t *testing.T) {
 		if err := closeTo(logits, f.get(t, "logits").Data, 1e-3, 1e-5); err != nil {
 			t.Errorf("%s logits: %v", opt, err)
 		}
-		loss, err := tr.TrainStep(context.Background(), in)
+		loss, _, err := tr.TrainStep(context.Background(), in)
 		if err != nil {
 			t.Fatal(err)
 		}
 		run := "sgd1"
-		if opt == OptimizerAdam {
+		if opt == recipe.Adam {
 			run = "adam1"
 		}
 		if w := float64(f.get(t, run+"/loss").Data[0]); math.Abs(loss-w) > 1e-3*math.Abs(w) {
@@ -85,8 +89,8 @@ func TestCUDAFeatures(t *testing.T) {
 	dev := cudaDevice(t)
 	cfg := tinyConfig()
 	cfg.Device = dev
-	cfg.Mode = ModeFeatures
-	tr := mustNew(t, cfg)
+	cfg.Mode = model.ModeFeatures
+	tr := mustNew(t, cfg, nil)
 	before, _ := tr.Weights()
 	trainRun(t, tr, 0, 3)
 	after, _ := tr.Weights()
@@ -101,10 +105,10 @@ func TestCUDAFeatures(t *testing.T) {
 // ErrOutOfMemory with the batch-size hint, and a Trainer that still works.
 func TestCUDAOutOfMemory(t *testing.T) {
 	dev := cudaDevice(t)
-	cfg := DefaultConfig()
+	cfg := recipe.Default()
 	cfg.Device = dev
 	cfg.Hidden = 16
-	tr := mustNew(t, cfg)
+	tr := mustNew(t, cfg, nil)
 	// A 224-px VGG16 training step keeps about 100 MB of activations per image:
 	// 2048 images need ~200 GB, more than any single GPU holds (an H200 has 141 GB).
 	b := synthBatch(0, 1, 3, 224, 1)
@@ -112,11 +116,11 @@ func TestCUDAOutOfMemory(t *testing.T) {
 	big.N = 2048
 	big.X = make([]float32, big.N*224*224*3)
 	big.Labels = make([]int32, big.N)
-	_, err := tr.TrainStep(context.Background(), &big)
+	_, _, err := tr.TrainStep(context.Background(), &big)
 	if !errors.Is(err, ErrOutOfMemory) || !strings.Contains(err.Error(), "lower the batch size") {
 		t.Fatalf("got %v, want ErrOutOfMemory with a batch-size hint", err)
 	}
-	if _, err := tr.TrainStep(context.Background(), b); err != nil {
+	if _, _, err := tr.TrainStep(context.Background(), b); err != nil {
 		t.Errorf("step after the out-of-memory error: %v", err)
 	}
 }
@@ -126,7 +130,7 @@ func TestCUDABadIndex(t *testing.T) {
 	all, _ := CUDADevices()
 	cfg := tinyConfig()
 	cfg.Device = "cuda:" + itoa(len(all))
-	if _, err := New(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "CUDA device(s) present") {
+	if _, err := New(context.Background(), cfg, nil); err == nil || !strings.Contains(err.Error(), "CUDA device(s) present") {
 		t.Errorf("device %s with %d GPUs: got %v, want an error counting the devices", cfg.Device, len(all), err)
 	}
 }
@@ -141,12 +145,12 @@ func TestCUDAHeads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, h := range []vgg.Head{vgg.HeadTorchvision, vgg.HeadKeras} {
-		prefix := string(h) + "/vgg11/"
-		init, _ := reftest.WeightsFor(vgg.Config{Name: "vgg11"}, h, 32, 3, 16)
-		cfg := refConfig(OptimizerSGD)
-		cfg.Model, cfg.Head, cfg.Hidden, cfg.Weights, cfg.Device = vgg.Config{Name: "vgg11"}, h, 16, init, dev
-		tr := mustNew(t, cfg)
+	for _, h := range []string{model.HeadTorchvision, model.HeadKeras} {
+		prefix := h + "/vgg11/"
+		cfg := refConfig(recipe.SGD)
+		cfg.Model, cfg.Head, cfg.Hidden, cfg.Device = "vgg11", h, 16, dev
+		init := reftest.WeightsForNet(mustNet(t, cfg))
+		tr := mustNew(t, cfg, init)
 		in := reftest.Input(4, 32)
 		logits, err := tr.Logits(context.Background(), in)
 		if err != nil {
@@ -155,7 +159,7 @@ func TestCUDAHeads(t *testing.T) {
 		if err := closeTo(logits, weights.Lookup(ts, prefix+"logits").Data, 1e-3, 1e-5); err != nil {
 			t.Errorf("%s logits: %v", h, err)
 		}
-		loss, err := tr.TrainStep(context.Background(), in)
+		loss, _, err := tr.TrainStep(context.Background(), in)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -165,15 +169,15 @@ func TestCUDAHeads(t *testing.T) {
 
 		var losses [2][]float64
 		for i, d := range []string{"cpu", dev} {
-			c := tinyConfig()
-			c.Head, c.Dropout, c.Weights, c.Device = h, 0.5, init, d
-			c.Mode, c.FreezeLoadedHead = ModeFeatures, true
-			tr := mustNew(t, c)
+			c := headConfig(h)
+			c.Dropout, c.Device = 0.5, d
+			c.Mode, c.FreezeLoadedHead = model.ModeFeatures, true
+			tr := mustNew(t, c, initial(t, c, init))
 			before, _ := tr.Weights()
 			losses[i] = trainRun(t, tr, 0, 3)
 			after, _ := tr.Weights()
 			for k, w := range after {
-				want := (h == vgg.HeadKeras && strings.HasPrefix(w.Name, "classifier.")) || strings.HasPrefix(w.Name, "classifier.6.")
+				want := (h == model.HeadKeras && strings.HasPrefix(w.Name, "classifier.")) || strings.HasPrefix(w.Name, "classifier.6.")
 				if changed := !equalData(w.Data, before[k].Data); changed != want {
 					t.Errorf("%s on %s: %s: got changed=%t, want %t", h, d, w.Name, changed, want)
 				}
@@ -182,6 +186,64 @@ func TestCUDAHeads(t *testing.T) {
 		for s := range losses[0] {
 			if g, c := losses[1][s], losses[0][s]; math.Abs(g-c) > 1e-3*math.Abs(c) {
 				t.Errorf("%s dropout step %d: got loss %.8g on %s, want %.8g (CPU, same masks)", h, s+1, g, dev, c)
+			}
+		}
+	}
+}
+
+// TestCUDAModels runs the per-model fixture on the GPU (rtol 1e-3, as
+// TestCUDAReference): eval logits, the train-mode loss of one SGD step and the output
+// layer after it; and a 3-step run with dropout 0.5 (mobilenet_v2's classifier.0)
+// whose losses equal the CPU's within 1e-3 (same Go-drawn masks).
+func TestCUDAModels(t *testing.T) {
+	dev := cudaDevice(t)
+	ts, _, err := weights.ReadSafetensors(filepath.FromSlash(modelsFixturePath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"resnet18", "resnet50", "mobilenet_v2"} {
+		cfg := refConfig(recipe.SGD)
+		cfg.Model, cfg.Device = name, dev
+		net := mustNet(t, cfg)
+		tr := mustNew(t, cfg, reftest.WeightsForNet(net))
+		in := reftest.Input(4, 32)
+		logits, err := tr.Logits(context.Background(), in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := closeTo(logits, weights.Lookup(ts, name+"/logits").Data, 1e-3, 1e-5); err != nil {
+			t.Errorf("%s logits: %v", name, err)
+		}
+		loss, _, err := tr.TrainStep(context.Background(), in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w := float64(weights.Lookup(ts, name+"/sgd1/loss").Data[0]); math.Abs(loss-w) > 1e-3*math.Abs(w) {
+			t.Errorf("%s loss: got %.8g, want %.8g (PyTorch)", name, loss, w)
+		}
+		ws, err := tr.Weights()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := net.Layers[net.Output()].Name
+		for _, leaf := range []string{".weight", ".bias"} {
+			if err := closeTo(weights.Lookup(ws, out+leaf).Data, weights.Lookup(ts, name+"/sgd1/"+out+leaf).Data, 1e-3, 1e-5); err != nil {
+				t.Errorf("%s %s%s: %v", name, out, leaf, err)
+			}
+		}
+		tr.Close()
+
+		var losses [2][]float64
+		for i, d := range []string{"cpu", dev} {
+			c := tinyConfig()
+			c.Model, c.Dropout, c.Device = name, 0.5, d
+			tr := mustNew(t, c, nil)
+			losses[i] = trainRun(t, tr, 0, 3)
+			tr.Close()
+		}
+		for s := range losses[0] {
+			if g, c := losses[1][s], losses[0][s]; math.Abs(g-c) > 1e-3*math.Abs(c) {
+				t.Errorf("%s step %d: got loss %.8g on %s, want %.8g (CPU)", name, s+1, g, dev, c)
 			}
 		}
 	}

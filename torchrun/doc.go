@@ -1,23 +1,44 @@
-// Package torchrun trains fwbench's VGG models on libtorch, PyTorch's C++
-// library, from Go: it builds torchvision's VGG (11/13/16/19, with or without
-// BatchNorm, from package vgg's table) with one of package vgg's heads
-// (Config.Head) as a torch::nn module, trains it with torch::optim SGD or
-// Adam on cross-entropy, evaluates it, and moves weights, checkpoints and
-// optimizer state in and out in torchvision's canonical layout (package
-// weights).
+// Package torchrun trains fwbench's models on libtorch, PyTorch's C++
+// library, from Go: it takes one recipe.Config and the model it names
+// (model.Net: VGG 11/13/16/19 with or without BatchNorm and their heads,
+// ResNet-18, ResNet-50, MobileNetV2), builds the net in libtorch, trains it
+// with torch::optim SGD or Adam on cross-entropy, evaluates it, and moves
+// weights, checkpoints and optimizer state in and out in torchvision's
+// canonical names and layouts (package weights).
+//
+// # One interpreter, no model code
+//
+// torchrun holds no code for any model. New hands the Net's layers to the C++
+// side as a table (op, inputs, channels, kernel, stride, padding, groups,
+// name, head flag); one generic interpreter creates each layer's tensors under
+// its torchvision name (Name + ".weight", ".bias", ".running_mean",
+// ".running_var") and runs the layers in order with ATen's functional ops:
+// conv2d (stride, padding, groups: depthwise convolutions too), batch_norm
+// (model.BNMomentum, model.BNEps; it updates the running statistics in place
+// in training mode), relu and hardtanh(0, 6) (in place where torchvision's
+// are: the input's only reader, and the producer's backward pass does not read
+// its output), max_pool2d with padding, adaptive_avg_pool2d, add (a residual
+// connection; in place, as torchvision's `out += identity`), flatten in
+// torch's C×H×W order, linear, and a multiply by the step's dropout mask. A
+// layer's output is freed as soon as its last reader has run. A new model is a
+// new entry in package model, not a change here.
 //
 // # Initial weights and modes
 //
-// New composes the initial tensors with weights.Initial, the one place fwbench
-// does it: without Config.Weights every tensor is seeded; with them, the model
-// takes every tensor from them except those the mode re-initialises
-// (vgg.Reinitialised: in finetune and features mode the output layer, and with
-// HeadKeras the whole head, always start from the seed, even when the file's
-// layer would fit; scratch takes everything from the file), and a tensor
-// missing, of another shape or unknown to the model is an error wrapping
-// ErrWeights. What trains is vgg.Trainable: everything in scratch and
-// finetune mode; in features mode the head only, without its layers from the
-// file when Config.FreezeLoadedHead is set.
+// New takes the initial tensors as they are: every tensor of the Net and no
+// other (weights.Arrange), else an error wrapping ErrWeights; nil means
+// weights.InitParams(net.Params, Seed). Composing a weights file with the
+// tensors a mode re-initialises is the caller's job, done once for all of
+// fwbench by weights.Initial. What trains is model.Net.Trainable: everything
+// in scratch and finetune mode; in features mode the head only, without its
+// layers from the file when recipe.Config.FreezeLoadedHead is set. In
+// features mode the layers outside the head also run without autograd and
+// with BatchNorm in eval mode (a fixed feature extractor, as Keras keeps a
+// frozen base).
+//
+// New checks the recipe with recipe.Config.Validate and returns its error
+// unchanged, so torchrun refuses a bad recipe with the same message as every
+// other entry point of fwbench.
 //
 // # Native library
 //
@@ -39,11 +60,6 @@
 // libtorch error (a shape mismatch, an unknown device, CUDA out of memory)
 // comes back as "torchrun: <op>: <libtorch message>".
 //
-// The head is built from vgg.Head.Layers with no per-head code: after the
-// base, at::adaptive_avg_pool2d to 7×7 when Head.AdaptivePool (torchvision's
-// AdaptiveAvgPool2d((7, 7))), then flatten in torch's C×H×W order, then the
-// Linear layers, each hidden one followed by ReLU and dropout.
-//
 // A training step is one cgo call: the shim builds the input tensor from the
 // batch's NHWC float32 buffer (from_blob, permuted to NCHW and copied), runs the
 // forward pass, the loss, the backward pass and the optimizer update, and
@@ -57,14 +73,15 @@
 // (runtime.AddCleanup), as a safety net behind Close.
 //
 // Dropout does not use libtorch's random generator: for every step Go draws
-// each hidden head layer's mask with vgg.DropoutMask(Config.Seed, step, layer)
-// (values 0 or 1/(1-p)) into a buffer the Trainer reuses, and the step's one
-// native call multiplies the layer's activation after ReLU by it. The masks
-// depend on (Seed, global step, layer) only, so a run resumed from a
-// checkpoint draws the same masks as an uninterrupted one without saving any
-// RNG state, two Trainers in one process do not disturb each other, the masks
-// are the same on every device, and tfrun drops the very same units. With
-// Dropout 0 no mask is drawn or applied; evaluation never applies one.
+// each Dropout layer's mask with model.DropoutMask(Seed, step, layer's Mask)
+// (values 0 or 1/(1-p), one per value of the layer's input) into a buffer the
+// Trainer reuses, and the step's one native call multiplies the layer's input
+// by it. The masks depend on (Seed, global step, layer) only, so a run resumed
+// from a checkpoint draws the same masks as an uninterrupted one without
+// saving any RNG state, two Trainers in one process do not disturb each
+// other, the masks are the same on every device, and tfrun drops the very
+// same units. With Dropout 0 no mask is drawn or applied; evaluation never
+// applies one.
 //
 // # Threads
 //
@@ -73,7 +90,7 @@
 // is created once rather than on every thread Go happens to run a call on;
 // this keeps resident memory flat over a long run (see worker.go).
 //
-// New sets libtorch's intra-op thread count (Config.Threads, default
+// New sets libtorch's intra-op thread count (recipe.Config.Threads, default
 // runtime.NumCPU(); gotorch's init sets half that, New overrides it) and every
 // native call re-applies it when the calling thread disagrees, because OpenMP
 // keeps the setting per thread. The count is process-wide: with several

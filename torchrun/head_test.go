@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"math"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/fwbench/fwbench/internal/reftest"
-	"github.com/fwbench/fwbench/vgg"
+	"github.com/fwbench/fwbench/model"
+	"github.com/fwbench/fwbench/recipe"
 	"github.com/fwbench/fwbench/weights"
 )
 
@@ -22,27 +24,31 @@ const headFixturePath = "../testdata/reference/heads_s32.safetensors"
 // (its metadata "stride"; torchvision's classifier.0.weight).
 const headStride = 97
 
-// TestHeadArchitecture checks every head on vgg11 and vgg11_bn against vgg.ParamsFor
-// (names and shapes read back from libtorch, in order) at 32 and 64 px, and the logits' shape.
+// TestHeadArchitecture checks every VGG head on vgg11 and vgg11_bn against the Net's
+// Params (names and shapes read back from libtorch, in order) at 32 and 64 px, and
+// the logits' shape.
 func TestHeadArchitecture(t *testing.T) {
-	for _, h := range vgg.Heads() {
+	heads, err := model.Heads("vgg11")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range heads {
 		for _, name := range []string{"vgg11", "vgg11_bn"} {
-			model, _ := vgg.Parse(name)
 			for _, S := range []int{32, 64} {
 				cfg := tinyConfig()
-				cfg.Model, cfg.ImageSize, cfg.Head = model, S, h
-				tr := mustNew(t, cfg)
+				cfg.Model, cfg.ImageSize, cfg.Head = name, S, h
+				tr := mustNew(t, cfg, nil)
 				ws, err := tr.Weights()
 				if err != nil {
 					t.Fatal(err)
 				}
-				ps, _ := vgg.ParamsFor(model, h, S, 3, 16)
+				ps := mustNet(t, cfg).Params
 				if err := weights.CheckShapes(ws, ps, false); err != nil {
 					t.Errorf("%s head on %s at %d px: %v", h, name, S, err)
 				}
 				for i := range ps {
 					if i < len(ws) && ws[i].Name != ps[i].Name {
-						t.Errorf("%s head on %s: tensor %d: got %s, want %s (vgg.ParamsFor)", h, name, i, ws[i].Name, ps[i].Name)
+						t.Errorf("%s head on %s: tensor %d: got %s, want %s (model.Net.Params)", h, name, i, ws[i].Name, ps[i].Name)
 					}
 				}
 				logits, err := tr.Logits(context.Background(), synthBatch(0, 2, 3, S, 1))
@@ -87,19 +93,17 @@ func TestReferenceHeads(t *testing.T) {
 		}
 		return w.Data
 	}
-	for _, h := range []vgg.Head{vgg.HeadTorchvision, vgg.HeadKeras} {
+	for _, h := range []string{model.HeadTorchvision, model.HeadKeras} {
 		for _, name := range []string{"vgg11", "vgg11_bn"} {
-			prefix := string(h) + "/" + name
+			prefix := h + "/" + name
 			t.Run(prefix, func(t *testing.T) {
-				cfg := refConfig(OptimizerSGD)
-				cfg.Model, _ = vgg.Parse(name)
-				cfg.Head, cfg.Hidden = h, 16
-				init, err := reftest.WeightsFor(cfg.Model, h, 32, 3, 16)
+				cfg := refConfig(recipe.SGD)
+				cfg.Model, cfg.Head, cfg.Hidden = name, h, 16
+				init, err := reftest.Weights(model.Spec{Name: name, Head: h, ImageSize: 32, Classes: 3, Hidden: 16})
 				if err != nil {
 					t.Fatal(err)
 				}
-				cfg.Weights = init
-				tr := mustNew(t, cfg)
+				tr := mustNew(t, cfg, init)
 				ctx := context.Background()
 				in := reftest.Input(4, 32)
 
@@ -123,7 +127,7 @@ func TestReferenceHeads(t *testing.T) {
 					t.Errorf("eval loss: got %.8g, want %.8g (PyTorch)", loss, w)
 				}
 
-				loss, err = tr.TrainStep(ctx, in)
+				loss, _, err = tr.TrainStep(ctx, in)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -175,16 +179,21 @@ func TestReferenceHeads(t *testing.T) {
 	}
 }
 
-// maskedHeadWeights returns reftest.WeightsFor(vgg11, h, 32, 3, 16) with
-// classifier.0.weight zeroed and classifier.0.bias set to b0: the first hidden
-// activation is then relu(b0) for every image, whatever the base computes, so the
-// loss of a training step follows from the head's weights and the dropout masks alone.
-func maskedHeadWeights(t *testing.T, h vgg.Head, b0 []float64) []*weights.Tensor {
+// headConfig is tinyConfig with VGG head h.
+func headConfig(h string) recipe.Config {
+	cfg := tinyConfig()
+	cfg.Head = h
+	return cfg
+}
+
+// maskedHeadWeights returns the reftest formula weights of vgg11 with head h
+// (hidden 16) with classifier.0.weight zeroed and classifier.0.bias set to b0: the
+// first hidden activation is then relu(b0) for every image, whatever the base
+// computes, so the loss of a training step follows from the head's weights and the
+// dropout masks alone.
+func maskedHeadWeights(t *testing.T, h string, b0 []float64) []*weights.Tensor {
 	t.Helper()
-	ws, err := reftest.WeightsFor(vgg.Config{Name: "vgg11"}, h, 32, 3, 16)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ws := reftest.WeightsForNet(mustNet(t, headConfig(h)))
 	w0, bias := weights.Lookup(ws, "classifier.0.weight"), weights.Lookup(ws, "classifier.0.bias")
 	clear(w0.Data)
 	for i := range bias.Data {
@@ -193,55 +202,44 @@ func maskedHeadWeights(t *testing.T, h vgg.Head, b0 []float64) []*weights.Tensor
 	return ws
 }
 
-// handLoss computes, in float64, the mean cross-entropy of a head whose first
-// hidden activation is relu(b0) for each of n images, under the masks
-// vgg.DropoutMask(seed, step, layer, p) and the head's other layers in ws.
-func handLoss(h vgg.Head, ws []*weights.Tensor, b0 []float64, labels []int32, seed, step int64, p float64) float64 {
-	layers, _ := h.Layers(32, 3, 16)
+// handLoss computes, in float64, the mean cross-entropy of net's head for n images
+// whose first Linear layer outputs b0, by walking the net's layers after it (Linear,
+// ReLU, Dropout) with the tensors ws and the masks model.DropoutMask(seed, step,
+// layer.Mask, p).
+func handLoss(net *model.Net, ws []*weights.Tensor, b0 []float64, labels []int32, seed, step int64, p float64) float64 {
+	first := slices.IndexFunc(net.Layers, func(l model.Layer) bool { return l.Op == model.Linear })
 	n := len(labels)
 	total := 0.0
-	masks := make([][]float32, len(layers))
-	for _, l := range layers {
-		if l.Hidden {
-			masks[l.Dropout] = make([]float32, n*l.Out)
-			vgg.DropoutMask(masks[l.Dropout], seed, step, l.Dropout, p)
-		}
-	}
 	for i := range n {
-		var a []float64
-		for k, l := range layers {
-			if k == 0 {
-				a = make([]float64, l.Out)
+		a := slices.Clone(b0)
+		for _, l := range net.Layers[first+1:] {
+			switch l.Op {
+			case model.ReLU:
 				for o := range a {
-					a[o] = math.Max(b0[o], 0)
+					a[o] = math.Max(a[o], 0)
 				}
-			} else {
-				w := weights.Lookup(ws, "classifier."+strconv.Itoa(l.Index)+".weight").Data
-				b := weights.Lookup(ws, "classifier."+strconv.Itoa(l.Index)+".bias").Data
+			case model.Dropout:
+				mask := make([]float32, n*len(a))
+				model.DropoutMask(mask, seed, step, l.Mask, p)
+				for o := range a {
+					a[o] *= float64(mask[i*len(a)+o])
+				}
+			case model.Linear:
+				w := weights.Lookup(ws, l.Name+".weight").Data
+				b := weights.Lookup(ws, l.Name+".bias").Data
 				next := make([]float64, l.Out)
 				for o := range next {
 					s := float64(b[o])
 					for j, v := range a {
-						s += float64(w[o*l.In+j]) * v
+						s += float64(w[o*len(a)+j]) * v
 					}
 					next[o] = s
-					if l.Hidden {
-						next[o] = math.Max(s, 0)
-					}
 				}
 				a = next
 			}
-			if l.Hidden {
-				for o := range a {
-					a[o] *= float64(masks[l.Dropout][i*l.Out+o])
-				}
-			}
 		}
 		// a holds the logits: loss = logsumexp(a) - a[label].
-		m := a[0]
-		for _, v := range a {
-			m = math.Max(m, v)
-		}
+		m := slices.Max(a)
 		se := 0.0
 		for _, v := range a {
 			se += math.Exp(v - m)
@@ -252,43 +250,37 @@ func handLoss(h vgg.Head, ws []*weights.Tensor, b0 []float64, labels []int32, se
 }
 
 // TestDropoutMasks: a training step's loss equals the loss computed by hand with the
-// masks of vgg.DropoutMask(Seed, step, layer, 0.5) applied after each hidden layer's
-// ReLU, at steps 0, 1 and 2 (the weights are reloaded before each step, which leaves
-// the step counter alone), for the torchvision head (two dropouts) and the Keras head
-// (one). Tolerance: rtol 1e-5, float32 rounding of 16-term dot products (float32
-// epsilon 1.2e-7) against float64; a wrong mask, layer or step changes the loss by
-// far more (the check below asserts that the neighbouring step's masks would fail).
+// masks of model.DropoutMask(Seed, step, layer, 0.5) applied at each Dropout layer, at
+// steps 0, 1 and 2 (the weights are reset before each step, which leaves the step
+// counter alone), for the torchvision head (two dropouts) and the Keras head (one).
+// Tolerance: rtol 1e-5, float32 rounding of 16-term dot products (float32 epsilon
+// 1.2e-7) against float64; a wrong mask, layer or step changes the loss by far more
+// (the check below asserts that the neighbouring step's masks would fail).
 func TestDropoutMasks(t *testing.T) {
 	const p, seed = 0.5, 7
 	b0 := make([]float64, 16)
 	for i := range b0 {
 		b0[i] = 2*reftest.U(2000, i) + 0.4 // in [-0.6, 1.4): some units are cut by ReLU
 	}
-	for _, h := range []vgg.Head{vgg.HeadTorchvision, vgg.HeadKeras} {
-		t.Run(string(h), func(t *testing.T) {
-			cfg := tinyConfig()
-			cfg.Head, cfg.Dropout, cfg.Seed = h, p, seed
-			cfg.Weights = maskedHeadWeights(t, h, b0)
-			tr := mustNew(t, cfg)
-			path := filepath.Join(t.TempDir(), "w.safetensors")
-			if err := tr.SaveWeights(path); err != nil {
-				t.Fatal(err)
-			}
-			ws, _ := tr.Weights() // the seeded output layer included
+	for _, h := range []string{model.HeadTorchvision, model.HeadKeras} {
+		t.Run(h, func(t *testing.T) {
+			cfg := headConfig(h)
+			cfg.Dropout, cfg.Seed = p, seed
+			ws := maskedHeadWeights(t, h, b0)
+			tr := mustNew(t, cfg, ws)
+			net := mustNet(t, cfg)
 			in := synthBatch(0, 8, 3, 32, 1)
 			for step := range int64(3) {
-				if err := tr.LoadWeights(path); err != nil {
-					t.Fatal(err)
-				}
-				got, err := tr.TrainStep(context.Background(), in)
+				setWeights(t, tr, ws)
+				got, _, err := tr.TrainStep(context.Background(), in)
 				if err != nil {
 					t.Fatal(err)
 				}
-				want := handLoss(h, ws, b0, in.Labels, seed, step, p)
+				want := handLoss(net, ws, b0, in.Labels, seed, step, p)
 				if math.Abs(got-want) > 1e-5*math.Abs(want) {
-					t.Errorf("step %d: got loss %.8g, want %.8g (by hand with vgg.DropoutMask)", step, got, want)
+					t.Errorf("step %d: got loss %.8g, want %.8g (by hand with model.DropoutMask)", step, got, want)
 				}
-				if other := handLoss(h, ws, b0, in.Labels, seed, step+1, p); math.Abs(other-want) <= 1e-5*math.Abs(want) {
+				if other := handLoss(net, ws, b0, in.Labels, seed, step+1, p); math.Abs(other-want) <= 1e-5*math.Abs(want) {
 					t.Errorf("step %d: the next step's masks give the same loss %.8g: the test cannot tell masks apart", step, other)
 				}
 			}
@@ -299,15 +291,12 @@ func TestDropoutMasks(t *testing.T) {
 // TestDropoutSeed: from the same weights, the same seed gives bit-identical losses
 // and another seed (which here changes only the masks) other ones.
 func TestDropoutSeed(t *testing.T) {
-	init, err := reftest.WeightsFor(vgg.Config{Name: "vgg11"}, vgg.HeadTorchvision, 32, 3, 16)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := headConfig(model.HeadTorchvision)
+	init := reftest.WeightsForNet(mustNet(t, cfg))
 	losses := func(seed int64) []float64 {
-		cfg := tinyConfig()
-		cfg.Head, cfg.Dropout, cfg.Seed, cfg.Weights = vgg.HeadTorchvision, 0.5, seed, init
-		cfg.Mode = ModeScratch // every tensor from init: the seed only draws masks
-		tr := mustNew(t, cfg)
+		c := cfg
+		c.Dropout, c.Seed = 0.5, seed
+		tr := mustNew(t, c, init) // every tensor from init: the seed only draws masks
 		defer tr.Close()
 		return trainRun(t, tr, 0, 3)
 	}
@@ -329,15 +318,11 @@ func TestDropoutSeed(t *testing.T) {
 // keeps classifier.0 and classifier.3 (torchvision's fc6/fc7, from the file) unchanged
 // while classifier.6 (seeded) trains; without it all three train. The base never does.
 func TestFreezeLoadedHead(t *testing.T) {
-	init, err := reftest.WeightsFor(vgg.Config{Name: "vgg11"}, vgg.HeadTorchvision, 32, 3, 16)
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, freeze := range []bool{true, false} {
-		cfg := tinyConfig()
-		cfg.Mode, cfg.Head, cfg.FreezeLoadedHead, cfg.Weights = ModeFeatures, vgg.HeadTorchvision, freeze, init
-		cfg.Dropout = 0.5
-		tr := mustNew(t, cfg)
+		cfg := headConfig(model.HeadTorchvision)
+		cfg.Mode, cfg.FreezeLoadedHead, cfg.Dropout = model.ModeFeatures, freeze, 0.5
+		file := reftest.WeightsForNet(mustNet(t, cfg))
+		tr := mustNew(t, cfg, initial(t, cfg, file))
 		before, err := tr.Weights()
 		if err != nil {
 			t.Fatal(err)
@@ -354,34 +339,46 @@ func TestFreezeLoadedHead(t *testing.T) {
 				t.Errorf("FreezeLoadedHead %t: %s: got changed=%t, want %t", freeze, w.Name, changed, want)
 			}
 			fromFile := !strings.HasPrefix(w.Name, "classifier.6.")
-			if fromFile && !equalData(before[i].Data, weights.Lookup(init, w.Name).Data) {
+			if fromFile && !equalData(before[i].Data, weights.Lookup(file, w.Name).Data) {
 				t.Errorf("FreezeLoadedHead %t: %s: initial value is not the file's", freeze, w.Name)
 			}
 		}
+		tr.Close()
 	}
 }
 
-// TestFillMasks: the step's masks are vgg.DropoutMask's for each hidden layer in
-// turn, drawn into one buffer that later steps reuse (no allocation of its own once
-// it is large enough), and Dropout 0 draws none.
+// TestFillMasks: the step's masks are model.DropoutMask's for each Dropout layer in
+// turn (vgg11's torchvision head: classifier.2 and classifier.5, 16 wide, masks 0
+// and 1; mobilenet_v2: classifier.0 over 1280 features, mask 0), drawn into one
+// buffer that later steps reuse (no allocation of its own once it is large enough),
+// and Dropout 0 draws none.
 func TestFillMasks(t *testing.T) {
-	layers, _ := vgg.HeadTorchvision.Layers(32, 3, 16)
-	tr := &Trainer{cfg: Config{Dropout: 0.5, Seed: 3}, head: layers, step: 5}
-	got := tr.fillMasks(4)
-	want := make([]float32, 2*4*16)
-	vgg.DropoutMask(want[:64], 3, 5, 0, 0.5)
-	vgg.DropoutMask(want[64:], 3, 5, 1, 0.5)
-	if !equalData(got, want) {
-		t.Errorf("fillMasks(4) at step 5: got %v, want %v (vgg.DropoutMask for layers 0 and 1)", got, want)
+	tests := []struct {
+		cfg    recipe.Config
+		widths []int
+	}{
+		{headConfig(model.HeadTorchvision), []int{16, 16}},
+		{func() recipe.Config { c := tinyConfig(); c.Model = "mobilenet_v2"; return c }(), []int{1280}},
 	}
-	// What vgg.DropoutMask allocates itself (its generator) is not the buffer's doing.
-	base := testing.AllocsPerRun(10, func() { vgg.DropoutMask(want[:64], 3, 5, 0, 0.5); vgg.DropoutMask(want[64:], 3, 5, 1, 0.5) })
-	if a := testing.AllocsPerRun(10, func() { tr.fillMasks(4); tr.fillMasks(2) }); a > 2*base {
-		t.Errorf("fillMasks: got %v allocations per two steps, want at most %v (vgg.DropoutMask's own)", a, 2*base)
-	}
-	t.Logf("allocations: vgg.DropoutMask %v per step", base)
-	tr.cfg.Dropout = 0
-	if got := tr.fillMasks(4); got != nil {
-		t.Errorf("fillMasks with dropout 0: got %d values, want nil", len(got))
+	for _, tt := range tests {
+		net := mustNet(t, tt.cfg)
+		tr := &Trainer{cfg: recipe.Config{Dropout: 0.5, Seed: 3}, net: net, drops: net.Dropouts(), step: 5}
+		got := tr.fillMasks(4)
+		var want []float32
+		for layer, w := range tt.widths {
+			m := make([]float32, 4*w)
+			model.DropoutMask(m, 3, 5, layer, 0.5)
+			want = append(want, m...)
+		}
+		if !equalData(got, want) {
+			t.Errorf("%s: fillMasks(4) at step 5: got %d values, want %d (model.DropoutMask for widths %v)", net.Name, len(got), len(want), tt.widths)
+		}
+		if a := testing.AllocsPerRun(10, func() { tr.fillMasks(4); tr.fillMasks(2) }); a != 0 {
+			t.Errorf("%s: fillMasks: got %v allocations per two steps, want 0 (the buffer is reused)", net.Name, a)
+		}
+		tr.cfg.Dropout = 0
+		if got := tr.fillMasks(4); got != nil {
+			t.Errorf("%s: fillMasks with dropout 0: got %d values, want nil", net.Name, len(got))
+		}
 	}
 }

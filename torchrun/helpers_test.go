@@ -5,7 +5,9 @@ import (
 	"testing"
 
 	"github.com/fwbench/fwbench/dataset"
-	"github.com/fwbench/fwbench/vgg"
+	"github.com/fwbench/fwbench/model"
+	"github.com/fwbench/fwbench/recipe"
+	"github.com/fwbench/fwbench/weights"
 )
 
 // synthBatch renders images first..first+n-1 (round-robin over classes) of
@@ -29,21 +31,51 @@ func synthBatch(first, n, classes, S int, seed int64) *dataset.Batch {
 	return b
 }
 
-// tinyConfig is a fast model for behaviour tests: vgg11 at 32 px with a 16-wide head.
-func tinyConfig() Config {
-	cfg := DefaultConfig()
-	cfg.Model = vgg.Config{Name: "vgg11"}
-	cfg.ImageSize, cfg.NumClasses, cfg.Hidden = 32, 3, 16
+// tinyConfig is a fast model for behaviour tests: vgg11 at 32 px with a 16-wide head,
+// three classes, two threads.
+func tinyConfig() recipe.Config {
+	cfg := recipe.Default()
+	cfg.Model, cfg.ImageSize, cfg.Classes, cfg.Hidden = "vgg11", 32, 3, 16
 	cfg.Threads = 2
 	return cfg
 }
 
-func mustNew(t testing.TB, cfg Config) *Trainer {
+// mustNew makes a Trainer that the test closes at its end.
+func mustNew(t testing.TB, cfg recipe.Config, init []*weights.Tensor) *Trainer {
 	t.Helper()
-	tr, err := New(context.Background(), cfg)
+	tr, err := New(context.Background(), cfg, init)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { tr.Close() })
 	return tr
+}
+
+// mustNet builds cfg's model.
+func mustNet(t testing.TB, cfg recipe.Config) *model.Net {
+	t.Helper()
+	n, err := cfg.Net()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// initial composes cfg's initial tensors from loaded as a caller does (weights.Initial).
+func initial(t testing.TB, cfg recipe.Config, loaded []*weights.Tensor) []*weights.Tensor {
+	t.Helper()
+	ts, _, err := weights.Initial(loaded, mustNet(t, cfg), cfg.Mode, cfg.Seed, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ts
+}
+
+// setWeights replaces tr's tensors with ws and clears its optimizer state (the step
+// counter stays).
+func setWeights(t testing.TB, tr *Trainer, ws []*weights.Tensor) {
+	t.Helper()
+	if err := tr.run(func() error { return tr.setWeights("test", ws) }); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/fwbench/fwbench/dataset"
-	"github.com/fwbench/fwbench/vgg"
+	"github.com/fwbench/fwbench/recipe"
 )
 
 // TestLearns trains vgg11_bn at 32 px on dataset.SynthImage's first three classes
@@ -26,11 +26,9 @@ func TestLearns(t *testing.T) {
 		minAcc  = 0.6
 	)
 	cfg := tinyConfig()
-	cfg.Model = vgg.Config{Name: "vgg11", BatchNorm: true}
-	cfg.Hidden = 64
-	cfg.Dropout = 0.5
-	cfg.Optimizer, cfg.LR = OptimizerAdam, 1e-3
-	tr := mustNew(t, cfg)
+	cfg.Model, cfg.Hidden, cfg.Dropout = "vgg11_bn", 64, 0.5
+	cfg.Optimizer, cfg.LR = recipe.Adam, 1e-3
+	tr := mustNew(t, cfg, nil)
 	ctx := context.Background()
 
 	batches := make([]*dataset.Batch, 0, train/batch)
@@ -43,7 +41,7 @@ func TestLearns(t *testing.T) {
 	for e := range epochs {
 		var sum float64
 		for _, b := range batches {
-			loss, err := tr.TrainStep(ctx, b)
+			loss, _, err := tr.TrainStep(ctx, b)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -9,18 +9,20 @@ import "C"
 import (
 	"errors"
 	"fmt"
+	"math"
 	"runtime"
+	"slices"
 	"strings"
 	"unsafe"
 
-	"github.com/fwbench/fwbench/vgg"
+	"github.com/fwbench/fwbench/model"
 )
 
 // This file is the only one that talks to C. Every wrapper turns the shim's
 // message into a Go error ("torchrun: <op>: <libtorch message>") and frees it.
 
-// model is the native model + optimizer; nil once freed.
-type model = C.tr_model
+// handle is the native model + optimizer.
+type handle = C.tr_model
 
 // nativeErr converts and frees a message returned by the shim.
 func nativeErr(op string, e *C.char) error {
@@ -35,13 +37,9 @@ func nativeErr(op string, e *C.char) error {
 	return errors.New("torchrun: " + op + ": " + msg)
 }
 
-// spec mirrors tr_spec; Go owns the memory it points to for the call's duration.
+// spec mirrors tr_spec: the net and the optimizer.
 type spec struct {
-	layers                    []int32
-	batchNorm                 bool
-	imageSize                 int
-	head                      []vgg.HeadLayer // the head's Linear layers, in order
-	headPool                  bool            // AdaptiveAvgPool2d((7, 7)) before the head
+	net                       *model.Net
 	features                  bool
 	adam                      bool
 	lr, momentum, weightDecay float64
@@ -55,6 +53,66 @@ func b2i(b bool) C.int32_t {
 		return 1
 	}
 	return 0
+}
+
+// opCodes maps model's ops to the shim's (TR_*): spelled out, so that a new
+// op in package model is refused here until the shim can run it.
+var opCodes = map[model.Op]C.int32_t{
+	model.Conv:            C.TR_CONV,
+	model.BatchNorm:       C.TR_BATCH_NORM,
+	model.ReLU:            C.TR_RELU,
+	model.ReLU6:           C.TR_RELU6,
+	model.MaxPool:         C.TR_MAX_POOL,
+	model.AdaptiveAvgPool: C.TR_ADAPTIVE_AVG_POOL,
+	model.Add:             C.TR_ADD,
+	model.Flatten:         C.TR_FLATTEN,
+	model.Linear:          C.TR_LINEAR,
+	model.Dropout:         C.TR_DROPOUT,
+}
+
+// layerTable converts net's layers to the shim's records. The names are C
+// strings that free releases.
+func layerTable(net *model.Net) (ls []C.tr_layer, free func(), err error) {
+	var names []*C.char
+	free = func() {
+		for _, p := range names {
+			C.free(unsafe.Pointer(p))
+		}
+	}
+	ls = make([]C.tr_layer, len(net.Layers))
+	for i, l := range net.Layers {
+		op, ok := opCodes[l.Op]
+		if !ok {
+			free()
+			return nil, nil, fmt.Errorf("torchrun: new: layer %d (%s): op %s is not supported", i, l.Name, l.Op)
+		}
+		if n := len(l.Inputs); n < 1 || n > 2 {
+			free()
+			return nil, nil, fmt.Errorf("torchrun: new: layer %d (%s): %d inputs", i, l.Name, n)
+		}
+		in1, width := l.Inputs[0], 0
+		if len(l.Inputs) == 2 {
+			in1 = l.Inputs[1]
+		}
+		if l.Op == model.Dropout {
+			width = l.In.Elements()
+		}
+		vals := []int{l.Inputs[0], in1, l.In.C, width, l.Out, l.Kernel, l.Stride, l.Pad, max(l.Groups, 1), l.Size}
+		if slices.ContainsFunc(vals, func(v int) bool { return v < math.MinInt32 || v > math.MaxInt32 }) {
+			free()
+			return nil, nil, fmt.Errorf("torchrun: new: layer %d (%s): a size beyond 32 bits: %v", i, l.Name, vals)
+		}
+		name := C.CString(l.Name)
+		names = append(names, name)
+		ls[i] = C.tr_layer{
+			op: op, ninputs: C.int32_t(len(l.Inputs)), in0: C.int32_t(vals[0]), in1: C.int32_t(vals[1]),
+			in_c: C.int32_t(vals[2]), width: C.int32_t(vals[3]), out: C.int32_t(vals[4]),
+			kernel: C.int32_t(vals[5]), stride: C.int32_t(vals[6]), pad: C.int32_t(vals[7]),
+			groups: C.int32_t(vals[8]), size: C.int32_t(vals[9]),
+			bias: b2i(l.Bias), head: b2i(l.Head), name: name,
+		}
+	}
+	return ls, free, nil
 }
 
 func nativeSetThreads(intra, interop int) (interopSet bool, err error) {
@@ -80,35 +138,46 @@ func nativeVersion() (string, error) {
 	return C.GoString(out), nil
 }
 
+// nativeSettings returns the libtorch settings that affect speed (tr_settings).
+func nativeSettings() (map[string]string, error) {
+	var out *C.char
+	if err := nativeErr("settings", C.tr_settings(&out)); err != nil {
+		return nil, err
+	}
+	defer C.free(unsafe.Pointer(out))
+	m := map[string]string{}
+	for line := range strings.Lines(C.GoString(out)) {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), "="); ok {
+			m[k] = v
+		}
+	}
+	return m, nil
+}
+
 func nativeCUDACount() (int, error) {
 	var n C.int64_t
 	err := nativeErr("cuda", C.tr_cuda_device_count(&n))
 	return int(n), err
 }
 
-func nativeNew(s *spec) (*model, error) {
-	if len(s.layers) == 0 || len(s.head) == 0 {
-		return nil, errors.New("torchrun: new: empty layer table")
+func nativeNew(s *spec) (*handle, error) {
+	ls, free, err := layerTable(s.net)
+	if err != nil {
+		return nil, err
+	}
+	defer free()
+	if len(ls) == 0 {
+		return nil, errors.New("torchrun: new: the net has no layers")
 	}
 	dev := C.CString(s.device)
 	defer C.free(unsafe.Pointer(dev))
-	head := make([]C.tr_head_layer, len(s.head))
-	for i, l := range s.head {
-		head[i] = C.tr_head_layer{index: C.int32_t(l.Index), in: C.int32_t(l.In), out: C.int32_t(l.Out), hidden: b2i(l.Hidden)}
-	}
-	// cs is Go memory that points to more Go memory (the tables): pin it.
+	// cs is Go memory that points to more Go memory (the table): pin it.
 	var pin runtime.Pinner
 	defer pin.Unpin()
-	pin.Pin(&s.layers[0])
-	pin.Pin(&head[0])
+	pin.Pin(&ls[0])
 	cs := C.tr_spec{
-		layers:       (*C.int32_t)(unsafe.Pointer(&s.layers[0])),
-		nlayers:      C.int32_t(len(s.layers)),
-		batchnorm:    b2i(s.batchNorm),
-		image_size:   C.int32_t(s.imageSize),
-		head:         &head[0],
-		nhead:        C.int32_t(len(head)),
-		head_pool:    b2i(s.headPool),
+		layers:       &ls[0],
+		nlayers:      C.int32_t(len(ls)),
 		features:     b2i(s.features),
 		optimizer:    b2i(s.adam),
 		lr:           C.double(s.lr),
@@ -118,27 +187,29 @@ func nativeNew(s *spec) (*model, error) {
 		beta1:        C.double(s.beta1),
 		beta2:        C.double(s.beta2),
 		eps:          C.double(s.eps),
+		bn_momentum:  C.double(model.BNMomentum),
+		bn_eps:       C.double(model.BNEps),
 		device:       dev,
 	}
-	var m *model
+	var m *handle
 	if err := nativeErr("new", C.tr_new(&cs, &m)); err != nil {
 		return nil, err
 	}
 	return m, nil
 }
 
-func nativePrepare(m *model) error { return nativeErr("new", C.tr_prepare(m)) }
+func nativePrepare(m *handle) error { return nativeErr("new", C.tr_prepare(m)) }
 
 // nativeFreeze excludes one parameter from training (before nativePrepare).
-func nativeFreeze(m *model, name string) error {
+func nativeFreeze(m *handle, name string) error {
 	cn := C.CString(name)
 	defer C.free(unsafe.Pointer(cn))
 	return nativeErr("new", C.tr_freeze(m, cn))
 }
 
-func nativeFree(m *model) { C.tr_free(m) }
+func nativeFree(m *handle) { C.tr_free(m) }
 
-func nativeSetTensor(m *model, op, name string, data []float32) error {
+func nativeSetTensor(m *handle, op, name string, data []float32) error {
 	if len(data) == 0 {
 		return fmt.Errorf("torchrun: %s: tensor %s is empty", op, name)
 	}
@@ -147,7 +218,7 @@ func nativeSetTensor(m *model, op, name string, data []float32) error {
 	return nativeErr(op, C.tr_set_tensor(m, cn, (*C.float)(&data[0]), C.int64_t(len(data))))
 }
 
-func nativeGetTensor(m *model, op, name string, out []float32) error {
+func nativeGetTensor(m *handle, op, name string, out []float32) error {
 	if len(out) == 0 {
 		return fmt.Errorf("torchrun: %s: tensor %s is empty", op, name)
 	}
@@ -163,7 +234,7 @@ const (
 	stateExpAvgSq = 2
 )
 
-func nativeGetState(m *model, name string, kind int, out []float32) (step int64, present bool, err error) {
+func nativeGetState(m *handle, name string, kind int, out []float32) (step int64, present bool, err error) {
 	cn := C.CString(name)
 	defer C.free(unsafe.Pointer(cn))
 	var st C.int64_t
@@ -174,7 +245,7 @@ func nativeGetState(m *model, name string, kind int, out []float32) (step int64,
 
 // nativeSetState sets one parameter's optimizer state: a is the SGD momentum
 // buffer or Adam's exp_avg, b is Adam's exp_avg_sq (nil for SGD).
-func nativeSetState(m *model, name string, a, b []float32, step int64) error {
+func nativeSetState(m *handle, name string, a, b []float32, step int64) error {
 	cn := C.CString(name)
 	defer C.free(unsafe.Pointer(cn))
 	pb := (*C.float)(nil)
@@ -187,12 +258,12 @@ func nativeSetState(m *model, name string, a, b []float32, step int64) error {
 	return nativeErr("checkpoint", C.tr_set_state(m, cn, (*C.float)(&a[0]), pb, C.int64_t(len(a)), C.int64_t(step)))
 }
 
-func nativeClearState(m *model) error { return nativeErr("optimizer", C.tr_clear_state(m)) }
+func nativeClearState(m *handle) error { return nativeErr("optimizer", C.tr_clear_state(m)) }
 
 // nativeTrainStep runs one training step on a batch that checkBatch accepted.
-// masks holds the dropout masks of the hidden head layers one after the other
-// (n·Out values each), or is nil for no dropout.
-func nativeTrainStep(m *model, x []float32, labels []int32, n, h, w, c int, masks []float32) (float64, int, error) {
+// masks holds the masks of the net's dropout layers one after the other, in
+// layer order (n·width values each), or is nil for no dropout.
+func nativeTrainStep(m *handle, x []float32, labels []int32, n, h, w, c int, masks []float32) (float64, int, error) {
 	var loss C.double
 	var correct C.int64_t
 	pm := (*C.float)(nil)
@@ -206,7 +277,7 @@ func nativeTrainStep(m *model, x []float32, labels []int32, n, h, w, c int, mask
 
 // nativeEvaluate runs the model in eval mode. labels nil skips loss and accuracy;
 // logits nil skips copying the logits out.
-func nativeEvaluate(m *model, op string, x []float32, labels []int32, n, h, w, c int, logits []float32) (float64, int, error) {
+func nativeEvaluate(m *handle, op string, x []float32, labels []int32, n, h, w, c int, logits []float32) (float64, int, error) {
 	var loss C.double
 	var correct C.int64_t
 	pl := (*C.int32_t)(nil)
@@ -214,17 +285,17 @@ func nativeEvaluate(m *model, op string, x []float32, labels []int32, n, h, w, c
 		pl = (*C.int32_t)(&labels[0])
 	}
 	po := (*C.float)(nil)
-	if logits != nil {
+	if len(logits) > 0 {
 		po = (*C.float)(&logits[0])
 	}
 	err := nativeErr(op, C.tr_evaluate(m, (*C.float)(&x[0]), pl, C.int64_t(n), C.int64_t(h), C.int64_t(w), C.int64_t(c),
-		&loss, &correct, po))
+		&loss, &correct, po, C.int64_t(len(logits))))
 	return float64(loss), int(correct), err
 }
 
-func nativeSync(m *model) error { return nativeErr("sync", C.tr_sync(m)) }
+func nativeSync(m *handle) error { return nativeErr("sync", C.tr_sync(m)) }
 
-func nativePeakGPUBytes(m *model) (int64, error) {
+func nativePeakGPUBytes(m *handle) (int64, error) {
 	var n C.int64_t
 	err := nativeErr("peak gpu memory", C.tr_peak_gpu_bytes(m, &n))
 	return int64(n), err

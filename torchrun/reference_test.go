@@ -10,7 +10,8 @@ import (
 	"testing"
 
 	"github.com/fwbench/fwbench/internal/reftest"
-	"github.com/fwbench/fwbench/vgg"
+	"github.com/fwbench/fwbench/model"
+	"github.com/fwbench/fwbench/recipe"
 	"github.com/fwbench/fwbench/weights"
 )
 
@@ -95,12 +96,13 @@ func closeTo(got, want []float32, rtol, atol float64) error {
 	return nil
 }
 
-func refConfig(opt string) Config {
-	cfg := DefaultConfig()
-	cfg.Model = vgg.Config{Name: "vgg16"}
-	cfg.ImageSize, cfg.NumClasses, cfg.Hidden, cfg.Dropout = 32, 3, 32, 0
+// refConfig is the fixtures' recipe: vgg16 (flatten head, hidden 32) at 32 px, three
+// classes, dropout 0, and make_fixture.py's optimizer settings.
+func refConfig(opt string) recipe.Config {
+	cfg := recipe.Default()
+	cfg.Model, cfg.ImageSize, cfg.Classes, cfg.Hidden, cfg.Dropout = "vgg16", 32, 3, 32, 0
 	cfg.Optimizer = opt
-	if opt == OptimizerSGD {
+	if opt == recipe.SGD {
 		cfg.LR, cfg.Momentum, cfg.WeightDecay, cfg.Nesterov = 0.01, 0.9, 5e-4, false
 	} else {
 		cfg.LR, cfg.Beta1, cfg.Beta2, cfg.Eps, cfg.WeightDecay = 1e-3, 0.9, 0.999, 1e-8, 0
@@ -108,25 +110,21 @@ func refConfig(opt string) Config {
 	return cfg
 }
 
+// refSpec is the model of refConfig.
+var refSpec = model.Spec{Name: "vgg16", ImageSize: 32, Classes: 3, Hidden: 32}
+
 func newRefTrainer(t *testing.T, opt string) *Trainer {
 	t.Helper()
-	cfg := refConfig(opt)
-	ws, err := reftest.Weights(cfg.Model, 32, 3, 32)
+	ws, err := reftest.Weights(refSpec)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Weights = ws
-	tr, err := New(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tr.Close() })
-	return tr
+	return mustNew(t, refConfig(opt), ws)
 }
 
 func TestReferenceForward(t *testing.T) {
 	f := loadFixture(t)
-	tr := newRefTrainer(t, OptimizerSGD)
+	tr := newRefTrainer(t, recipe.SGD)
 	ctx := context.Background()
 	in := reftest.Input(4, 32)
 	got, err := tr.Logits(ctx, in)
@@ -148,20 +146,7 @@ func TestReferenceForward(t *testing.T) {
 	if wl := float64(f.get(t, "loss").Data[0]); math.Abs(loss-wl) > refRtol*math.Abs(wl) {
 		t.Errorf("loss: got %.8g, want %.8g (PyTorch)", loss, wl)
 	}
-	wantCorrect := 0
-	for i := range 4 {
-		row := want[3*i : 3*i+3]
-		best := 0
-		for c := range row {
-			if row[c] > row[best] {
-				best = c
-			}
-		}
-		if best == i%3 {
-			wantCorrect++
-		}
-	}
-	if correct != wantCorrect {
+	if wantCorrect := argmaxHits(want, in.Labels); correct != wantCorrect {
 		t.Errorf("correct: got %d, want %d (argmax of the PyTorch logits)", correct, wantCorrect)
 	}
 }
@@ -193,7 +178,7 @@ func maxAbs(x []float32) float64 {
 
 func TestReferenceTraining(t *testing.T) {
 	f := loadFixture(t)
-	init, err := reftest.Weights(vgg.Config{Name: "vgg16"}, 32, 3, 32)
+	init, err := reftest.Weights(refSpec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,9 +187,9 @@ func TestReferenceTraining(t *testing.T) {
 		opt   string
 		steps int
 	}{
-		{"sgd1", OptimizerSGD, 1},
-		{"sgd2", OptimizerSGD, 2},
-		{"adam1", OptimizerAdam, 1},
+		{"sgd1", recipe.SGD, 1},
+		{"sgd2", recipe.SGD, 2},
+		{"adam1", recipe.Adam, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.run, func(t *testing.T) {
@@ -212,7 +197,7 @@ func TestReferenceTraining(t *testing.T) {
 			in := reftest.Input(4, 32)
 			wantLoss := f.get(t, tt.run+"/loss").Data
 			for s := range tt.steps {
-				loss, err := tr.TrainStep(context.Background(), in)
+				loss, _, err := tr.TrainStep(context.Background(), in)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -227,7 +212,7 @@ func TestReferenceTraining(t *testing.T) {
 			for i, w := range ws {
 				if strings.HasPrefix(w.Name, "classifier.") {
 					want := f.get(t, tt.run+"/"+w.Name).Data
-					if tt.opt == OptimizerAdam {
+					if tt.opt == recipe.Adam {
 						// Adam's first step is Δ = −lr·g/(|g|+ε): where |g| is near ε = 1e-8
 						// the gradient's float32 summation noise becomes an update difference
 						// of the same relative size, so Adam is held to the update rule of
@@ -271,19 +256,13 @@ func TestReferenceTraining(t *testing.T) {
 // the first BatchNorm layer's running statistics and weight, and the last layer.
 func TestReferenceBatchNorm(t *testing.T) {
 	f := loadFixture(t)
-	cfg := refConfig(OptimizerSGD)
-	cfg.Model = vgg.Config{Name: "vgg11", BatchNorm: true}
-	cfg.Hidden = 16
-	ws, err := reftest.Weights(cfg.Model, 32, 3, 16)
+	cfg := refConfig(recipe.SGD)
+	cfg.Model, cfg.Hidden = "vgg11_bn", 16
+	ws, err := reftest.Weights(model.Spec{Name: "vgg11_bn", ImageSize: 32, Classes: 3, Hidden: 16})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Weights = ws
-	tr, err := New(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
+	tr := mustNew(t, cfg, ws)
 	in := reftest.Input(4, 32)
 	logits, err := tr.Logits(context.Background(), in)
 	if err != nil {
@@ -292,7 +271,7 @@ func TestReferenceBatchNorm(t *testing.T) {
 	if err := closeTo(logits, f.get(t, "bn/logits_eval").Data, refRtol, refAtol); err != nil {
 		t.Errorf("eval logits: %v", err)
 	}
-	loss, err := tr.TrainStep(context.Background(), in)
+	loss, _, err := tr.TrainStep(context.Background(), in)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,10 +1,13 @@
 // shim.cc: torchrun's libtorch side. See shim.h for the error contract.
 //
-// The model is torchvision's VGG built from the tables that Go passes in
-// (features = Conv2d/BatchNorm2d/ReLU/MaxPool2d in torchvision's order; an optional
-// 7x7 adaptive average pool; classifier = the head's Linear layers at their
-// torchvision indices), so named_parameters() yields torchvision's state-dict names.
-// Dropout is not drawn here: Go passes each step's masks (vgg.DropoutMask).
+// The model is whatever layer table Go passes in (model.Net's layers, one
+// tr_layer each): one generic interpreter creates each layer's tensors under
+// its torchvision name and runs the layers in order with ATen's functional ops
+// (conv2d with stride, padding and groups; batch_norm; relu and hardtanh(0, 6)
+// in place where torchvision's are; max_pool2d; adaptive_avg_pool2d; add;
+// flatten; linear; a multiply by the step's dropout mask). Nothing here knows
+// a model by name.
+// Dropout is not drawn here: Go passes each step's masks (model.DropoutMask).
 // Everything a step allocates is owned by C++ RAII and freed before the call
 // returns; nothing per step is left for Go finalizers.
 #include "shim.h"
@@ -16,7 +19,7 @@
 #include <ATen/Version.h>
 #include <c10/core/CachingDeviceAllocator.h>
 #include <torch/cuda.h>
-#include <torch/nn.h>
+#include <torch/nn/functional/loss.h>
 #include <torch/optim.h>
 #include <torch/version.h>
 
@@ -110,29 +113,35 @@ const std::string &load_cuda() {
 
 // ---------------------------------------------------------------- the model
 
-struct Holder : torch::nn::Module {
-  template <typename M>
-  void add(const std::string &name, M m) {
-    register_module(name, m);
-  }
+// Layer is one tr_layer with its tensors (undefined where it has none).
+struct Layer {
+  int32_t op = 0;
+  int32_t in0 = -1, in1 = -1;
+  int64_t in_c = 0, width = 0, out = 0, kernel = 0, stride = 0, pad = 0, groups = 1, size = 0;
+  bool bias = false, head = false;
+  torch::Tensor w, b, mean, var;
+  // inplace: the op may overwrite its input (ReLU, ReLU6; Add: its second input),
+  // as torchvision's inplace=True and `out += identity` do. Only when this layer is
+  // that input's one reader and the input's producer does not need its own output
+  // for the backward pass (autograd would refuse the step otherwise).
+  bool inplace = false;
+  // release: the layers whose outputs this one reads last; forward drops them after
+  // it, so that (without autograd holding them) memory stays as low as a chain's.
+  std::vector<int> release;
 };
 
 }  // namespace
 
 struct tr_model {
   torch::Device device{torch::kCPU};
-  std::shared_ptr<Holder> root;
-  torch::nn::Sequential features;
-  std::shared_ptr<Holder> classifier;
-  std::vector<torch::nn::Linear> fc;  // the head's Linear layers in order
-  std::vector<bool> hidden;           // fc[i] is followed by ReLU and a dropout mask
-  int64_t mask_width = 0;             // sum of the hidden layers' widths: mask values per image
-  bool head_pool = false;
-  std::unique_ptr<torch::optim::Optimizer> opt;
+  std::vector<Layer> layers;
+  int64_t mask_width = 0;  // the dropout layers' widths summed: mask values per image
   std::map<std::string, torch::Tensor> named;  // parameters and buffers by canonical name
+  std::vector<torch::Tensor> params;           // the parameters, in layer order
+  std::unique_ptr<torch::optim::Optimizer> opt;
   bool features_mode = false;
   int optimizer = 0;
-  int64_t image_size = 0;
+  double bn_momentum = 0.1, bn_eps = 1e-5;
   tr_spec spec{};
 };
 
@@ -144,24 +153,165 @@ torch::Tensor lookup(tr_model *m, const char *name) {
   return it->second;
 }
 
-// head runs the Linear layers; masks (NULL: no dropout) holds each hidden layer's
-// [n, out] mask in turn. On the CPU the mask tensor is a view of the caller's
-// buffer: autograd keeps it for the backward pass, which ends before the step
-// returns, as does every tensor that refers to it.
-torch::Tensor head(tr_model *m, torch::Tensor h, const float *masks) {
-  int64_t n = h.size(0);
-  for (size_t i = 0; i < m->fc.size(); i++) {
-    h = m->fc[i]->forward(h);
-    if (!m->hidden[i]) continue;
-    h = h.relu_();
-    if (masks != nullptr) {
-      int64_t out = h.size(1);
-      auto mask = torch::from_blob(const_cast<float *>(masks), {n, out}, torch::kFloat32);
-      h = h * mask.to(h.device());
-      masks += n * out;
+// overwritable reports whether an op's output may be changed in place by its one
+// reader: the op's backward pass does not read its output.
+bool overwritable(int32_t op) {
+  return op == TR_CONV || op == TR_BATCH_NORM || op == TR_ADD || op == TR_LINEAR;
+}
+
+// build checks the layer table and creates the tensors, zero-filled, on m->device.
+void build(tr_model *m, const tr_layer *ls, int32_t n) {
+  TORCH_CHECK(n >= 1 && ls != nullptr, "the net has no layers");
+  auto opts = torch::TensorOptions().dtype(torch::kFloat32).device(m->device);
+  std::vector<int> readers(n, 0), last(n, -1);
+  for (int32_t i = 0; i < n; i++) {
+    const tr_layer &s = ls[i];
+    std::string name = s.name ? s.name : "";
+    std::string what = "layer " + std::to_string(i) + " (" + (name.empty() ? "unnamed" : name) + ")";
+    TORCH_CHECK(s.op >= TR_CONV && s.op <= TR_DROPOUT, what, ": unknown op ", s.op);
+    TORCH_CHECK(s.ninputs == (s.op == TR_ADD ? 2 : 1), what, ": ", s.ninputs, " inputs");
+    int32_t ins[2] = {s.in0, s.in1};
+    for (int k = 0; k < s.ninputs; k++) {
+      TORCH_CHECK(ins[k] >= -1 && ins[k] < i, what, ": input ", ins[k], " is not an earlier layer");
+      if (ins[k] >= 0) {
+        readers[ins[k]]++;
+        last[ins[k]] = i;
+      }
     }
+    Layer l;
+    l.op = s.op;
+    l.in0 = s.in0;
+    l.in1 = s.ninputs == 2 ? s.in1 : -1;
+    l.in_c = s.in_c;
+    l.width = s.width;
+    l.out = s.out;
+    l.kernel = s.kernel;
+    l.stride = s.stride;
+    l.pad = s.pad;
+    l.groups = s.groups;
+    l.size = s.size;
+    l.bias = s.bias != 0;
+    l.head = s.head != 0;
+    auto param = [&](const std::string &leaf, torch::IntArrayRef shape, bool trainable) {
+      TORCH_CHECK(!name.empty(), what, ": a layer with tensors needs a name");
+      auto t = torch::zeros(shape, opts);
+      if (trainable) {
+        t.set_requires_grad(true);
+        m->params.push_back(t);
+      }
+      TORCH_CHECK(m->named.emplace(name + "." + leaf, t).second, "tensor ", name, ".", leaf, " defined twice");
+      return t;
+    };
+    switch (s.op) {
+      case TR_CONV:
+        TORCH_CHECK(l.out > 0 && l.in_c > 0 && l.kernel > 0 && l.stride > 0 && l.pad >= 0 && l.groups > 0 &&
+                        l.in_c % l.groups == 0 && l.out % l.groups == 0,
+                    what, ": conv ", l.in_c, "->", l.out, " kernel ", l.kernel, " stride ", l.stride, " pad ", l.pad,
+                    " groups ", l.groups);
+        l.w = param("weight", {l.out, l.in_c / l.groups, l.kernel, l.kernel}, true);
+        if (l.bias) l.b = param("bias", {l.out}, true);
+        break;
+      case TR_BATCH_NORM:
+        TORCH_CHECK(l.in_c > 0, what, ": batch norm over ", l.in_c, " channels");
+        l.w = param("weight", {l.in_c}, true);
+        l.b = param("bias", {l.in_c}, true);
+        l.mean = param("running_mean", {l.in_c}, false);
+        l.var = param("running_var", {l.in_c}, false);
+        break;
+      case TR_LINEAR:
+        TORCH_CHECK(l.out > 0 && l.in_c > 0, what, ": linear ", l.in_c, "->", l.out);
+        l.w = param("weight", {l.out, l.in_c}, true);
+        l.b = param("bias", {l.out}, true);
+        break;
+      case TR_MAX_POOL:
+        TORCH_CHECK(l.kernel > 0 && l.stride > 0 && l.pad >= 0 && 2 * l.pad <= l.kernel, what, ": max pool kernel ",
+                    l.kernel, " stride ", l.stride, " pad ", l.pad);
+        break;
+      case TR_ADAPTIVE_AVG_POOL:
+        TORCH_CHECK(l.size > 0, what, ": adaptive pool to ", l.size);
+        break;
+      case TR_DROPOUT:
+        TORCH_CHECK(l.width > 0, what, ": dropout over ", l.width, " values");
+        m->mask_width += l.width;
+        break;
+    }
+    m->layers.push_back(std::move(l));
   }
-  return h;
+  TORCH_CHECK(m->layers.back().op == TR_LINEAR, "the last layer is not a linear layer");
+  for (int32_t i = 0; i < n; i++) {
+    Layer &l = m->layers[i];
+    int32_t target = -1;
+    if (l.op == TR_RELU || l.op == TR_RELU6) target = l.in0;
+    if (l.op == TR_ADD && l.in0 != l.in1) target = l.in1;
+    l.inplace = target >= 0 && readers[target] == 1 && overwritable(m->layers[target].op);
+  }
+  for (int32_t j = 0; j + 1 < n; j++) {
+    if (last[j] >= 0) m->layers[last[j]].release.push_back(j);
+  }
+}
+
+// forward runs the net on x (NCHW, on the device). train selects BatchNorm's batch
+// statistics; masks (NULL: no dropout) holds each dropout layer's [n, width] mask in
+// layer order. In features mode the layers outside the head run without autograd
+// and with BatchNorm in eval mode: the base is a fixed feature extractor, as Keras
+// keeps a frozen base. On the CPU a mask tensor is a view of the caller's buffer:
+// autograd keeps it for the backward pass, which ends before the step returns.
+torch::Tensor forward(tr_model *m, const torch::Tensor &x, const float *masks, bool train) {
+  const bool grad = at::GradMode::is_enabled();
+  const int64_t n = x.size(0);
+  std::vector<torch::Tensor> outs(m->layers.size());
+  auto input = [&](int32_t i) -> torch::Tensor { return i < 0 ? x : outs[i]; };
+  for (size_t i = 0; i < m->layers.size(); i++) {
+    const Layer &l = m->layers[i];
+    const bool frozen = m->features_mode && !l.head;
+    at::AutoGradMode g(grad && !frozen);
+    torch::Tensor a = input(l.in0);
+    torch::Tensor y;
+    switch (l.op) {
+      case TR_CONV:
+        y = at::conv2d(a, l.w, l.b, {l.stride, l.stride}, {l.pad, l.pad}, {1, 1}, l.groups);
+        break;
+      case TR_BATCH_NORM:
+        y = at::batch_norm(a, l.w, l.b, l.mean, l.var, train && !frozen, m->bn_momentum, m->bn_eps,
+                           at::globalContext().userEnabledCuDNN());
+        break;
+      case TR_RELU:
+        y = l.inplace ? at::relu_(a) : at::relu(a);
+        break;
+      case TR_RELU6:
+        y = l.inplace ? at::hardtanh_(a, 0, 6) : at::hardtanh(a, 0, 6);
+        break;
+      case TR_MAX_POOL:
+        y = at::max_pool2d(a, {l.kernel, l.kernel}, {l.stride, l.stride}, {l.pad, l.pad});
+        break;
+      case TR_ADAPTIVE_AVG_POOL:
+        y = at::adaptive_avg_pool2d(a, {l.size, l.size});
+        break;
+      case TR_ADD: {
+        torch::Tensor b = input(l.in1);
+        y = l.inplace ? b.add_(a) : at::add(a, b);
+        break;
+      }
+      case TR_FLATTEN:
+        y = a.flatten(1);
+        break;
+      case TR_LINEAR:
+        y = at::linear(a, l.w, l.b);
+        break;
+      case TR_DROPOUT:
+        if (masks == nullptr) {
+          y = a;
+          break;
+        }
+        TORCH_CHECK(a.numel() == n * l.width, "dropout: input of ", a.numel(), " values, want ", n * l.width);
+        y = a * torch::from_blob(const_cast<float *>(masks), a.sizes(), torch::kFloat32).to(a.device());
+        masks += n * l.width;
+        break;
+    }
+    outs[i] = std::move(y);
+    for (int j : l.release) outs[j].reset();
+  }
+  return outs.back();
 }
 
 // input builds the NCHW device tensor from Go's NHWC buffer. The result never
@@ -177,26 +327,6 @@ torch::Tensor input(tr_model *m, const float *x, int64_t n, int64_t h, int64_t w
 torch::Tensor targets(tr_model *m, const int32_t *labels, int64_t n) {
   auto blob = torch::from_blob(const_cast<int32_t *>(labels), {n}, torch::kInt32);
   return blob.to(m->device, torch::kInt64, /*non_blocking=*/false, /*copy=*/true);
-}
-
-torch::Tensor forward(tr_model *m, const torch::Tensor &x, const float *masks) {
-  torch::Tensor h;
-  if (m->features_mode) {
-    // The base is a fixed feature extractor: no graph, no gradients, BatchNorm in
-    // eval mode (running statistics frozen, as Keras does for a frozen base).
-    torch::NoGradGuard g;
-    h = m->features->forward(x);
-  } else {
-    h = m->features->forward(x);
-  }
-  // torchvision's AdaptiveAvgPool2d((7, 7)); flatten in torch's C x H x W order.
-  if (m->head_pool) h = at::adaptive_avg_pool2d(h, {7, 7});
-  return head(m, h.flatten(1), masks);
-}
-
-void set_mode(tr_model *m, bool train) {
-  m->root->train(train);
-  if (m->features_mode) m->features->eval();
 }
 
 }  // namespace
@@ -267,6 +397,20 @@ const char *tr_cuda_device_count(int64_t *out) {
   TR_CATCH
 }
 
+const char *tr_settings(char **out) {
+  TR_TRY
+  load_cuda();
+  auto &ctx = at::globalContext();
+  auto b = [](bool v) { return v ? "true" : "false"; };
+  std::string s = std::string("mkldnn=") + b(ctx.userEnabledMkldnn()) + "\n" +
+                  "cudnn_benchmark=" + b(ctx.benchmarkCuDNN()) + "\n" +
+                  "cudnn_allow_tf32=" + b(ctx.allowTF32CuDNN()) + "\n" +
+                  "deterministic=" + b(ctx.deterministicAlgorithms()) + "\n" +
+                  "memory_format=contiguous (NCHW)\n";
+  *out = dup(s);
+  TR_CATCH
+}
+
 const char *tr_new(const tr_spec *s, tr_model **out) {
   TR_TRY
   *out = nullptr;
@@ -276,12 +420,10 @@ const char *tr_new(const tr_spec *s, tr_model **out) {
   m->spec = *s;
   m->spec.layers = nullptr;
   m->spec.device = nullptr;
-  m->spec.head = nullptr;
   m->features_mode = s->features != 0;
   m->optimizer = s->optimizer;
-  m->head_pool = s->head_pool != 0;
-  m->image_size = s->image_size;
-  TORCH_CHECK(s->nhead >= 1, "the head has no layers");
+  m->bn_momentum = s->bn_momentum;
+  m->bn_eps = s->bn_eps;
 
   torch::Device dev(std::string(s->device));  // throws on an unknown device string
   if (dev.is_cuda()) {
@@ -297,44 +439,7 @@ const char *tr_new(const tr_spec *s, tr_model **out) {
     TORCH_CHECK(dev.is_cpu(), "device ", s->device, ": only cpu and cuda devices are supported");
   }
   m->device = dev;
-
-  m->root = std::make_shared<Holder>();
-  m->features = torch::nn::Sequential();
-  int64_t in = 3, size = s->image_size;
-  for (int i = 0; i < s->nlayers; i++) {
-    int v = s->layers[i];
-    if (v < 0) {
-      m->features->push_back(torch::nn::MaxPool2d(torch::nn::MaxPool2dOptions(2).stride(2)));
-      size /= 2;
-      continue;
-    }
-    m->features->push_back(torch::nn::Conv2d(torch::nn::Conv2dOptions(in, v, 3).padding(1)));
-    if (s->batchnorm) m->features->push_back(torch::nn::BatchNorm2d(v));
-    m->features->push_back(torch::nn::ReLU(torch::nn::ReLUOptions(true)));
-    in = v;
-  }
-  TORCH_CHECK(size > 0, "image size ", s->image_size, " is too small for the model");
-  int64_t flat = m->head_pool ? in * 7 * 7 : in * size * size;
-  m->classifier = std::make_shared<Holder>();
-  for (int i = 0; i < s->nhead; i++) {
-    const tr_head_layer &l = s->head[i];
-    TORCH_CHECK(l.in == flat, "head layer classifier.", l.index, ": ", l.in, " inputs, the layer before gives ", flat);
-    TORCH_CHECK(l.out > 0, "head layer classifier.", l.index, ": ", l.out, " outputs");
-    TORCH_CHECK((l.hidden != 0) == (i + 1 < s->nhead), "head layer classifier.", l.index,
-                ": every layer but the last must be hidden");
-    m->fc.push_back(torch::nn::Linear(l.in, l.out));
-    m->hidden.push_back(l.hidden != 0);
-    if (l.hidden != 0) m->mask_width += l.out;
-    m->classifier->add(std::to_string(l.index), m->fc.back());
-    flat = l.out;
-  }
-  m->root->add("features", m->features.ptr());
-  m->root->add("classifier", m->classifier);
-
-  for (auto &p : m->root->named_parameters()) m->named[p.key()] = p.value();
-  for (auto &b : m->root->named_buffers()) {
-    if (b.value().scalar_type() == torch::kFloat32) m->named[b.key()] = b.value();
-  }
+  build(m.get(), s->layers, s->nlayers);
   *out = m.release();
   TR_CATCH
 }
@@ -349,17 +454,10 @@ const char *tr_freeze(tr_model *m, const char *name) {
 const char *tr_prepare(tr_model *m) {
   TR_TRY
   apply_threads();
-  m->root->to(m->device);
-  // to() may replace the storage behind each parameter; refresh the name table.
-  m->named.clear();
-  for (auto &p : m->root->named_parameters()) m->named[p.key()] = p.value();
-  for (auto &b : m->root->named_buffers()) {
-    if (b.value().scalar_type() == torch::kFloat32) m->named[b.key()] = b.value();
-  }
   // tr_freeze marked what does not train (in features mode: the whole base, and
-  // perhaps head layers); to() keeps requires_grad.
+  // perhaps head layers).
   std::vector<torch::Tensor> params;
-  for (auto &p : m->root->parameters()) {
+  for (auto &p : m->params) {
     if (p.requires_grad()) params.push_back(p);
   }
   TORCH_CHECK(!params.empty(), "no parameter is trained");
@@ -474,9 +572,8 @@ const char *tr_train_step(tr_model *m, const float *x, const int32_t *labels, in
               " values, want ", n * m->mask_width);
   auto xt = input(m, x, n, h, w, c);
   auto yt = targets(m, labels, n);
-  set_mode(m, true);
   m->opt->zero_grad();
-  auto logits = forward(m, xt, masks);
+  auto logits = forward(m, xt, masks, /*train=*/true);
   auto l = torch::nn::functional::cross_entropy(logits, yt);
   l.backward();
   m->opt->step();
@@ -486,19 +583,20 @@ const char *tr_train_step(tr_model *m, const float *x, const int32_t *labels, in
 }
 
 const char *tr_evaluate(tr_model *m, const float *x, const int32_t *labels, int64_t n, int64_t h,
-                        int64_t w, int64_t c, double *loss, int64_t *correct, float *logits) {
+                        int64_t w, int64_t c, double *loss, int64_t *correct, float *logits,
+                        int64_t nlogits) {
   TR_TRY
   apply_threads();
   torch::NoGradGuard g;
   auto xt = input(m, x, n, h, w, c);
-  set_mode(m, false);
-  auto out = forward(m, xt, nullptr);
+  auto out = forward(m, xt, nullptr, /*train=*/false);
   if (labels != nullptr) {
     auto yt = targets(m, labels, n);
     *loss = torch::nn::functional::cross_entropy(out, yt).item<double>();
     *correct = out.argmax(1).eq(yt).sum().item<int64_t>();
   }
   if (logits != nullptr) {
+    TORCH_CHECK(out.numel() == nlogits, "logits: got room for ", nlogits, " values, want ", out.numel());
     auto dst = torch::from_blob(logits, out.sizes(), torch::kFloat32);
     dst.copy_(out);
   }

@@ -21,27 +21,48 @@ typedef struct tr_model tr_model;
 // tr_free_error frees a message returned by any function below.
 void tr_free_error(const char *e);
 
-// One Linear layer of the head (vgg.HeadLayer).
+// Layer operations: the values of Go's model.Op.
+enum {
+	TR_CONV = 0,
+	TR_BATCH_NORM = 1,
+	TR_RELU = 2,
+	TR_RELU6 = 3,
+	TR_MAX_POOL = 4,
+	TR_ADAPTIVE_AVG_POOL = 5,
+	TR_ADD = 6,
+	TR_FLATTEN = 7,
+	TR_LINEAR = 8,
+	TR_DROPOUT = 9,
+};
+
+// One layer of the net (model.Layer), in an order where every input comes
+// first. Tensors are named name + ".weight", ".bias", ".running_mean",
+// ".running_var" (torchvision's state-dict names).
 typedef struct {
-	int32_t index;   // torchvision index in "classifier": classifier.<index>.weight|bias
-	int32_t in, out;
-	int32_t hidden;  // 1: followed by ReLU and a dropout mask
-} tr_head_layer;
+	int32_t op;                   // TR_*
+	int32_t ninputs;              // 1, or 2 for TR_ADD
+	int32_t in0, in1;             // indices of earlier layers, -1 for the image
+	int32_t in_c;                 // input channels (TR_LINEAR: input features)
+	int32_t width;                // TR_DROPOUT: mask values per image (C·H·W of the input)
+	int32_t out;                  // TR_CONV: output channels; TR_LINEAR: output features
+	int32_t kernel, stride, pad;  // TR_CONV, TR_MAX_POOL
+	int32_t groups;               // TR_CONV
+	int32_t bias;                 // TR_CONV: 1 with a bias (TR_LINEAR always has one)
+	int32_t size;                 // TR_ADAPTIVE_AVG_POOL: output side
+	int32_t head;                 // 1: part of the head (trains in features mode)
+	const char *name;             // module path; may be "" for layers without tensors
+} tr_layer;
 
 typedef struct {
-	const int32_t *layers; // output channels per convolution, -1 for a 2x2 max pool
+	const tr_layer *layers;  // the net, topologically ordered; the last layer gives the logits
 	int32_t nlayers;
-	int32_t batchnorm;   // BatchNorm2d after every convolution
-	int32_t image_size;  // S
-	const tr_head_layer *head;  // the head's Linear layers in order; the last gives the logits
-	int32_t nhead;
-	int32_t head_pool;   // 1: adaptive average pool to 7x7 between the base and the head
-	int32_t features;    // 1: "features" mode (frozen base in eval mode, no graph through it)
-	int32_t optimizer;   // 0: SGD, 1: Adam
+	int32_t features;        // 1: "features" mode (non-head layers: no graph, BatchNorm in eval mode)
+	int32_t optimizer;       // 0: SGD, 1: Adam
 	double lr, momentum, weight_decay;
 	int32_t nesterov;
 	double beta1, beta2, eps;
-	const char *device;  // "cpu", "cuda", "cuda:N"
+	double bn_momentum, bn_eps;
+	const char *device;      // "cpu", "cuda:N"
 } tr_spec;
 
 // Threads and library facts. The first call of any of these (or of tr_new)
@@ -50,11 +71,13 @@ const char *tr_set_threads(int32_t intra, int32_t interop, int32_t *interop_set)
 const char *tr_get_threads(int32_t *intra, int32_t *interop);  // as the calling thread sees them
 const char *tr_version(char **out);             // malloc'ed, from the loaded library
 const char *tr_cuda_device_count(int64_t *out);  // loads libtorch_cuda.so on first call
+// tr_settings describes settings that affect speed as malloc'ed "key=value\n" lines.
+const char *tr_settings(char **out);
 
-// Model lifetime. tr_new builds the model on the CPU; set its tensors with
-// tr_set_tensor and exclude parameters from training with tr_freeze, then
-// tr_prepare moves it to the device and builds the optimizer over the
-// parameters that are not frozen.
+// Model lifetime. tr_new creates every tensor on the device (zeros); set
+// them with tr_set_tensor and exclude parameters from training with
+// tr_freeze, then tr_prepare builds the optimizer over the parameters that
+// are not frozen.
 const char *tr_new(const tr_spec *spec, tr_model **out);
 const char *tr_freeze(tr_model *m, const char *name);
 const char *tr_prepare(tr_model *m);
@@ -76,17 +99,17 @@ const char *tr_clear_state(tr_model *m);
 
 // One training step: forward, cross-entropy, backward, optimizer step.
 // x is NHWC float32 (n*h*w*c values), labels n int32 class indices.
-// masks: NULL for no dropout, else nmasks = n*(sum of the hidden layers' out) values, the
-// [n, out] dropout mask of each hidden head layer in order, which multiplies the layer's
-// activation after ReLU. correct receives the batch's top-1 hits in training mode (dropout
-// on), as Keras reports training accuracy.
+// masks: NULL for no dropout, else nmasks = n * (sum of the TR_DROPOUT layers' width)
+// values: the [n, width] mask of each dropout layer in layer order, which multiplies
+// that layer's input. correct receives the batch's top-1 hits in training mode.
 const char *tr_train_step(tr_model *m, const float *x, const int32_t *labels, int64_t n,
                           int64_t h, int64_t w, int64_t c, const float *masks, int64_t nmasks,
                           double *loss, int64_t *correct);
-// Evaluation (eval mode, no gradients). labels may be NULL (then loss and
-// correct are not computed); logits may be NULL, else it receives n*classes values.
+// Evaluation (eval mode, no gradients, no dropout). labels may be NULL (then loss
+// and correct are not computed); logits may be NULL, else it receives n*classes values.
 const char *tr_evaluate(tr_model *m, const float *x, const int32_t *labels, int64_t n, int64_t h,
-                        int64_t w, int64_t c, double *loss, int64_t *correct, float *logits);
+                        int64_t w, int64_t c, double *loss, int64_t *correct, float *logits,
+                        int64_t nlogits);
 
 const char *tr_sync(tr_model *m);
 const char *tr_peak_gpu_bytes(tr_model *m, int64_t *out);

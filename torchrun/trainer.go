@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"runtime"
 	"strconv"
 	"sync"
 
 	"github.com/fwbench/fwbench/dataset"
-	"github.com/fwbench/fwbench/vgg"
+	"github.com/fwbench/fwbench/model"
+	"github.com/fwbench/fwbench/recipe"
 	"github.com/fwbench/fwbench/weights"
 )
 
@@ -20,97 +22,79 @@ var (
 	ErrBusy = errors.New("torchrun: trainer is busy: another call on it is in progress (a Trainer is not safe for concurrent use)")
 	// ErrOutOfMemory is wrapped by errors from a device (or host) allocation failure.
 	ErrOutOfMemory = errors.New("out of memory")
-	// ErrWeights is wrapped by New's error when Config.Weights do not fit the
-	// model (tensors missing, of another shape, or not in the model); the
+	// ErrWeights is wrapped by New's error when the initial weights do not fit
+	// the model (tensors missing, of another shape, or not in the model); the
 	// message names them. It is the caller's mistake, not a libtorch failure.
 	ErrWeights = errors.New("initial weights do not fit the model")
 )
 
-// Framework is what Trainer.Framework reports.
+// Framework is the name Trainer.Info reports.
 const Framework = "torch"
 
-// Checkpoint metadata keys (weights.CheckpointMeta.Extra) that torchrun writes.
-const (
-	extraStep     = "torchrun.step"      // global step counter: the dropout mask index
-	extraAdamStep = "torchrun.adam_step" // Adam's per-parameter step (equal for all)
-	extraModel    = "torchrun.model"
-	extraMode     = "torchrun.mode"
-	extraHead     = "torchrun.head"
-)
-
-// Trainer trains one VGG on libtorch. It owns a native model and optimizer;
-// Close frees them.
+// Trainer trains one model.Net on libtorch. It owns a native model and
+// optimizer; Close frees them.
 //
 // A Trainer is not safe for concurrent use: a call that overlaps another call
 // on the same Trainer returns ErrBusy instead of corrupting state (Close waits
 // for the call in flight instead). Several Trainers may live in one process and
 // be used from different goroutines on the CPU; they share libtorch's
-// process-wide thread pools (see Config.Threads).
+// process-wide thread pools (see recipe.Config.Threads).
 type Trainer struct {
 	mu      sync.Mutex
-	m       *model  // nil after Close
+	m       *handle // nil after Close
 	w       *worker // the OS thread that makes every native call for m
 	cleanup runtime.Cleanup
 
-	cfg    Config
-	params []vgg.Param
-	head   []vgg.HeadLayer
-	device string
-	// masks holds one step's dropout masks, layer after layer (N·Out values
-	// for each hidden head layer); reused across steps. nil with Dropout 0.
+	cfg   recipe.Config // resolved
+	net   *model.Net
+	info  recipe.Info
+	drops []int // the net's Dropout layers (Net.Dropouts)
+	// masks holds one step's dropout masks, layer after layer (N·width values
+	// for each dropout layer); reused across steps. nil with Dropout 0.
 	masks []float32
-	// lastCorrect is the top-1 hit count of the last training batch.
-	lastCorrect int
-	threads     int
-	step        int64 // completed training steps: the dropout mask index
+	step  int64 // completed training steps: the dropout mask index
 }
 
-// New builds the model on cfg.Device with the initial weights cfg describes
-// (see Config.Weights and the Mode constants) and its optimizer.
-func New(ctx context.Context, cfg Config) (*Trainer, error) {
+// New builds cfg's model on cfg.Device with the initial tensors init and its
+// optimizer.
+//
+// cfg is checked by cfg.Validate first, and its error is returned as it is
+// (it wraps recipe.ErrInvalid). init holds the model's tensors in
+// torchvision's canonical layout (package weights), every one of them and no
+// other (weights.Arrange); a missing, mis-shaped or unexpected tensor is an
+// error wrapping ErrWeights. init nil means weights.InitParams(net.Params,
+// cfg.Seed). Composing tensors from a file with seeded ones, as the training
+// modes do, is the caller's job: weights.Initial. The Trainer copies the
+// tensors; the caller keeps them.
+//
+// Parameters that net.Trainable(cfg.Mode, cfg.FreezeLoadedHead, p) excludes
+// are frozen; in features mode the layers outside the head also run without
+// autograd and with their BatchNorm in eval mode.
+func New(ctx context.Context, cfg recipe.Config, init []*weights.Tensor) (*Trainer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("torchrun: new: %w", err)
 	}
-	device, _ := parseDevice(cfg.Device)
-	if cfg.Hidden == 0 {
-		cfg.Hidden = vgg.DefaultHidden
-	}
-	cfg.Head, _ = vgg.ParseHead(string(cfg.Head)) // Validate accepted it; "" becomes HeadFlatten
-	threads := cfg.Threads
-	if threads == 0 {
-		threads = runtime.NumCPU()
-	}
-	interop := cfg.InterOpThreads
-	if interop == 0 {
-		interop = runtime.NumCPU()
-	}
-	params, err := vgg.ParamsFor(cfg.Model, cfg.Head, cfg.ImageSize, cfg.NumClasses, cfg.Hidden)
+	net, err := cfg.Net()
 	if err != nil {
 		return nil, fmt.Errorf("torchrun: new: %w", err)
 	}
-	head, err := cfg.Head.Layers(cfg.ImageSize, cfg.NumClasses, cfg.Hidden)
-	if err != nil {
-		return nil, fmt.Errorf("torchrun: new: %w", err)
-	}
-	init, _, err := weights.Initial(cfg.Weights, params, cfg.Mode, cfg.Head, cfg.Seed, false)
-	if err != nil {
-		if cfg.Weights != nil {
-			return nil, fmt.Errorf("torchrun: new: %w: %w", ErrWeights, err)
+	cfg = cfg.Resolved()
+	var ws []*weights.Tensor
+	if init == nil {
+		if ws, err = weights.InitParams(net.Params, cfg.Seed); err != nil {
+			return nil, fmt.Errorf("torchrun: new: %w", err)
 		}
-		return nil, fmt.Errorf("torchrun: new: %w", err)
+	} else if ws, err = weights.Arrange(init, net.Params, false); err != nil {
+		return nil, fmt.Errorf("torchrun: new: %w: %w", ErrWeights, err)
 	}
-	layers := cfg.Model.Layers()
+	dev, _ := recipe.ParseDevice(cfg.Device) // Validate accepted it
 	s := &spec{
-		layers:      make([]int32, len(layers)),
-		batchNorm:   cfg.Model.BatchNorm,
-		imageSize:   cfg.ImageSize,
-		head:        head,
-		headPool:    cfg.Head.AdaptivePool(),
-		features:    cfg.Mode == ModeFeatures,
-		adam:        cfg.Optimizer == OptimizerAdam,
+		net:         net,
+		features:    cfg.Mode == model.ModeFeatures,
+		adam:        cfg.Optimizer == recipe.Adam,
 		lr:          cfg.LR,
 		momentum:    cfg.Momentum,
 		weightDecay: cfg.WeightDecay,
@@ -118,31 +102,33 @@ func New(ctx context.Context, cfg Config) (*Trainer, error) {
 		beta1:       cfg.Beta1,
 		beta2:       cfg.Beta2,
 		eps:         cfg.Eps,
-		device:      device,
-	}
-	for i, v := range layers {
-		if v == vgg.Pool {
-			s.layers[i] = -1
-		} else {
-			s.layers[i] = int32(v)
-		}
+		device:      dev.String(),
 	}
 	w := newWorker()
-	var m *model
+	var m *handle
+	var settings map[string]string
 	w.do(func() {
-		if _, err = nativeSetThreads(threads, interop); err != nil {
+		if _, err = nativeSetThreads(cfg.Threads, cfg.InterOpThreads); err != nil {
 			return
 		}
+		if settings, err = nativeSettings(); err != nil {
+			return
+		}
+		var interop int
+		if _, interop, err = nativeThreads(); err != nil {
+			return
+		}
+		settings["inter_op_threads"] = strconv.Itoa(interop)
 		if m, err = nativeNew(s); err != nil {
 			return
 		}
-		for _, x := range init {
+		for _, x := range ws {
 			if err = nativeSetTensor(m, "new", x.Name, x.Data); err != nil {
 				break
 			}
 		}
-		for _, p := range params {
-			if err == nil && p.Kind.Trainable() && !vgg.Trainable(cfg.Mode, cfg.Head, cfg.FreezeLoadedHead, p) {
+		for _, p := range net.Params {
+			if err == nil && p.Kind.Trainable() && !net.Trainable(cfg.Mode, cfg.FreezeLoadedHead, p) {
 				err = nativeFreeze(m, p.Name)
 			}
 		}
@@ -157,8 +143,8 @@ func New(ctx context.Context, cfg Config) (*Trainer, error) {
 		w.stop()
 		return nil, err
 	}
-	t := &Trainer{m: m, w: w, cfg: cfg, params: params, head: head, device: device, threads: threads}
-	t.cfg.Weights = nil // copied into the model; do not keep the caller's tensors alive
+	t := &Trainer{m: m, w: w, cfg: cfg, net: net, drops: net.Dropouts()}
+	t.info = recipe.Info{Framework: Framework, Version: Version(), Device: dev.String(), Threads: cfg.Threads, Settings: settings}
 	// A safety net only: Close is the plan.
 	t.cleanup = runtime.AddCleanup(t, func(r native) {
 		r.w.do(func() { nativeFree(r.m) })
@@ -169,7 +155,7 @@ func New(ctx context.Context, cfg Config) (*Trainer, error) {
 
 // native is what a Trainer's cleanup frees.
 type native struct {
-	m *model
+	m *handle
 	w *worker
 }
 
@@ -215,57 +201,59 @@ func (t *Trainer) checkBatch(op string, b *dataset.Batch, needLabels bool) error
 // most of them as a matrix-shape error; some, such as 33×33 at S = 32, would
 // silently pass through the pooling, so Go checks first.)
 func (t *Trainer) checkShape(op string, b *dataset.Batch) error {
-	if b.H != t.cfg.ImageSize || b.W != t.cfg.ImageSize || b.C != 3 {
-		return fmt.Errorf("torchrun: %s: batch images are %d×%d×%d, the model wants %d×%d×3", op, b.H, b.W, b.C, t.cfg.ImageSize, t.cfg.ImageSize)
+	if S := t.net.ImageSize; b.H != S || b.W != S || b.C != 3 {
+		return fmt.Errorf("torchrun: %s: batch images are %d×%d×%d, the model wants %d×%d×3", op, b.H, b.W, b.C, S, S)
 	}
 	return nil
 }
 
 // fillMasks draws the dropout masks of global step t.step for a batch of n
-// images (vgg.DropoutMask, layer after layer) into t.masks and returns them;
-// nil when the head has no dropout.
+// images into t.masks and returns them: for each dropout layer of the net in
+// order, n·width values of model.DropoutMask(Seed, step, layer's Mask), width
+// being the C·H·W of the layer's input. It returns nil when nothing drops.
 func (t *Trainer) fillMasks(n int) []float32 {
 	if !(t.cfg.Dropout > 0) {
 		return nil
 	}
 	total := 0
-	for _, l := range t.head {
-		if l.Hidden {
-			total += n * l.Out
-		}
+	for _, i := range t.drops {
+		total += n * t.net.Layers[i].In.Elements()
+	}
+	if total == 0 {
+		return nil
 	}
 	if cap(t.masks) < total {
 		t.masks = make([]float32, total)
 	}
 	masks, off := t.masks[:total], 0
-	for _, l := range t.head {
-		if l.Hidden {
-			vgg.DropoutMask(masks[off:off+n*l.Out], t.cfg.Seed, t.step, l.Dropout, t.cfg.Dropout)
-			off += n * l.Out
-		}
+	for _, i := range t.drops {
+		l := t.net.Layers[i]
+		w := n * l.In.Elements()
+		model.DropoutMask(masks[off:off+w], t.cfg.Seed, t.step, l.Mask, t.cfg.Dropout)
+		off += w
 	}
 	return masks
 }
 
 // TrainStep runs one optimizer step on b (forward in training mode,
 // cross-entropy, backward, update) and returns the batch's mean loss before the
-// update. Dropout multiplies each hidden head layer's activation (after ReLU)
-// by vgg.DropoutMask(Seed, step, layer), step being the number of steps the
-// Trainer has taken (restored by LoadCheckpoint). The whole step is one native
-// call, masks included; ctx is checked before it starts.
-// After an error the weights may be partly updated.
-func (t *Trainer) TrainStep(ctx context.Context, b *dataset.Batch) (float64, error) {
+// update and how many of its images the model, in training mode (dropout on,
+// as Keras reports training accuracy), classified correctly. Each Dropout
+// layer multiplies its input by model.DropoutMask(Seed, step, layer), step
+// being the number of steps the Trainer has taken (restored by
+// LoadCheckpoint). The whole step is one native call, masks included; ctx is
+// checked before it starts. After an error the weights may be partly updated.
+func (t *Trainer) TrainStep(ctx context.Context, b *dataset.Batch) (loss float64, correct int, err error) {
 	return t.trainStep(ctx, b, true)
 }
 
 // trainStep is TrainStep; check false skips the Go shape check so that tests can
 // provoke libtorch's own shape error.
-func (t *Trainer) trainStep(ctx context.Context, b *dataset.Batch, check bool) (float64, error) {
+func (t *Trainer) trainStep(ctx context.Context, b *dataset.Batch, check bool) (loss float64, correct int, err error) {
 	if err := ctx.Err(); err != nil {
-		return 0, fmt.Errorf("torchrun: step: %w", err)
+		return 0, 0, fmt.Errorf("torchrun: step: %w", err)
 	}
-	var loss float64
-	err := t.run(func() error {
+	err = t.run(func() error {
 		if err := t.checkBatch("step", b, true); err != nil {
 			return err
 		}
@@ -275,22 +263,18 @@ func (t *Trainer) trainStep(ctx context.Context, b *dataset.Batch, check bool) (
 			}
 		}
 		var err error
-		if loss, t.lastCorrect, err = nativeTrainStep(t.m, b.X, b.Labels, b.N, b.H, b.W, b.C, t.fillMasks(b.N)); err != nil {
+		if loss, correct, err = nativeTrainStep(t.m, b.X, b.Labels, b.N, b.H, b.W, b.C, t.fillMasks(b.N)); err != nil {
 			return err
 		}
 		t.step++
 		return nil
 	})
-	return loss, err
+	return loss, correct, err
 }
-
-// LastStepCorrect is how many images of the last training batch the model, in training mode
-// (dropout on, as Keras reports training accuracy), classified correctly.
-func (t *Trainer) LastStepCorrect() int { return t.lastCorrect }
 
 // Evaluate returns the mean cross-entropy loss on b and the number of images
 // whose highest logit is their label, in eval mode (dropout off, BatchNorm
-// running statistics) without gradients. Labels out of [0, NumClasses) are an
+// running statistics) without gradients. Labels out of [0, Classes) are an
 // error (from libtorch).
 func (t *Trainer) Evaluate(ctx context.Context, b *dataset.Batch) (loss float64, correct int, err error) {
 	if err := ctx.Err(); err != nil {
@@ -310,7 +294,7 @@ func (t *Trainer) Evaluate(ctx context.Context, b *dataset.Batch) (loss float64,
 	return loss, correct, err
 }
 
-// Logits returns the model's output for b in eval mode, N×NumClasses values in
+// Logits returns the model's output for b in eval mode, N×Classes values in
 // row-major order, owned by the caller. Labels are not used.
 func (t *Trainer) Logits(ctx context.Context, b *dataset.Batch) ([]float32, error) {
 	if err := ctx.Err(); err != nil {
@@ -324,7 +308,7 @@ func (t *Trainer) Logits(ctx context.Context, b *dataset.Batch) ([]float32, erro
 		if err := t.checkShape("logits", b); err != nil {
 			return err
 		}
-		out = make([]float32, b.N*t.cfg.NumClasses)
+		out = make([]float32, b.N*t.net.Classes)
 		_, _, err := nativeEvaluate(t.m, "logits", b.X, nil, b.N, b.H, b.W, b.C, out)
 		return err
 	})
@@ -347,8 +331,8 @@ func (t *Trainer) Weights() ([]*weights.Tensor, error) {
 }
 
 func (t *Trainer) weights() ([]*weights.Tensor, error) {
-	out := make([]*weights.Tensor, len(t.params))
-	for i, p := range t.params {
+	out := make([]*weights.Tensor, len(t.net.Params))
+	for i, p := range t.net.Params {
 		w := &weights.Tensor{Name: p.Name, Shape: append([]int(nil), p.Shape...), Data: make([]float32, p.NumElements())}
 		if err := nativeGetTensor(t.m, "weights", p.Name, w.Data); err != nil {
 			return nil, err
@@ -356,60 +340,6 @@ func (t *Trainer) weights() ([]*weights.Tensor, error) {
 		out[i] = w
 	}
 	return out, nil
-}
-
-func (t *Trainer) fileMeta() map[string]string {
-	return map[string]string{
-		"framework":   Framework,
-		"version":     Version(),
-		"model":       t.cfg.Model.String(),
-		"image_size":  strconv.Itoa(t.cfg.ImageSize),
-		"num_classes": strconv.Itoa(t.cfg.NumClasses),
-		"hidden":      strconv.Itoa(t.cfg.Hidden),
-		"head":        string(t.cfg.Head),
-	}
-}
-
-// SaveWeights writes the model's tensors (see Weights) to path as
-// safetensors, atomically.
-func (t *Trainer) SaveWeights(path string) error {
-	var ws []*weights.Tensor
-	err := t.run(func() (err error) {
-		ws, err = t.weights()
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	if err := weights.WriteSafetensors(path, ws, t.fileMeta()); err != nil {
-		return fmt.Errorf("torchrun: save weights: %w", err)
-	}
-	return nil
-}
-
-// LoadWeights replaces the model's tensors with those in path (.safetensors,
-// or a torch .pth state dict read by weights.Load) and clears the optimizer
-// state. The file must hold every tensor of the model with its shape; in
-// ModeFeatures a file whose classifier is missing or shaped for another head
-// loads the base only and keeps the current head.
-func (t *Trainer) LoadWeights(path string) error {
-	if err := t.acquire(); err != nil {
-		return err
-	}
-	defer t.mu.Unlock()
-	ts, err := weights.Load(path)
-	if err != nil {
-		return fmt.Errorf("torchrun: load weights: %w", err)
-	}
-	ws, err := weights.Arrange(ts, t.params, false)
-	if err != nil && t.cfg.Mode == ModeFeatures {
-		ws, err = weights.Arrange(ts, t.params, true)
-	}
-	if err != nil {
-		return fmt.Errorf("torchrun: load weights: %s: %w", path, err)
-	}
-	t.w.do(func() { err = t.setWeights("load weights", ws) })
-	return err
 }
 
 // setWeights copies ws into the model and clears the optimizer state; call it on t's worker.
@@ -422,17 +352,9 @@ func (t *Trainer) setWeights(op string, ws []*weights.Tensor) error {
 	return nativeClearState(t.m)
 }
 
-func (t *Trainer) optimizerString() string {
-	c := t.cfg
-	if c.Optimizer == OptimizerAdam {
-		return fmt.Sprintf("adam(lr=%g,betas=(%g,%g),eps=%g,weight_decay=%g)", c.LR, c.Beta1, c.Beta2, c.Eps, c.WeightDecay)
-	}
-	return fmt.Sprintf("sgd(lr=%g,momentum=%g,weight_decay=%g,nesterov=%t)", c.LR, c.Momentum, c.WeightDecay, c.Nesterov)
-}
-
-// trainable reports whether the optimizer updates p (vgg.Trainable).
-func (t *Trainer) trainable(p vgg.Param) bool {
-	return vgg.Trainable(t.cfg.Mode, t.cfg.Head, t.cfg.FreezeLoadedHead, p)
+// trainable reports whether the optimizer updates p (model.Net.Trainable).
+func (t *Trainer) trainable(p model.Param) bool {
+	return t.net.Trainable(t.cfg.Mode, t.cfg.FreezeLoadedHead, p)
 }
 
 // SaveCheckpoint writes dir/ (weights.SaveCheckpoint, atomically): the model's
@@ -451,13 +373,13 @@ func (t *Trainer) saveCheckpoint(dir string, epoch, step int) error {
 	}
 	var state []*weights.Tensor
 	adamStep := int64(-1)
-	for _, p := range t.params {
+	for _, p := range t.net.Params {
 		if !t.trainable(p) {
 			continue
 		}
 		kinds := []int{stateMomentum}
 		suffix := []string{"momentum_buffer"}
-		if t.cfg.Optimizer == OptimizerAdam {
+		if t.cfg.Optimizer == recipe.Adam {
 			kinds = []int{stateExpAvg, stateExpAvgSq}
 			suffix = []string{"exp_avg", "exp_avg_sq"}
 		}
@@ -470,7 +392,7 @@ func (t *Trainer) saveCheckpoint(dir string, epoch, step int) error {
 			if !ok {
 				continue
 			}
-			if t.cfg.Optimizer == OptimizerAdam {
+			if t.cfg.Optimizer == recipe.Adam {
 				if adamStep >= 0 && st != adamStep {
 					return fmt.Errorf("torchrun: checkpoint: adam step of %s is %d, other parameters have %d", p.Name, st, adamStep)
 				}
@@ -484,16 +406,16 @@ func (t *Trainer) saveCheckpoint(dir string, epoch, step int) error {
 		Epoch:     epoch,
 		Step:      step,
 		Seed:      t.cfg.Seed,
-		Optimizer: t.optimizerString(),
+		Optimizer: t.cfg.OptimizerString(),
 		Extra: map[string]string{
-			extraStep:  strconv.FormatInt(t.step, 10),
-			extraModel: t.cfg.Model.String(),
-			extraMode:  t.cfg.Mode,
-			extraHead:  string(t.cfg.Head),
+			recipe.MetaStep:  strconv.FormatInt(t.step, 10),
+			recipe.MetaModel: t.net.Name,
+			recipe.MetaHead:  t.net.Head,
+			recipe.MetaMode:  t.cfg.Mode,
 		},
 	}
 	if adamStep >= 0 {
-		meta.Extra[extraAdamStep] = strconv.FormatInt(adamStep, 10)
+		meta.Extra[recipe.MetaAdamStep] = strconv.FormatInt(adamStep, 10)
 	}
 	if err := weights.SaveCheckpoint(dir, ws, state, meta); err != nil {
 		return fmt.Errorf("torchrun: save checkpoint: %w", err)
@@ -520,37 +442,40 @@ func (t *Trainer) loadCheckpoint(dir string) (epoch, step int, err error) {
 	if meta.Framework != Framework {
 		return 0, 0, fmt.Errorf("torchrun: load checkpoint: %s was written by %q, want %q", dir, meta.Framework, Framework)
 	}
-	if got, want := meta.Optimizer, t.optimizerString(); got != want {
-		// Another learning rate is fine, another optimizer is not: its state would not fit.
-		if (t.cfg.Optimizer == OptimizerAdam) != (len(got) >= 4 && got[:4] == "adam") {
-			return 0, 0, fmt.Errorf("torchrun: load checkpoint: optimizer %s, this trainer uses %s", got, want)
+	// Another learning rate is fine, another optimizer is not: its state would not fit.
+	if !t.cfg.SameOptimizerState(meta.Optimizer) {
+		return 0, 0, fmt.Errorf("torchrun: load checkpoint: optimizer %s, this trainer uses %s", meta.Optimizer, t.cfg.OptimizerString())
+	}
+	for _, k := range []struct{ key, want string }{{recipe.MetaModel, t.net.Name}, {recipe.MetaHead, t.net.Head}} {
+		if got, ok := meta.Extra[k.key]; ok && got != k.want {
+			return 0, 0, fmt.Errorf("torchrun: load checkpoint: %s holds %s %q, this trainer has %q", dir, k.key, got, k.want)
 		}
 	}
-	ws, err := weights.Arrange(ps, t.params, false)
+	ws, err := weights.Arrange(ps, t.net.Params, false)
 	if err != nil {
 		return 0, 0, fmt.Errorf("torchrun: load checkpoint: %w", err)
 	}
 	gstep := int64(meta.Step)
-	if s, ok := meta.Extra[extraStep]; ok {
+	if s, ok := meta.Extra[recipe.MetaStep]; ok {
 		if gstep, err = strconv.ParseInt(s, 10, 64); err != nil {
-			return 0, 0, fmt.Errorf("torchrun: load checkpoint: %s: %w", extraStep, err)
+			return 0, 0, fmt.Errorf("torchrun: load checkpoint: %s: %w", recipe.MetaStep, err)
 		}
 	}
 	adamStep := int64(0)
-	if s, ok := meta.Extra[extraAdamStep]; ok {
+	if s, ok := meta.Extra[recipe.MetaAdamStep]; ok {
 		if adamStep, err = strconv.ParseInt(s, 10, 64); err != nil {
-			return 0, 0, fmt.Errorf("torchrun: load checkpoint: %s: %w", extraAdamStep, err)
+			return 0, 0, fmt.Errorf("torchrun: load checkpoint: %s: %w", recipe.MetaAdamStep, err)
 		}
 	}
 	if err := t.setWeights("load checkpoint", ws); err != nil {
 		return 0, 0, err
 	}
-	for _, p := range t.params {
+	for _, p := range t.net.Params {
 		if !t.trainable(p) {
 			continue
 		}
 		var a, b *weights.Tensor
-		if t.cfg.Optimizer == OptimizerAdam {
+		if t.cfg.Optimizer == recipe.Adam {
 			a, b = weights.Lookup(state, p.Name+".exp_avg"), weights.Lookup(state, p.Name+".exp_avg_sq")
 			if (a == nil) != (b == nil) {
 				return 0, 0, fmt.Errorf("torchrun: load checkpoint: %s has only part of its adam state", p.Name)
@@ -596,17 +521,16 @@ func (t *Trainer) PeakGPUBytes() int64 {
 	return n
 }
 
-// Framework returns "torch".
-func (t *Trainer) Framework() string { return Framework }
-
-// Version returns the version of the loaded libtorch (see the package function).
-func (t *Trainer) Version() string { return Version() }
-
-// Device returns the device the model lives on: "cpu" or "cuda:N".
-func (t *Trainer) Device() string { return t.device }
-
-// Threads returns the number of libtorch intra-op threads the Trainer asked for.
-func (t *Trainer) Threads() int { return t.threads }
+// Info reports the framework ("torch"), the loaded libtorch's version, the
+// device ("cpu" or "cuda:N"), the intra-op thread count the Trainer set, and
+// libtorch settings that affect speed (oneDNN, cuDNN benchmark and TF32,
+// deterministic algorithms, memory format, inter-op threads). The map is the
+// caller's copy. It works after Close too.
+func (t *Trainer) Info() recipe.Info {
+	i := t.info
+	i.Settings = maps.Clone(i.Settings)
+	return i
+}
 
 // Close frees the native model and optimizer, after waiting for a call in
 // flight. It is safe to call more than once; later calls on t return ErrClosed.

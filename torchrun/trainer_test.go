@@ -9,78 +9,68 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/fwbench/fwbench/internal/reftest"
-	"github.com/fwbench/fwbench/vgg"
+	"github.com/fwbench/fwbench/model"
+	"github.com/fwbench/fwbench/recipe"
 	"github.com/fwbench/fwbench/weights"
 )
 
-func TestValidate(t *testing.T) {
-	tests := []struct {
-		name    string
-		edit    func(*Config)
-		wantErr string // "" means valid
-	}{
-		{"default", func(*Config) {}, ""},
-		{"vgg19_bn cuda:1", func(c *Config) { c.Model = vgg.Config{Name: "vgg19", BatchNorm: true}; c.Device = "cuda:1" }, ""},
-		{"unknown model", func(c *Config) { c.Model.Name = "resnet50" }, "resnet50"},
-		{"size not multiple of 32", func(c *Config) { c.ImageSize = 100 }, "image size 100"},
-		{"size too small", func(c *Config) { c.ImageSize = 0 }, "image size 0"},
-		{"no classes", func(c *Config) { c.NumClasses = 0 }, "number of classes"},
-		{"dropout 1", func(c *Config) { c.Dropout = 1 }, "dropout 1"},
-		{"dropout NaN", func(c *Config) { c.Dropout = math.NaN() }, "dropout NaN"},
-		{"bad mode", func(c *Config) { c.Mode = "transfer" }, `mode "transfer"`},
-		{"bad optimizer", func(c *Config) { c.Optimizer = "rmsprop" }, `optimizer "rmsprop"`},
-		{"zero lr", func(c *Config) { c.LR = 0 }, "learning rate 0"},
-		{"nesterov without momentum", func(c *Config) { c.Nesterov = true; c.Momentum = 0 }, "nesterov"},
-		{"adam beta 1", func(c *Config) { c.Optimizer = OptimizerAdam; c.Beta2 = 1 }, "betas"},
-		{"adam eps 0", func(c *Config) { c.Optimizer = OptimizerAdam; c.Eps = 0 }, "eps 0"},
-		{"tpu", func(c *Config) { c.Device = "tpu" }, `device "tpu"`},
-		{"cuda:x", func(c *Config) { c.Device = "cuda:x" }, `device "cuda:x"`},
-		{"negative threads", func(c *Config) { c.Threads = -1 }, "threads -1"},
-		{"torchvision head", func(c *Config) { c.Head = vgg.HeadTorchvision; c.FreezeLoadedHead = true }, ""},
-		{"unknown head", func(c *Config) { c.Head = "resnet" }, `unknown head "resnet"`},
-	}
-	for _, tt := range tests {
-		cfg := DefaultConfig()
-		tt.edit(&cfg)
-		err := cfg.Validate()
-		switch {
-		case tt.wantErr == "" && err != nil:
-			t.Errorf("%s: got error %v, want none", tt.name, err)
-		case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
-			t.Errorf("%s: got error %v, want one mentioning %q", tt.name, err, tt.wantErr)
-		case err != nil && !strings.HasPrefix(err.Error(), "torchrun: config: "):
-			t.Errorf("%s: got error %q, want prefix %q", tt.name, err, "torchrun: config: ")
-		}
+// TestBadRecipes: New refuses every recipe.BadRecipes entry with Validate's own
+// error, unchanged, before any native call.
+func TestBadRecipes(t *testing.T) {
+	for _, c := range recipe.BadRecipes() {
+		t.Run(c.Name, func(t *testing.T) {
+			tr, err := New(context.Background(), c.Config, nil)
+			if err == nil {
+				tr.Close()
+				t.Fatal("got nil error, want recipe.ErrInvalid")
+			}
+			if !errors.Is(err, recipe.ErrInvalid) {
+				t.Errorf("got %v, want an error wrapping recipe.ErrInvalid", err)
+			}
+			if got, want := err.Error(), c.Config.Validate().Error(); got != want {
+				t.Errorf("got message %q, want Validate's %q", got, want)
+			}
+			if !strings.Contains(err.Error(), c.Want) {
+				t.Errorf("got message %q, want it to hold %q", err, c.Want)
+			}
+		})
 	}
 }
 
-// TestArchitecture checks every model of vgg's table against vgg.ParamsHidden
-// (names and shapes, read back from libtorch) at two image sizes, and that the
-// 224-px VGG16 has torchvision's 138,357,544 parameters (torchvision's
-// documentation of VGG16_Weights.IMAGENET1K_V1 lists num_params 138357544).
+// TestArchitecture builds every model of package model's table and checks the
+// tensors read back from libtorch against the Net's Params (names, order, shapes),
+// and the logits' shape, at 32 px (VGG also at 64 px, where its flatten head is 4
+// times wider).
 func TestArchitecture(t *testing.T) {
-	for _, name := range []string{"vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg16_bn"} {
-		model, err := vgg.Parse(name)
-		if err != nil {
-			t.Fatal(err)
+	for _, name := range model.Names() {
+		sizes := []int{32}
+		if name == "vgg11" || name == "vgg16_bn" {
+			sizes = append(sizes, 64)
 		}
-		for _, S := range []int{32, 64} {
+		for _, S := range sizes {
 			cfg := tinyConfig()
-			cfg.Model, cfg.ImageSize = model, S
-			tr := mustNew(t, cfg)
+			cfg.Model, cfg.ImageSize = name, S
+			net := mustNet(t, cfg)
+			tr := mustNew(t, cfg, nil)
 			ws, err := tr.Weights()
 			if err != nil {
 				t.Fatal(err)
 			}
-			ps, _ := vgg.ParamsHidden(model, S, 3, 16)
-			if err := weights.CheckShapes(ws, ps, false); err != nil {
+			if err := weights.CheckShapes(ws, net.Params, false); err != nil {
 				t.Errorf("%s at %d px: %v", name, S, err)
+			}
+			for i, p := range net.Params {
+				if i < len(ws) && ws[i].Name != p.Name {
+					t.Errorf("%s at %d px: tensor %d: got %s, want %s (model.Net.Params)", name, S, i, ws[i].Name, p.Name)
+					break
+				}
 			}
 			logits, err := tr.Logits(context.Background(), synthBatch(0, 2, 3, S, 1))
 			if err != nil {
@@ -92,38 +82,63 @@ func TestArchitecture(t *testing.T) {
 			tr.Close()
 		}
 	}
-	cfg := DefaultConfig()
-	cfg.NumClasses = 1000
-	tr := mustNew(t, cfg)
-	ws, err := tr.Weights()
-	if err != nil {
-		t.Fatal(err)
+}
+
+// TestParameterCounts: the trainable elements libtorch holds, for 1000 classes, are
+// torchvision's documented num_params (the model pages' weight tables: VGG16_Weights
+// 138,357,544 (at 224 px, where the flatten head equals torchvision's),
+// ResNet18_Weights 11,689,512, ResNet50_Weights 25,557,032, MobileNet_V2_Weights
+// 3,504,872; ResNet and MobileNetV2 do not depend on the image size, so they are
+// built at 32 px).
+func TestParameterCounts(t *testing.T) {
+	tests := []struct {
+		name string
+		S    int
+		want int
+	}{
+		{"resnet18", 32, 11689512},
+		{"resnet50", 32, 25557032},
+		{"mobilenet_v2", 32, 3504872},
+		{"vgg16", 224, 138357544},
 	}
-	n := 0
-	for _, w := range ws {
-		n += len(w.Data)
-	}
-	if n != 138357544 {
-		t.Errorf("vgg16 at 224 px, 1000 classes: got %d parameters, want 138357544 (torchvision)", n)
+	for _, tt := range tests {
+		cfg := recipe.Default()
+		cfg.Model, cfg.ImageSize, cfg.Classes, cfg.Threads = tt.name, tt.S, 1000, 2
+		net := mustNet(t, cfg)
+		tr := mustNew(t, cfg, nil)
+		ws, err := tr.Weights()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for i, w := range ws {
+			if net.Params[i].Kind.Trainable() {
+				n += len(w.Data)
+			}
+		}
+		if n != tt.want {
+			t.Errorf("%s, 1000 classes: got %d trainable elements, want %d (torchvision)", tt.name, n, tt.want)
+		}
+		tr.Close()
 	}
 }
 
+// TestInitialWeights: without init, New starts from weights.InitParams(net.Params, Seed).
 func TestInitialWeights(t *testing.T) {
-	cfg := tinyConfig()
-	cfg.Seed = 42
-	tr := mustNew(t, cfg)
-	got, err := tr.Weights()
-	if err != nil {
-		t.Fatal(err)
-	}
-	want, err := weights.InitVGG(cfg.Model, 32, 3, 16, 42)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range want {
-		if !equalData(got[i].Data, want[i].Data) {
-			t.Errorf("%s: got other values than weights.InitVGG(seed 42)", want[i].Name)
+	for _, name := range []string{"vgg11", "mobilenet_v2"} {
+		cfg := tinyConfig()
+		cfg.Model, cfg.Seed = name, 42
+		tr := mustNew(t, cfg, nil)
+		got, err := tr.Weights()
+		if err != nil {
+			t.Fatal(err)
 		}
+		want, err := weights.InitParams(mustNet(t, cfg).Params, 42)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sameWeights(t, got, want)
+		tr.Close()
 	}
 }
 
@@ -141,6 +156,10 @@ func equalData(a, b []float32) bool {
 
 func sameWeights(t *testing.T, got, want []*weights.Tensor) {
 	t.Helper()
+	if len(got) != len(want) {
+		t.Errorf("got %d tensors, want %d", len(got), len(want))
+		return
+	}
 	for i := range want {
 		if got[i].Name != want[i].Name || !equalData(got[i].Data, want[i].Data) {
 			t.Errorf("%s: not bit-identical", want[i].Name)
@@ -148,93 +167,83 @@ func sameWeights(t *testing.T, got, want []*weights.Tensor) {
 	}
 }
 
-// TestFeaturesMode: the base must come out bit-identical (including BatchNorm's
-// running statistics), the head must change; classifier.0 and .3 start from the
-// file, classifier.6 (another class count there) from weights.InitHead(Seed).
+// TestFeaturesMode: in features mode only head tensors change; the base comes out
+// bit-identical, BatchNorm running statistics included (eval mode), for VGG's
+// classifier head and ResNet's fc. The initial tensors are composed as a caller does
+// (weights.Initial) from a file for another class count: its head layers are
+// replaced by seeded ones.
 func TestFeaturesMode(t *testing.T) {
-	cfg := tinyConfig()
-	cfg.Model = vgg.Config{Name: "vgg11", BatchNorm: true}
-	cfg.Mode = ModeFeatures
-	cfg.Seed = 3
-	base, err := reftest.Weights(cfg.Model, 32, 3, 16)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// A loaded file with another head (10 classes) supplies the base only.
-	other, _ := reftest.Weights(cfg.Model, 32, 10, 16)
-	cfg.Weights = other
-	tr := mustNew(t, cfg)
-	before, err := tr.Weights()
-	if err != nil {
-		t.Fatal(err)
-	}
-	head, _ := weights.InitHead(cfg.Model, 32, 3, 16, 3)
-	for _, w := range before {
-		want := weights.Lookup(base, w.Name)
-		if strings.HasPrefix(w.Name, "classifier.6.") {
-			want = weights.Lookup(head, w.Name)
-		}
-		if !equalData(w.Data, want.Data) {
-			t.Errorf("%s: initial value is not the expected one", w.Name)
-		}
-	}
-	for i := range 3 {
-		if _, err := tr.TrainStep(context.Background(), synthBatch(4*i, 4, 3, 32, 1)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	after, err := tr.Weights()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, w := range after {
-		changed := !equalData(w.Data, before[i].Data)
-		if strings.HasPrefix(w.Name, "classifier.") != changed {
-			t.Errorf("%s: got changed=%t, want %t (only the head trains)", w.Name, changed, !changed)
-		}
+	for _, name := range []string{"vgg11_bn", "resnet18"} {
+		t.Run(name, func(t *testing.T) {
+			cfg := tinyConfig()
+			cfg.Model, cfg.Mode, cfg.Seed = name, model.ModeFeatures, 3
+			file, err := reftest.Weights(model.Spec{Name: name, ImageSize: 32, Classes: 10, Hidden: 16})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tr := mustNew(t, cfg, initial(t, cfg, file))
+			before, err := tr.Weights()
+			if err != nil {
+				t.Fatal(err)
+			}
+			net := mustNet(t, cfg)
+			for i, w := range before {
+				if p := net.Params[i]; !p.Head && !equalData(w.Data, weights.Lookup(file, w.Name).Data) {
+					t.Errorf("%s: initial value is not the file's", w.Name)
+				}
+			}
+			for i := range 3 {
+				if _, _, err := tr.TrainStep(context.Background(), synthBatch(4*i, 4, 3, 32, 1)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			after, err := tr.Weights()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, w := range after {
+				changed := !equalData(w.Data, before[i].Data)
+				if want := net.Params[i].Head; changed != want {
+					t.Errorf("%s: got changed=%t, want %t (only the head trains)", w.Name, changed, want)
+				}
+			}
+		})
 	}
 }
 
-// TestFinetuneNewLastLayer: finetune keeps everything from the file but
-// classifier.6, which always starts from weights.InitHead's seeded layer (whether
-// the file's has 1000 classes or already 3: vgg.Reinitialised).
-func TestFinetuneNewLastLayer(t *testing.T) {
-	for _, classes := range []int{1000, 3} {
-		cfg := tinyConfig()
-		cfg.Mode = ModeFinetune
-		loaded, _ := reftest.Weights(cfg.Model, 32, classes, 16)
-		cfg.Weights = loaded
-		tr := mustNew(t, cfg)
-		got, err := tr.Weights()
-		if err != nil {
-			t.Fatal(err)
-		}
-		head, _ := weights.InitHead(cfg.Model, 32, 3, 16, cfg.Seed)
-		for _, w := range got {
-			want := weights.Lookup(loaded, w.Name)
-			if strings.HasPrefix(w.Name, "classifier.6.") {
-				want = weights.Lookup(head, w.Name)
-			}
-			if !equalData(w.Data, want.Data) {
-				t.Errorf("%d-class file: %s: got other values than expected", classes, w.Name)
-			}
-		}
-	}
-	// Any other mismatch is an error naming the tensor, in every mode.
-	for _, mode := range []string{ModeScratch, ModeFinetune, ModeFeatures} {
-		cfg := tinyConfig()
-		cfg.Mode = mode
-		cfg.Weights, _ = reftest.Weights(cfg.Model, 32, 3, 32)
-		_, err := New(context.Background(), cfg)
-		if !errors.Is(err, ErrWeights) || !strings.Contains(err.Error(), "classifier.0.weight") {
-			t.Errorf("%s: hidden 32 weights for a hidden 16 model: got %v, want ErrWeights naming classifier.0.weight", mode, err)
-		}
-	}
-	// Scratch takes every tensor from the file: a 1000-class file does not fit.
+// TestInitMismatch: init must hold exactly the model's tensors; anything else is an
+// error wrapping ErrWeights that names the tensor.
+func TestInitMismatch(t *testing.T) {
 	cfg := tinyConfig()
-	cfg.Weights, _ = reftest.Weights(cfg.Model, 32, 1000, 16)
-	if _, err := New(context.Background(), cfg); !errors.Is(err, ErrWeights) || !strings.Contains(err.Error(), "classifier.6.weight") {
-		t.Errorf("scratch from a 1000-class file: got %v, want ErrWeights naming classifier.6.weight", err)
+	good, err := reftest.Weights(model.Spec{Name: "vgg11", ImageSize: 32, Classes: 3, Hidden: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hidden32, _ := reftest.Weights(model.Spec{Name: "vgg11", ImageSize: 32, Classes: 3, Hidden: 32})
+	classes1000, _ := reftest.Weights(model.Spec{Name: "vgg11", ImageSize: 32, Classes: 1000, Hidden: 16})
+	extra := append(slices.Clone(good), &weights.Tensor{Name: "fc.weight", Shape: []int{1}, Data: []float32{1}})
+	tests := []struct {
+		name string
+		init []*weights.Tensor
+		want string
+	}{
+		{"hidden 32 for hidden 16", hidden32, "classifier.0.weight"},
+		{"1000 classes for 3", classes1000, "classifier.6.weight"},
+		{"one missing", good[1:], "features.0.weight: missing"},
+		{"one unexpected", extra, "fc.weight: unexpected"},
+		{"resnet18 for vgg11", func() []*weights.Tensor {
+			ws, _ := reftest.Weights(model.Spec{Name: "resnet18", ImageSize: 32, Classes: 3})
+			return ws
+		}(), "conv1.weight: unexpected"},
+	}
+	for _, tt := range tests {
+		tr, err := New(context.Background(), cfg, tt.init)
+		if err == nil {
+			tr.Close()
+		}
+		if !errors.Is(err, ErrWeights) || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: got %v, want ErrWeights naming %q", tt.name, err, tt.want)
+		}
 	}
 }
 
@@ -276,31 +285,33 @@ func storedCopy(t *testing.T, src string) string {
 	return dst
 }
 
-// TestLoadPth loads a real torch.save'd vgg11 state dict (torchrun/testdata, made by
-// scripts/reference/make_fixture.py: the internal/reftest formula with the flat index
-// taken mod 1009) and compares the tensors and PyTorch's logits.
+// TestLoadPth starts a Trainer from a real torch.save'd vgg11 state dict
+// (torchrun/testdata, made by scripts/reference/make_fixture.py: the internal/reftest
+// formula with the flat index taken mod 1009) read by weights.Load, and compares the
+// tensors and PyTorch's logits.
 //
 // The committed file is DEFLATE-compressed (268 KB instead of 37 MB); weights.Load
 // refuses archives that inflate to more than 4 times their size (a zip-bomb guard), so
 // the test first stores the same entries uncompressed, as torch.save itself writes them.
 func TestLoadPth(t *testing.T) {
 	cfg := tinyConfig()
-	tr := mustNew(t, cfg)
-	if err := tr.LoadWeights(storedCopy(t, filepath.Join("testdata", "vgg11_s32.pth"))); err != nil {
+	ts, err := weights.Load(storedCopy(t, filepath.Join("testdata", "vgg11_s32.pth")))
+	if err != nil {
 		t.Fatal(err)
 	}
+	tr := mustNew(t, cfg, ts)
 	got, err := tr.Weights()
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, _ := reftest.Weights(cfg.Model, 32, 3, 16) // for names, shapes and kinds
-	ps, _ := vgg.ParamsHidden(cfg.Model, 32, 3, 16)
-	for k, p := range ps {
+	net := mustNet(t, cfg)
+	want := reftest.WeightsForNet(net) // for names and shapes
+	for k, p := range net.Params {
 		w := want[k]
 		for j := range w.Data { // recompute with j mod 1009
 			u := reftest.U(k, j%1009)
 			switch p.Kind {
-			case vgg.ConvWeight, vgg.LinearWeight:
+			case model.ConvWeight, model.LinearWeight:
 				fanIn := 1
 				for _, d := range p.Shape[1:] {
 					fanIn *= d
@@ -325,29 +336,6 @@ func TestLoadPth(t *testing.T) {
 	}
 }
 
-func TestSaveLoadWeights(t *testing.T) {
-	cfg := tinyConfig()
-	a := mustNew(t, cfg)
-	if _, err := a.TrainStep(context.Background(), synthBatch(0, 4, 3, 32, 1)); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "w.safetensors")
-	if err := a.SaveWeights(path); err != nil {
-		t.Fatal(err)
-	}
-	cfg.Seed = 99 // other initial weights
-	b := mustNew(t, cfg)
-	if err := b.LoadWeights(path); err != nil {
-		t.Fatal(err)
-	}
-	wa, _ := a.Weights()
-	wb, _ := b.Weights()
-	sameWeights(t, wb, wa)
-	if err := b.LoadWeights(filepath.Join("..", "weights", "testdata", "tiny_vgg.pth")); err == nil {
-		t.Error("loading a file for another model: got nil error, want a shape error")
-	}
-}
-
 // rss returns the resident set size from /proc/self/statm.
 func rss(t *testing.T) int64 {
 	t.Helper()
@@ -369,12 +357,12 @@ func rss(t *testing.T) int64 {
 func TestMemoryStable(t *testing.T) {
 	cfg := tinyConfig()
 	cfg.Hidden = 8
-	tr := mustNew(t, cfg)
+	tr := mustNew(t, cfg, nil)
 	ctx := context.Background()
 	b := synthBatch(0, 1, 3, 32, 1)
 	step := func(n int) {
 		for range n {
-			if _, err := tr.TrainStep(ctx, b); err != nil {
+			if _, _, err := tr.TrainStep(ctx, b); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -398,7 +386,7 @@ func TestMemoryStable(t *testing.T) {
 // that leave the Trainer usable.
 func TestNativeErrors(t *testing.T) {
 	cfg := tinyConfig()
-	tr := mustNew(t, cfg)
+	tr := mustNew(t, cfg, nil)
 	ctx := context.Background()
 	good := synthBatch(0, 2, 3, 32, 1)
 	bad64 := synthBatch(0, 2, 3, 64, 1)
@@ -412,12 +400,12 @@ func TestNativeErrors(t *testing.T) {
 		run  func() error
 		want string
 	}{
-		{"64 px batch, Go check", func() error { _, err := tr.TrainStep(ctx, bad64); return err }, "the model wants 32×32×3"},
-		{"64 px batch, libtorch", func() error { _, err := tr.trainStep(ctx, bad64, false); return err }, "torchrun: step: mat1 and mat2 shapes cannot be multiplied"},
-		{"label out of range, train", func() error { _, err := tr.TrainStep(ctx, badLabel); return err }, "torchrun: step: Target 7 is out of bounds"},
+		{"64 px batch, Go check", func() error { _, _, err := tr.TrainStep(ctx, bad64); return err }, "the model wants 32×32×3"},
+		{"64 px batch, libtorch", func() error { _, _, err := tr.trainStep(ctx, bad64, false); return err }, "torchrun: step: mat1 and mat2 shapes cannot be multiplied"},
+		{"label out of range, train", func() error { _, _, err := tr.TrainStep(ctx, badLabel); return err }, "torchrun: step: Target 7 is out of bounds"},
 		{"label out of range, evaluate", func() error { _, _, err := tr.Evaluate(ctx, badLabel); return err }, "torchrun: evaluate: Target 7 is out of bounds"},
-		{"short buffer", func() error { _, err := tr.TrainStep(ctx, short); return err }, "batch holds 10 values"},
-		{"nil batch", func() error { _, err := tr.TrainStep(ctx, nil); return err }, "nil batch"},
+		{"short buffer", func() error { _, _, err := tr.TrainStep(ctx, short); return err }, "batch holds 10 values"},
+		{"nil batch", func() error { _, _, err := tr.TrainStep(ctx, nil); return err }, "nil batch"},
 	}
 	for _, tt := range tests {
 		err := tt.run()
@@ -425,7 +413,7 @@ func TestNativeErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: got error %v, want one containing %q", tt.name, err, tt.want)
 		}
-		if _, err := tr.TrainStep(ctx, good); err != nil {
+		if _, _, err := tr.TrainStep(ctx, good); err != nil {
 			t.Errorf("%s: the next step failed: %v", tt.name, err)
 		}
 	}
@@ -437,13 +425,13 @@ func TestBadDevice(t *testing.T) {
 		want   string
 	}{
 		{"tpu", `device "tpu": want cpu, cuda or cuda:N`},
-		{"cuda:7", "device cuda:7"}, // libtorch: no libtorch_cuda.so, or fewer than 8 GPUs
+		{"cuda:7", "torchrun: new: device cuda:7"}, // libtorch: no libtorch_cuda.so, or fewer than 8 GPUs
 		{"cuda:-1", `device "cuda:-1"`},
 	}
 	for _, tt := range tests {
 		cfg := tinyConfig()
 		cfg.Device = tt.device
-		tr, err := New(context.Background(), cfg)
+		tr, err := New(context.Background(), cfg, nil)
 		if err == nil {
 			tr.Close()
 		}
@@ -459,7 +447,7 @@ func trainRun(t *testing.T, tr *Trainer, first, steps int) []float64 {
 	t.Helper()
 	var losses []float64
 	for i := first; i < first+steps; i++ {
-		loss, err := tr.TrainStep(context.Background(), synthBatch(4*i, 4, 3, 32, 5))
+		loss, _, err := tr.TrainStep(context.Background(), synthBatch(4*i, 4, 3, 32, 5))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -474,30 +462,32 @@ func TestResume(t *testing.T) {
 	const K, k = 4, 2
 	tests := []struct {
 		name string
-		edit func(*Config)
+		edit func(*recipe.Config)
 	}{
-		{"sgd nesterov bn", func(c *Config) {
-			c.Model.BatchNorm = true
+		{"sgd nesterov bn", func(c *recipe.Config) {
+			c.Model = "vgg11_bn"
 			c.Nesterov, c.WeightDecay = true, 5e-4
 		}},
-		{"adam", func(c *Config) { c.Optimizer, c.LR = OptimizerAdam, 1e-3 }},
-		{"features sgd", func(c *Config) { c.Mode = ModeFeatures }},
-		{"features torchvision frozen fc6/fc7 adam", func(c *Config) {
-			c.Mode, c.Head, c.FreezeLoadedHead = ModeFeatures, vgg.HeadTorchvision, true
-			c.Optimizer, c.LR = OptimizerAdam, 1e-3
+		{"adam", func(c *recipe.Config) { c.Optimizer, c.LR = recipe.Adam, 1e-3 }},
+		{"features sgd", func(c *recipe.Config) { c.Mode = model.ModeFeatures }},
+		{"features torchvision frozen fc6/fc7 adam", func(c *recipe.Config) {
+			c.Mode, c.Head, c.FreezeLoadedHead = model.ModeFeatures, model.HeadTorchvision, true
+			c.Optimizer, c.LR = recipe.Adam, 1e-3
 		}},
-		{"keras head", func(c *Config) { c.Head = vgg.HeadKeras }},
+		{"keras head", func(c *recipe.Config) { c.Head = model.HeadKeras }},
+		{"resnet18 adam", func(c *recipe.Config) { c.Model, c.Optimizer, c.LR = "resnet18", recipe.Adam, 1e-3 }},
+		{"mobilenet_v2 sgd", func(c *recipe.Config) { c.Model = "mobilenet_v2" }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := tinyConfig()
 			cfg.Dropout = 0.5
 			tt.edit(&cfg)
-			whole := mustNew(t, cfg)
+			whole := mustNew(t, cfg, nil)
 			wantLoss := trainRun(t, whole, 0, K)
 			want, _ := whole.Weights()
 
-			first := mustNew(t, cfg)
+			first := mustNew(t, cfg, nil)
 			gotLoss := trainRun(t, first, 0, k)
 			dir := filepath.Join(t.TempDir(), "ckpt")
 			if err := first.SaveCheckpoint(dir, 1, k); err != nil {
@@ -505,7 +495,7 @@ func TestResume(t *testing.T) {
 			}
 			first.Close()
 
-			second := mustNew(t, cfg)
+			second := mustNew(t, cfg, nil)
 			epoch, step, err := second.LoadCheckpoint(dir)
 			if err != nil {
 				t.Fatal(err)
@@ -525,18 +515,47 @@ func TestResume(t *testing.T) {
 	}
 }
 
-func TestCheckpointOptimizerMismatch(t *testing.T) {
+// TestCheckpointMeta: the checkpoint records the recipe package's keys, and a
+// checkpoint for another optimizer or another model is refused.
+func TestCheckpointMeta(t *testing.T) {
 	cfg := tinyConfig()
-	a := mustNew(t, cfg)
+	cfg.Model = "resnet18"
+	a := mustNew(t, cfg, nil)
 	trainRun(t, a, 0, 1)
 	dir := t.TempDir()
 	if err := a.SaveCheckpoint(dir, 0, 1); err != nil {
 		t.Fatal(err)
 	}
-	cfg.Optimizer = OptimizerAdam
-	b := mustNew(t, cfg)
-	if _, _, err := b.LoadCheckpoint(dir); err == nil || !strings.Contains(err.Error(), "optimizer sgd(") {
-		t.Errorf("loading an SGD checkpoint into Adam: got %v, want an optimizer error", err)
+	meta, err := weights.ReadCheckpointMeta(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, want := range map[string]string{recipe.MetaStep: "1", recipe.MetaModel: "resnet18", recipe.MetaHead: "torchvision", recipe.MetaMode: "scratch"} {
+		if got := meta.Extra[k]; got != want {
+			t.Errorf("checkpoint %s: got %q, want %q", k, got, want)
+		}
+	}
+	if got, want := meta.Optimizer, cfg.OptimizerString(); got != want {
+		t.Errorf("checkpoint optimizer: got %q, want %q (recipe.Config.OptimizerString)", got, want)
+	}
+	adam := cfg
+	adam.Optimizer = recipe.Adam
+	other := cfg
+	other.Model = "mobilenet_v2"
+	tests := []struct {
+		name string
+		cfg  recipe.Config
+		want string
+	}{
+		{"adam", adam, "optimizer sgd("},
+		{"mobilenet_v2", other, `model "resnet18"`},
+	}
+	for _, tt := range tests {
+		b := mustNew(t, tt.cfg, nil)
+		if _, _, err := b.LoadCheckpoint(dir); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("loading a resnet18 SGD checkpoint into %s: got %v, want an error containing %q", tt.name, err, tt.want)
+		}
+		b.Close()
 	}
 }
 
@@ -545,17 +564,17 @@ func TestCheckpointOptimizerMismatch(t *testing.T) {
 func TestTwoTrainers(t *testing.T) {
 	cfg := tinyConfig()
 	cfg.Dropout = 0.5
-	solo := mustNew(t, cfg)
+	solo := mustNew(t, cfg, nil)
 	wantLoss := trainRun(t, solo, 0, 3)
 	want, _ := solo.Weights()
 
-	trs := []*Trainer{mustNew(t, cfg), mustNew(t, cfg)}
+	trs := []*Trainer{mustNew(t, cfg, nil), mustNew(t, cfg, nil)}
 	losses := make([][]float64, 2)
 	var wg sync.WaitGroup
 	for i, tr := range trs {
 		wg.Go(func() {
 			for s := range 3 {
-				l, err := tr.TrainStep(context.Background(), synthBatch(4*s, 4, 3, 32, 5))
+				l, _, err := tr.TrainStep(context.Background(), synthBatch(4*s, 4, 3, 32, 5))
 				if err != nil {
 					t.Error(err)
 					return
@@ -577,7 +596,7 @@ func TestTwoTrainers(t *testing.T) {
 }
 
 func TestBusyAndClosed(t *testing.T) {
-	tr := mustNew(t, tinyConfig())
+	tr := mustNew(t, tinyConfig(), nil)
 	ctx := context.Background()
 	b := synthBatch(0, 2, 3, 32, 1)
 	dir := t.TempDir()
@@ -585,12 +604,10 @@ func TestBusyAndClosed(t *testing.T) {
 		name string
 		run  func() error
 	}{
-		{"TrainStep", func() error { _, err := tr.TrainStep(ctx, b); return err }},
+		{"TrainStep", func() error { _, _, err := tr.TrainStep(ctx, b); return err }},
 		{"Evaluate", func() error { _, _, err := tr.Evaluate(ctx, b); return err }},
 		{"Logits", func() error { _, err := tr.Logits(ctx, b); return err }},
 		{"Weights", func() error { _, err := tr.Weights(); return err }},
-		{"SaveWeights", func() error { return tr.SaveWeights(filepath.Join(dir, "w.safetensors")) }},
-		{"LoadWeights", func() error { return tr.LoadWeights(filepath.Join(dir, "w.safetensors")) }},
 		{"SaveCheckpoint", func() error { return tr.SaveCheckpoint(dir, 0, 0) }},
 		{"LoadCheckpoint", func() error { _, _, err := tr.LoadCheckpoint(dir); return err }},
 		{"Sync", tr.Sync},
@@ -620,9 +637,12 @@ func TestBusyAndClosed(t *testing.T) {
 	if got := tr.PeakGPUBytes(); got != 0 {
 		t.Errorf("PeakGPUBytes after Close: got %d, want 0", got)
 	}
+	if got := tr.Info().Framework; got != Framework {
+		t.Errorf("Info after Close: got framework %q, want %q", got, Framework)
+	}
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	if _, err := New(cctx, tinyConfig()); !errors.Is(err, context.Canceled) {
+	if _, err := New(cctx, tinyConfig(), nil); !errors.Is(err, context.Canceled) {
 		t.Errorf("New with a cancelled context: got %v, want context.Canceled", err)
 	}
 }
@@ -630,29 +650,39 @@ func TestBusyAndClosed(t *testing.T) {
 func TestInfo(t *testing.T) {
 	cfg := tinyConfig()
 	cfg.Threads = 1
-	tr := mustNew(t, cfg)
+	tr := mustNew(t, cfg, nil)
 	var intra int
 	var err error
 	tr.w.do(func() { intra, _, err = nativeThreads() })
 	if err != nil {
 		t.Fatal(err)
 	}
+	info := tr.Info()
 	tests := []struct {
 		what      string
 		got, want any
 	}{
-		{"Framework", tr.Framework(), "torch"},
-		{"Device", tr.Device(), "cpu"},
-		{"Threads", tr.Threads(), 1},
+		{"Framework", info.Framework, "torch"},
+		{"Device", info.Device, "cpu"},
+		{"Threads", info.Threads, 1},
 		// gotorch's init (linked into this test binary) set NumCPU/2; New overrides it.
 		{"libtorch intra-op threads", intra, 1},
-		{"Version", tr.Version(), "2.11.0"}, // scripts/versions.sh TORCH_VERSION
+		{"Version", info.Version, "2.11.0"}, // scripts/versions.sh TORCH_VERSION
+		{"mkldnn setting", info.Settings["mkldnn"], "true"},
+		{"deterministic setting", info.Settings["deterministic"], "false"},
 		{"PeakGPUBytes", tr.PeakGPUBytes(), int64(0)},
 	}
 	for _, tt := range tests {
 		if tt.got != tt.want {
 			t.Errorf("%s: got %v, want %v", tt.what, tt.got, tt.want)
 		}
+	}
+	if _, ok := info.Settings["inter_op_threads"]; !ok {
+		t.Errorf("Settings: got %v, want an inter_op_threads entry", info.Settings)
+	}
+	info.Settings["mkldnn"] = "changed"
+	if got := tr.Info().Settings["mkldnn"]; got != "true" {
+		t.Errorf("Info's map after the caller changed its copy: got %q, want \"true\"", got)
 	}
 	// Logits and Evaluate agree.
 	b := synthBatch(0, 6, 3, 32, 2)
@@ -664,20 +694,27 @@ func TestInfo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := 0
-	for i := range 6 {
-		row := logits[3*i : 3*i+3]
-		best := 0
-		for c := range row {
-			if row[c] > row[best] {
-				best = c
-			}
-		}
-		if int32(best) == b.Labels[i] {
-			want++
-		}
-	}
-	if correct != want {
+	if want := argmaxHits(logits, b.Labels); correct != want {
 		t.Errorf("Evaluate correct: got %d, want %d (argmax of Logits)", correct, want)
 	}
+}
+
+// argmaxHits counts the rows of an N×C logits matrix (N = len(labels)) whose
+// largest entry is at the label.
+func argmaxHits(logits []float32, labels []int32) int {
+	c := len(logits) / len(labels)
+	hits := 0
+	for i, l := range labels {
+		row := logits[c*i : c*i+c]
+		best := 0
+		for j := range row {
+			if row[j] > row[best] {
+				best = j
+			}
+		}
+		if int32(best) == l {
+			hits++
+		}
+	}
+	return hits
 }
