@@ -189,14 +189,15 @@ func TestReferenceModels(t *testing.T) {
 
 // TestModelsLearn: each model fits a tiny batch (8 images of dataset.SynthImage's
 // first three classes at 32 px): after learnSteps Adam steps (lr 1e-3) on the same
-// batch the training loss is below learnFraction of the first step's. Measured on this
-// machine (losses first → after learnSteps steps): see the test log; every model falls
-// below a quarter of its first loss, so a half leaves room while a model that does not
-// learn (a gradient cut off by a wrong in-place op, a frozen layer) stays near ln 3.
+// batch, the training loss is below learnFraction of the first step's. Measured on
+// this machine, first loss → after 5 steps: resnet18 1.0981 → 0.0072, resnet50
+// 1.3157 → 0.0022, mobilenet_v2 1.0915 → 0.0717 (all below 7% of the first), so a
+// quarter leaves room, while a model that does not learn (a gradient cut off by a
+// wrong in-place op, a frozen layer) stays near ln 3 ≈ 1.1.
 func TestModelsLearn(t *testing.T) {
 	const (
-		learnSteps    = 8
-		learnFraction = 0.5
+		learnSteps    = 5
+		learnFraction = 0.25
 	)
 	b := synthBatch(0, 8, 3, 32, 11)
 	for _, name := range []string{"resnet18", "resnet50", "mobilenet_v2"} {
