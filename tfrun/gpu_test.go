@@ -23,16 +23,15 @@ func TestGPU(t *testing.T) {
 	}
 	ctx := context.Background()
 	cfg := tinyConfig()
-	init, err := weights.InitVGG(cfg.Model, 32, 3, 16, 1)
+	init, err := weights.InitParams(mustNet(t, cfg).Params, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Weights = init
-	cpu := mustNew(t, cfg)
+	cpu := mustNew(t, cfg, init)
 	cfg.Device = gpus[0]
-	gpu := mustNew(t, cfg)
-	if got := gpu.Device(); got != gpus[0] {
-		t.Errorf("Device: got %q, want %q", got, gpus[0])
+	gpu := mustNew(t, cfg, init)
+	if got := gpu.Info().Device; got != gpus[0] {
+		t.Errorf("Info device: got %q, want %q", got, gpus[0])
 	}
 	b := synthBatch(0, 8, 3, 32, 1)
 	lc, err1 := cpu.Logits(ctx, b)
@@ -46,8 +45,8 @@ func TestGPU(t *testing.T) {
 		t.Errorf("GPU logits differ from the CPU's by %.3g of the largest, want <= 1e-2", e)
 	}
 	for range 2 {
-		l1, err1 := cpu.TrainStep(ctx, b)
-		l2, err2 := gpu.TrainStep(ctx, b)
+		l1, _, err1 := cpu.TrainStep(ctx, b)
+		l2, _, err2 := gpu.TrainStep(ctx, b)
 		if err1 != nil || err2 != nil {
 			t.Fatal(err1, err2)
 		}

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 
 	tf "github.com/galeone/tensorflow/tensorflow/go"
 	"github.com/galeone/tensorflow/tensorflow/go/op"
 
-	"github.com/fwbench/fwbench/vgg"
+	"github.com/fwbench/fwbench/model"
+	"github.com/fwbench/fwbench/recipe"
 )
 
 // The optimizer slot names, torch's optimizer state keys. A slot tensor in a
@@ -23,31 +25,32 @@ const (
 
 // variable is one resource variable: a model parameter or an optimizer slot.
 type variable struct {
-	name   string    // canonical name: the parameter's, or "<parameter>.<slot>"
-	param  vgg.Param // the parameter (a slot has its parameter's shape and layout)
-	shape  []int64   // TensorFlow shape
-	handle tf.Output // VarHandleOp
-	read   tf.Output // ReadVariableOp: the value the forward pass and the weight decay use
-	value  tf.Output // placeholder fed by assign
-	assign *tf.Operation
+	name      string      // canonical name: the parameter's, or "<parameter>.<slot>"
+	param     model.Param // the parameter (a slot has its parameter's shape and layout)
+	depthwise bool        // the parameter is a depthwise convolution's (TF layout HWOI)
+	shape     []int64     // TensorFlow shape
+	handle    tf.Output   // VarHandleOp
+	read      tf.Output   // ReadVariableOp: the value the forward pass and the weight decay use
+	value     tf.Output   // placeholder fed by assign
+	assign    *tf.Operation
 }
 
-// model is the built graph and the handles tfrun runs.
-type model struct {
+// netGraph is the built graph and the handles tfrun runs.
+type netGraph struct {
 	graph *tf.Graph
 
 	// Inputs. Evaluation feeds only x and labels (and Logits only x).
 	x      tf.Output // float32 [N, S, S, 3] NHWC
 	labels tf.Output // int32 [N]
 	// masks are the dropout masks of a training step, float32 [N, width],
-	// one per dropout layer of the head (masks[l] for HeadLayer.Dropout l),
-	// fed from vgg.DropoutMask; none when Config.Dropout is 0.
+	// one per Dropout layer in Net.Dropouts order, fed from
+	// model.DropoutMask; none when the recipe's Dropout is 0.
 	masks []tf.Output
 
 	// Adam's per-step feeds (see buildOptimizer).
 	adamLR, adamEps tf.Output
 
-	params []*variable // in vgg.ParamsFor order
+	params []*variable // in Net.Params order
 	slots  []*variable // optimizer state, in params order
 
 	logits       tf.Output // evaluation mode: dropout off, BatchNorm running statistics
@@ -62,81 +65,66 @@ type model struct {
 	destroy   []*tf.Operation // delete every variable's resource
 }
 
-// buildModel constructs the whole graph for cfg: variables, the forward
-// pass, the loss, its gradients and the optimizer. Variables get shared
-// names prefixed with prefix: a VarHandleOp with an empty shared_name is
-// named after its node, and handles with equal shared names alias one
-// resource (tensorflow#15058), so each Trainer uses its own prefix.
-// The graph carries no device; the caller places it by importing it with
-// a default device (see placeGraph).
-func buildModel(cfg Config, prefix string) (m *model, err error) {
-	head := cfg.head()
-	params, err := vgg.ParamsFor(cfg.Model, head, cfg.ImageSize, cfg.NumClasses, cfg.Hidden)
-	if err != nil {
-		return nil, err
-	}
-	layers, err := cfg.Model.FeatureLayers(cfg.ImageSize)
-	if err != nil {
-		return nil, err
-	}
-	headLayers, err := head.Layers(cfg.ImageSize, cfg.NumClasses, cfg.Hidden)
-	if err != nil {
-		return nil, err
-	}
+// buildGraph constructs the whole graph for net trained by cfg: variables,
+// the forward pass, the loss, its gradients and the optimizer. Variables get
+// shared names prefixed with prefix: a VarHandleOp with an empty shared_name
+// is named after its node, and handles with equal shared names alias one
+// resource (tensorflow#15058), so each Trainer uses its own prefix. The
+// graph carries no device; the caller places it by importing it with a
+// default device (see placeGraph).
+func buildGraph(cfg recipe.Config, net *model.Net, prefix string) (m *netGraph, err error) {
 	root := op.NewScope()
-	m = &model{}
+	m = &netGraph{}
 	in := root.SubScope("input")
 	m.x = op.Placeholder(in.SubScope("x"), tf.Float, op.PlaceholderShape(tf.MakeShape(-1, -1, -1, 3)))
 	m.labels = op.Placeholder(in.SubScope("labels"), tf.Int32, op.PlaceholderShape(tf.MakeShape(-1)))
-	for _, l := range dropoutLayers(cfg, headLayers) {
-		ms := in.SubScope(fmt.Sprintf("classifier.%d.mask", l.Index+2))
-		m.masks = append(m.masks, op.Placeholder(ms, tf.Float, op.PlaceholderShape(tf.MakeShape(-1, int64(l.Out)))))
+	masks := map[int]tf.Output{}
+	for _, i := range dropoutLayers(cfg, net) {
+		l := net.Layers[i]
+		ms := in.SubScope(fmt.Sprintf("mask%d", l.Mask))
+		mask := op.Placeholder(ms, tf.Float, op.PlaceholderShape(tf.MakeShape(-1, int64(l.In.Elements()))))
+		m.masks = append(m.masks, mask)
+		masks[i] = mask
 	}
 
 	vars := root.SubScope("vars")
-	newVar := func(name string, p vgg.Param) *variable {
-		v := &variable{name: name, param: p, shape: tfShape(p)}
-		s := vars.SubScope(name)
-		v.handle = op.VarHandleOp(s, tf.Float, tf.MakeShape(v.shape...), op.VarHandleOpSharedName(prefix+name))
+	byName := map[string]*variable{}
+	for _, p := range net.Params {
+		v := &variable{name: p.Name, param: p, depthwise: net.Layers[p.Layer].Depthwise()}
+		v.shape = tfShape(p, v.depthwise)
+		s := vars.SubScope(p.Name)
+		v.handle = op.VarHandleOp(s, tf.Float, tf.MakeShape(v.shape...), op.VarHandleOpSharedName(prefix+p.Name))
 		v.read = op.ReadVariableOp(s, v.handle, tf.Float)
 		v.value = op.Placeholder(s.SubScope("value"), tf.Float, op.PlaceholderShape(tf.MakeShape(v.shape...)))
 		v.assign = op.AssignVariableOp(s, v.handle, v.value)
-		return v
-	}
-	byName := map[string]*variable{}
-	for _, p := range params {
-		v := newVar(p.Name, p)
 		m.params = append(m.params, v)
 		byName[p.Name] = v
 	}
 
-	// The training forward pass, layer for layer as torchvision's
-	// VGG.features, VGG.avgpool (HeadTorchvision only) and VGG.classifier.
-	// The evaluation pass shares what it can: with BatchNorm trained in
-	// batch mode it is a second forward over the same variable reads, with
-	// BatchNorm in inference mode; otherwise it shares the base's output
-	// and only the head is built again, without the dropout masks (and
-	// with dropout 0 one pass serves both).
-	f := forwardSpec{cfg: cfg, layers: layers, head: head, headLayers: headLayers, vars: byName}
-	fs := root.SubScope("forward")
-	feat, bnUpdates := f.base(fs, m.x, true)
+	// The training forward pass, then the evaluation pass, which builds
+	// again only the layers whose output differs in evaluation mode (a
+	// BatchNorm that normalises with batch statistics in training, a
+	// Dropout with a mask, and every layer downstream of one) and shares
+	// the training pass's outputs of all others. With dropout 0 and no
+	// trained BatchNorm one pass serves both.
+	f := &forward{net: net, mode: cfg.Mode, vars: byName}
+	f.differs = f.trainOnly(masks)
+	f.image = op.EnsureShape(root.SubScope("images"), m.x, tf.MakeShape(-1, int64(net.ImageSize), int64(net.ImageSize), 3))
+	trainOut, bnUpdates := f.pass(root.SubScope("forward"), true, masks, nil)
 	m.bnUpdates = bnUpdates
-	trainLogits := f.classifier(fs, feat, m.masks)
+	evalOut, _ := f.pass(root.SubScope("eval"), false, nil, trainOut)
+	last, shape := net.Output(), net.Layers[net.Output()].Shape
+	trainLogits := f.toFlat(root.SubScope("logits"), trainOut[last], shape).out
 	evalLogits := trainLogits
-	switch {
-	case len(bnUpdates) > 0:
-		es := root.SubScope("eval")
-		evalFeat, _ := f.base(es, m.x, false)
-		evalLogits = f.classifier(es, evalFeat, nil)
-	case len(m.masks) > 0:
-		evalLogits = f.classifier(root.SubScope("eval"), feat, nil)
+	if evalOut[last] != trainOut[last] {
+		evalLogits = f.toFlat(root.SubScope("eval_logits"), evalOut[last], shape).out
 	}
 	m.logits = evalLogits
 
 	ls := root.SubScope("loss")
 	// SparseSoftmaxCrossEntropyWithLogits has no C++ gradient; the dense op
 	// on one-hot labels computes the same loss and has one.
-	oneHot := op.OneHot(ls, m.labels, op.Const(ls.SubScope("depth"), int32(cfg.NumClasses)),
+	oneHot := op.OneHot(ls, m.labels, op.Const(ls.SubScope("depth"), int32(net.Classes)),
 		op.Const(ls.SubScope("on"), float32(1)), op.Const(ls.SubScope("off"), float32(0)))
 	axis := op.Const(ls.SubScope("axis"), []int32{0})
 	ce, _ := op.SoftmaxCrossEntropyWithLogits(ls, trainLogits, oneHot)
@@ -158,12 +146,12 @@ func buildModel(cfg Config, prefix string) (m *model, err error) {
 		return nil, scopeError(err)
 	}
 
-	// Gradients only for the trained parameters (vgg.Trainable): in
-	// "features" mode the base gets none, so no backward pass through it
-	// is built or run.
+	// Gradients only for the trained parameters (Net.Trainable): in
+	// features mode the base gets none, so no backward pass through it is
+	// built or run.
 	var trained []*variable
 	for _, v := range m.params {
-		if vgg.Trainable(cfg.Mode, head, cfg.FreezeLoadedHead, v.param) {
+		if net.Trainable(cfg.Mode, cfg.FreezeLoadedHead, v.param) {
 			trained = append(trained, v)
 		}
 	}
@@ -177,6 +165,7 @@ func buildModel(cfg Config, prefix string) (m *model, err error) {
 	}
 	grads, err := g.AddGradients("gradients", []tf.Output{m.trainLoss}, reads, nil)
 	if err != nil {
+		freeGraph(g)
 		return nil, fmt.Errorf("gradients: %w", err)
 	}
 	m.train = append(m.train, m.bnUpdates...)
@@ -184,6 +173,7 @@ func buildModel(cfg Config, prefix string) (m *model, err error) {
 		// The C API reports "no gradient" (x does not reach y) as a null
 		// operation with index −1; the binding wraps it without checking.
 		if gr.Op == nil || gr.Index < 0 {
+			freeGraph(g)
 			return nil, fmt.Errorf("gradients: none for %s", trained[i].name)
 		}
 	}
@@ -191,6 +181,7 @@ func buildModel(cfg Config, prefix string) (m *model, err error) {
 	// The scope is finalized; the optimizer continues on the graph itself.
 	opt := op.NewScopeWithGraph(g).SubScope("optimizer")
 	if err := m.buildOptimizer(cfg, opt, trained, grads, newSlotFunc(opt, prefix)); err != nil {
+		freeGraph(g)
 		return nil, err
 	}
 	del := op.NewScopeWithGraph(g).SubScope("destroy")
@@ -198,132 +189,288 @@ func buildModel(cfg Config, prefix string) (m *model, err error) {
 		m.destroy = append(m.destroy, op.DestroyResourceOp(del.SubScope(v.name), v.handle, op.DestroyResourceOpIgnoreLookupError(true)))
 	}
 	if err := del.Err(); err != nil {
+		freeGraph(g)
 		return nil, scopeError(err)
 	}
 	m.graph = g
 	return m, nil
 }
 
-// forwardSpec holds what a forward pass needs.
-type forwardSpec struct {
-	cfg        Config
-	layers     []vgg.Layer
-	head       vgg.Head
-	headLayers []vgg.HeadLayer
-	vars       map[string]*variable
-}
-
-// dropoutLayers returns the head layers followed by a Dropout that does
-// something: the Hidden ones when cfg.Dropout > 0, none otherwise. Their
-// order is that of their Dropout numbers (0, 1, ...).
-func dropoutLayers(cfg Config, ls []vgg.HeadLayer) []vgg.HeadLayer {
+// dropoutLayers returns the indices of net's Dropout layers that do
+// something: all of them (Net.Dropouts, in mask order) when cfg.Dropout > 0,
+// none otherwise.
+func dropoutLayers(cfg recipe.Config, net *model.Net) []int {
 	if cfg.Dropout <= 0 {
 		return nil
 	}
-	var out []vgg.HeadLayer
-	for _, l := range ls {
-		if l.Hidden {
-			out = append(out, l)
-		}
-	}
-	return out
+	return net.Dropouts()
 }
 
-// base adds the convolutional base from x to its NHWC feature map under s.
-// In training mode, except in "features" mode, whose base stays in
-// evaluation mode as in torchrun, BatchNorm normalises with batch
-// statistics, and base returns the assignments of the updated running
-// statistics; otherwise it uses the running statistics.
-func (f *forwardSpec) base(s *op.Scope, x tf.Output, train bool) (h tf.Output, bnUpdates []*tf.Operation) {
-	S := int64(f.cfg.ImageSize)
-	// EnsureShape makes TensorFlow itself refuse images of another size,
-	// with its own message; without it a 33×33 batch at S = 32 would pool
-	// down to the same 1×1 map and pass unnoticed.
-	h = op.EnsureShape(s.SubScope("images"), x, tf.MakeShape(-1, S, S, 3))
-	bnTrain := train && f.cfg.Mode != ModeFeatures
-	for _, l := range f.layers {
-		ls := s.SubScope(fmt.Sprintf("features.%d", l.Index))
-		if l.Pool {
-			h = op.MaxPool(ls, h, []int64{1, 2, 2, 1}, []int64{1, 2, 2, 1}, "VALID")
+// form is how a value holds a feature map of the batch.
+type form int
+
+const (
+	nhwc form = iota // [N, H, W, C]: what TensorFlow's CPU convolutions and pools take
+	nchw             // [N, C, H, W]: torch's order (the adaptive pool's output)
+	flat             // [N, C·H·W] in torch's C×H×W order
+)
+
+// value is one layer's output for the batch.
+type value struct {
+	out  tf.Output
+	form form
+}
+
+// forward interprets a model.Net as TensorFlow ops.
+type forward struct {
+	net   *model.Net
+	mode  string
+	vars  map[string]*variable
+	image tf.Output // the NHWC input, its size checked
+	// differs marks the layers whose output differs between the training
+	// and the evaluation pass (see trainOnly).
+	differs []bool
+}
+
+// trainOnly marks the layers whose output differs between a training pass
+// with the dropout masks masks and an evaluation pass: a BatchNorm that
+// normalises with batch statistics in training (bnTrain), a Dropout with a
+// mask, and every layer that reads one of those.
+func (f *forward) trainOnly(masks map[int]tf.Output) []bool {
+	d := make([]bool, len(f.net.Layers))
+	for i, l := range f.net.Layers {
+		switch l.Op {
+		case model.BatchNorm:
+			d[i] = f.bnTrain(l)
+		case model.Dropout:
+			_, d[i] = masks[i]
+		}
+		for _, j := range l.Inputs {
+			d[i] = d[i] || (j != model.Image && d[j])
+		}
+	}
+	return d
+}
+
+// bnTrain reports whether BatchNorm layer l normalises with batch statistics
+// (and updates its running ones) in a training pass: always, except in the
+// frozen base of features mode, which stays in evaluation mode as in
+// torchrun.
+func (f *forward) bnTrain(l model.Layer) bool { return f.mode != model.ModeFeatures || l.Head }
+
+// pass adds a forward pass of every layer under s and returns each layer's
+// value. In a training pass (train) BatchNorm layers that bnTrain normalise
+// with batch statistics, and pass also returns the assignments of their
+// updated running statistics; Dropout layers with a mask in masks multiply
+// by it. An evaluation pass (train false) takes from shared, the training
+// pass's values, every layer whose output does not depend on the
+// difference.
+func (f *forward) pass(s *op.Scope, train bool, masks map[int]tf.Output, shared []value) (outs []value, bnUpdates []*tf.Operation) {
+	layers := f.net.Layers
+	outs = make([]value, len(layers))
+	for i, l := range layers {
+		in := func(k int) value {
+			if j := l.Inputs[k]; j != model.Image {
+				return outs[j]
+			}
+			return value{f.image, nhwc}
+		}
+		if shared != nil && !f.differs[i] {
+			outs[i] = shared[i]
 			continue
 		}
-		w := f.vars[fmt.Sprintf("features.%d.weight", l.Index)]
-		b := f.vars[fmt.Sprintf("features.%d.bias", l.Index)]
-		h = op.Conv2D(ls, h, w.read, []int64{1, 1, 1, 1}, "SAME")
-		h = op.BiasAdd(ls, h, b.read)
-		if l.BN >= 0 {
-			var upd []*tf.Operation
-			h, upd = f.batchNorm(s.SubScope(fmt.Sprintf("features.%d", l.BN)), h, l.BN, bnTrain)
-			bnUpdates = append(bnUpdates, upd...)
+		name := l.Name
+		if name == "" {
+			name = l.Op.String()
 		}
-		h = op.Relu(ls, h)
+		ls := s.SubScope(name)
+		switch l.Op {
+		case model.Conv:
+			outs[i] = f.conv(ls, l, f.toNHWC(ls, in(0), l.In))
+		case model.BatchNorm:
+			var upd []*tf.Operation
+			outs[i], upd = f.batchNorm(ls, l, f.toNHWC(ls, in(0), l.In), train && f.bnTrain(l))
+			bnUpdates = append(bnUpdates, upd...)
+		case model.ReLU:
+			x := in(0)
+			outs[i] = value{op.Relu(ls, x.out), x.form}
+		case model.ReLU6:
+			x := in(0)
+			outs[i] = value{op.Relu6(ls, x.out), x.form}
+		case model.MaxPool:
+			outs[i] = f.maxPool(ls, l, f.toNHWC(ls, in(0), l.In))
+		case model.AdaptiveAvgPool:
+			outs[i] = f.adaptiveAvgPool(ls, l, f.toNHWC(ls, in(0), l.In))
+		case model.Add:
+			a := in(0)
+			b := f.convert(ls, in(1), a.form, l.In)
+			outs[i] = value{op.AddV2(ls, a.out, b.out), a.form}
+		case model.Flatten:
+			outs[i] = f.toFlat(ls, in(0), l.In)
+		case model.Linear:
+			x := f.toFlat(ls, in(0), l.In)
+			w, b := f.vars[l.Name+".weight"], f.vars[l.Name+".bias"]
+			outs[i] = value{op.BiasAdd(ls, op.MatMul(ls, x.out, w.read), b.read), flat}
+		case model.Dropout:
+			outs[i] = f.dropout(ls, l, in(0), masks[i])
+		default:
+			ls.UpdateErr("layer", fmt.Errorf("layer %d (%s): op %s is not supported", i, l.Name, l.Op))
+			return outs, bnUpdates
+		}
 	}
-	return h, bnUpdates
+	return outs, bnUpdates
 }
 
-// classifier adds the head from the base's NHWC feature map h to the
-// logits under s: the adaptive pool when the head has one (its output
-// flattened in torch's C×H×W order), else a flatten in NHWC's H×W×C order
-// (the first layer's rows are permuted to match, see layout.go), then each
-// Linear layer, with ReLU after a hidden one and, when masks is not nil,
-// the hidden activation multiplied by its dropout mask (masks[l.Dropout]).
-// A dropout rate of 0 has no masks and so no dropout ops at all.
-func (f *forwardSpec) classifier(s *op.Scope, h tf.Output, masks []tf.Output) tf.Output {
-	side := f.cfg.ImageSize / 32
-	if f.head.AdaptivePool() {
-		h = adaptivePool(s.SubScope("avgpool"), h, side, vgg.PoolSize, 512)
+// conv is torch's Conv2d on an NHWC map. With stride 1 and padding
+// (k−1)/2 of an odd kernel TensorFlow's SAME padding is torch's symmetric
+// padding; otherwise (stride 2: SAME would pad asymmetrically, more at the
+// bottom and right, where torch pads both sides equally) the map is padded
+// with zeros explicitly and convolved VALID. A depthwise convolution is
+// DepthwiseConv2dNative with a [k, k, C, 1] filter.
+func (f *forward) conv(s *op.Scope, l model.Layer, x value) value {
+	h, padding := x.out, "SAME"
+	if l.Stride != 1 || l.Kernel%2 == 0 || l.Pad != (l.Kernel-1)/2 {
+		padding = "VALID"
+		if l.Pad > 0 {
+			h = op.Pad(s, h, padding4(s, l.Pad))
+		}
+	}
+	strides := []int64{1, int64(l.Stride), int64(l.Stride), 1}
+	w := f.vars[l.Name+".weight"]
+	if l.Depthwise() {
+		h = op.DepthwiseConv2dNative(s, h, w.read, strides, padding)
 	} else {
-		h = op.Reshape(s.SubScope("flatten"), h, op.Const(s.SubScope("flatten_shape"), []int32{-1, int32(512 * side * side)}))
+		h = op.Conv2D(s, h, w.read, strides, padding)
 	}
-	for _, l := range f.headLayers {
-		ls := s.SubScope(fmt.Sprintf("classifier.%d", l.Index))
-		w := f.vars[fmt.Sprintf("classifier.%d.weight", l.Index)]
-		b := f.vars[fmt.Sprintf("classifier.%d.bias", l.Index)]
-		h = op.BiasAdd(ls, op.MatMul(ls, h, w.read), b.read)
-		if !l.Hidden {
-			break
-		}
-		h = op.Relu(ls, h)
-		if masks != nil && l.Dropout < len(masks) {
-			// torch's nn.Dropout in training mode with the mask drawn in Go:
-			// each element is 0 or 1/(1−p) (vgg.DropoutMask).
-			h = op.Mul(s.SubScope(fmt.Sprintf("classifier.%d", l.Index+2)), h, masks[l.Dropout])
+	if l.Bias {
+		h = op.BiasAdd(s, h, f.vars[l.Name+".bias"].read)
+	}
+	return value{h, nhwc}
+}
+
+// padding4 is the Pad paddings of an NHWC map padded by p on each side of H
+// and W.
+func padding4(s *op.Scope, p int) tf.Output {
+	q := int32(p)
+	return op.Const(s.SubScope("paddings"), [][]int32{{0, 0}, {q, q}, {q, q}, {0, 0}})
+}
+
+// maxPool is torch's MaxPool2d: padding never wins the maximum, so the map
+// is padded with −∞ (PadV2) and pooled VALID.
+func (f *forward) maxPool(s *op.Scope, l model.Layer, x value) value {
+	h := x.out
+	if l.Pad > 0 {
+		h = op.PadV2(s, h, padding4(s, l.Pad), op.Const(s.SubScope("minus_inf"), float32(math.Inf(-1))))
+	}
+	k, st := int64(l.Kernel), int64(l.Stride)
+	return value{op.MaxPool(s, h, []int64{1, k, k, 1}, []int64{1, st, st, 1}, "VALID"), nhwc}
+}
+
+// adaptiveAvgPool is torch's AdaptiveAvgPool2d((Size, Size)) on an NHWC map:
+// at Size 1 the mean over H and W, at an input already Size × Size the
+// identity, otherwise adaptivePool.
+func (f *forward) adaptiveAvgPool(s *op.Scope, l model.Layer, x value) value {
+	switch {
+	case l.Size == 1:
+		return value{op.Mean(s, x.out, op.Const(s.SubScope("hw"), []int32{1, 2}), op.MeanKeepDims(true)), nhwc}
+	case l.In.H == l.Size && l.In.W == l.Size:
+		return x
+	}
+	return value{adaptivePool(s, x.out, l.In, l.Size), nchw}
+}
+
+// dropout multiplies x by the step's mask (model.DropoutMask over the
+// layer's C·H·W inputs in torch's order), or passes it on without one.
+func (f *forward) dropout(s *op.Scope, l model.Layer, x value, mask tf.Output) value {
+	if mask.Op == nil {
+		return x
+	}
+	sh := l.In
+	switch {
+	case x.form == flat:
+	case sh.H*sh.W == 1: // [N, 1, 1, C] or [N, C, 1, 1]: the mask's order either way
+		mask = op.Reshape(s, mask, shapeConst(s, x.form, sh))
+	default:
+		x = f.convert(s, x, nchw, sh)
+		mask = op.Reshape(s, mask, shapeConst(s, nchw, sh))
+	}
+	return value{op.Mul(s, x.out, mask), x.form}
+}
+
+// shapeConst is the Reshape shape of a map sh held in form fm.
+func shapeConst(s *op.Scope, fm form, sh model.Shape) tf.Output {
+	c, h, w := int64(sh.C), int64(sh.H), int64(sh.W)
+	shape := map[form][]int64{nhwc: {-1, h, w, c}, nchw: {-1, c, h, w}, flat: {-1, c * h * w}}[fm]
+	return op.Const(s.SubScope(fmt.Sprintf("shape_%d", fm)), shape)
+}
+
+// toNHWC, toFlat: convert to that form.
+func (f *forward) toNHWC(s *op.Scope, x value, sh model.Shape) value {
+	return f.convert(s, x, nhwc, sh)
+}
+func (f *forward) toFlat(s *op.Scope, x value, sh model.Shape) value {
+	return f.convert(s, x, flat, sh)
+}
+
+// convert returns x, a map of shape sh, in form to. A map of one pixel
+// (H·W = 1) is the same in every form and only reshaped; otherwise
+// converting from NHWC needs a transpose, and the flat form is torch's
+// C×H×W order, so that the Linear weights need no permutation.
+func (f *forward) convert(s *op.Scope, x value, to form, sh model.Shape) value {
+	if x.form == to {
+		return x
+	}
+	s = s.SubScope("to_" + [...]string{"nhwc", "nchw", "flat"}[to])
+	h := x.out
+	if sh.H*sh.W > 1 {
+		switch {
+		case x.form == nhwc: // to NCHW, then reshaped to flat if needed
+			h = op.Transpose(s, h, op.Const(s.SubScope("perm"), []int32{0, 3, 1, 2}))
+			if to == nchw {
+				return value{h, nchw}
+			}
+		case to == nhwc: // from NCHW (reshaped first when flat)
+			if x.form == flat {
+				h = op.Reshape(s, h, shapeConst(s, nchw, sh))
+			}
+			return value{op.Transpose(s, h, op.Const(s.SubScope("perm"), []int32{0, 2, 3, 1})), nhwc}
 		}
 	}
-	return h
+	return value{op.Reshape(s, h, shapeConst(s, to, sh)), to}
 }
 
 // adaptivePool is torch's AdaptiveAvgPool2d((out, out)) on an NHWC map h of
-// side in with c channels, returning [N, c·out·out] in torch's C×H×W
-// flattening order. TensorFlow has no adaptive pooling op (and AvgPool
-// cannot make overlapping bins of different sizes), so the pooling is a
-// constant matrix product: h is transposed to NCHW and reshaped to
-// [N·c, in·in], and multiplied by poolMatrix(in, out) ([in·in, out·out]),
-// whose column for output cell (i, j) holds 1/(rows·cols) over the input
-// cells of the cell's bins (vgg.AdaptivePoolBins). Transpose, Reshape and
-// MatMul all have C++ gradients. At in = out the matrix is the identity.
-func adaptivePool(s *op.Scope, h tf.Output, in, out, c int) tf.Output {
+// shape in, returning the NCHW map [N, C, out, out]. TensorFlow has no
+// adaptive pooling op (and AvgPool cannot make overlapping bins of
+// different sizes), so the pooling is a constant matrix product: h is
+// transposed to NCHW and reshaped to [N·C, H·W], and multiplied by
+// poolMatrix(H, W, out) ([H·W, out·out]), whose column for output cell
+// (i, j) holds 1/(rows·cols) over the input cells of the cell's bins
+// (model.AdaptivePoolBins). Transpose, Reshape and MatMul all have C++
+// gradients.
+func adaptivePool(s *op.Scope, h tf.Output, in model.Shape, out int) tf.Output {
 	h = op.Transpose(s, h, op.Const(s.SubScope("nchw"), []int32{0, 3, 1, 2}))
-	h = op.Reshape(s.SubScope("rows"), h, op.Const(s.SubScope("rows_shape"), []int32{-1, int32(in * in)}))
-	h = op.MatMul(s, h, op.Const(s.SubScope("bins"), poolMatrix(in, out)))
-	return op.Reshape(s.SubScope("flatten"), h, op.Const(s.SubScope("flatten_shape"), []int32{-1, int32(c * out * out)}))
+	h = op.Reshape(s.SubScope("rows"), h, op.Const(s.SubScope("rows_shape"), []int64{-1, int64(in.H * in.W)}))
+	h = op.MatMul(s, h, op.Const(s.SubScope("bins"), poolMatrix(in.H, in.W, out)))
+	return op.Reshape(s.SubScope("map"), h, op.Const(s.SubScope("map_shape"), []int64{-1, int64(in.C), int64(out), int64(out)}))
 }
 
-// poolMatrix returns the [in·in][out·out] matrix of adaptivePool: entry
-// [h·in+w][i·out+j] is 1/(|rows_i|·|cols_j|) when input row h is in output
+// poolMatrix returns the [inH·inW][out·out] matrix of adaptivePool: entry
+// [h·inW+w][i·out+j] is 1/(|rows_i|·|cols_j|) when input row h is in output
 // row i's bin and column w in output column j's bin, else 0.
-func poolMatrix(in, out int) [][]float32 {
-	start, end := vgg.AdaptivePoolBins(in, out)
-	p := make([][]float32, in*in)
+func poolMatrix(inH, inW, out int) [][]float32 {
+	rs, re := model.AdaptivePoolBins(inH, out)
+	cs, ce := model.AdaptivePoolBins(inW, out)
+	p := make([][]float32, inH*inW)
 	for k := range p {
 		p[k] = make([]float32, out*out)
 	}
 	for i := range out {
 		for j := range out {
-			w := float32(1 / float64((end[i]-start[i])*(end[j]-start[j])))
-			for h := start[i]; h < end[i]; h++ {
-				for x := start[j]; x < end[j]; x++ {
-					p[h*in+x][i*out+j] = w
+			w := float32(1 / float64((re[i]-rs[i])*(ce[j]-cs[j])))
+			for h := rs[i]; h < re[i]; h++ {
+				for x := cs[j]; x < ce[j]; x++ {
+					p[h*inW+x][i*out+j] = w
 				}
 			}
 		}
@@ -331,27 +478,21 @@ func poolMatrix(in, out int) [][]float32 {
 	return p
 }
 
-// bnMomentum and bnEps are torch's BatchNorm2d defaults (momentum 0.1,
-// eps 1e-5). TF's exponential_avg_factor is torch's momentum: both compute
-// running ← (1−m)·running + m·batch, with the unbiased batch variance
-// (n/(n−1)) for the running variance and the biased one for normalising.
-const (
-	bnMomentum = 0.1
-	bnEps      = 1e-5
-)
-
-// batchNorm is torchvision's BatchNorm2d as FusedBatchNormV3 (NHWC), the
-// fused op whose gradient the C++ registry has (FusedBatchNorm's it lacks).
-func (f *forwardSpec) batchNorm(s *op.Scope, h tf.Output, index int, train bool) (tf.Output, []*tf.Operation) {
-	v := func(leaf string) *variable { return f.vars[fmt.Sprintf("features.%d.%s", index, leaf)] }
+// batchNorm is torch's BatchNorm2d as FusedBatchNormV3 (NHWC), the fused op
+// whose gradient the C++ registry has (FusedBatchNorm's it lacks). TF's
+// exponential_avg_factor is torch's momentum: both compute running ←
+// (1−m)·running + m·batch, with the unbiased batch variance (n/(n−1)) for
+// the running variance and the biased one for normalising.
+func (f *forward) batchNorm(s *op.Scope, l model.Layer, x value, train bool) (value, []*tf.Operation) {
+	v := func(leaf string) *variable { return f.vars[l.Name+"."+leaf] }
 	mean, variance := v("running_mean"), v("running_var")
-	y, newMean, newVar, _, _, _ := op.FusedBatchNormV3(s, h, v("weight").read, v("bias").read, mean.read, variance.read,
-		op.FusedBatchNormV3Epsilon(bnEps), op.FusedBatchNormV3ExponentialAvgFactor(bnMomentum),
+	y, newMean, newVar, _, _, _ := op.FusedBatchNormV3(s, x.out, v("weight").read, v("bias").read, mean.read, variance.read,
+		op.FusedBatchNormV3Epsilon(model.BNEps), op.FusedBatchNormV3ExponentialAvgFactor(model.BNMomentum),
 		op.FusedBatchNormV3DataFormat("NHWC"), op.FusedBatchNormV3IsTraining(train))
 	if !train {
-		return y, nil
+		return value{y, nhwc}, nil
 	}
-	return y, []*tf.Operation{
+	return value{y, nhwc}, []*tf.Operation{
 		op.AssignVariableOp(s.SubScope("update_mean"), mean.handle, newMean),
 		op.AssignVariableOp(s.SubScope("update_var"), variance.handle, newVar),
 	}
@@ -362,7 +503,7 @@ func (f *forwardSpec) batchNorm(s *op.Scope, h tf.Output, index int, train bool)
 func newSlotFunc(opt *op.Scope, prefix string) func(p *variable, slot string) (*variable, *tf.Operation) {
 	return func(p *variable, slot string) (*variable, *tf.Operation) {
 		name := p.name + "." + slot
-		v := &variable{name: name, param: p.param, shape: p.shape}
+		v := &variable{name: name, param: p.param, depthwise: p.depthwise, shape: p.shape}
 		s := opt.SubScope(name)
 		v.handle = op.VarHandleOp(s, tf.Float, tf.MakeShape(v.shape...), op.VarHandleOpSharedName(prefix+name))
 		v.read = op.ReadVariableOp(s, v.handle, tf.Float)
@@ -402,7 +543,7 @@ func newSlotFunc(opt *op.Scope, prefix string) func(p *variable, slot string) (*
 // rounding β2 = 0.999 to float32 before TF forms 1−β2^t would otherwise cost
 // a relative 1e-5 in the step size. m and v are updated as in torch
 // (m ← β1·m + (1−β1)·g, v ← β2·v + (1−β2)·g²).
-func (m *model) buildOptimizer(cfg Config, s *op.Scope, trained []*variable, grads []tf.Output,
+func (m *netGraph) buildOptimizer(cfg recipe.Config, s *op.Scope, trained []*variable, grads []tf.Output,
 	newSlot func(*variable, string) (*variable, *tf.Operation)) error {
 	lr := op.Const(s.SubScope("lr"), float32(cfg.LR))
 	var wd tf.Output
@@ -411,9 +552,9 @@ func (m *model) buildOptimizer(cfg Config, s *op.Scope, trained []*variable, gra
 	}
 	var mom, zero, b1, b2 tf.Output
 	switch {
-	case cfg.Optimizer == "sgd" && cfg.Momentum != 0:
+	case cfg.Optimizer == recipe.SGD && cfg.Momentum != 0:
 		mom = op.Const(s.SubScope("momentum"), float32(cfg.Momentum))
-	case cfg.Optimizer == "adam":
+	case cfg.Optimizer == recipe.Adam:
 		zero = op.Const(s.SubScope("beta_power"), float32(0))
 		b1 = op.Const(s.SubScope("beta1"), float32(cfg.Beta1))
 		b2 = op.Const(s.SubScope("beta2"), float32(cfg.Beta2))
@@ -437,7 +578,7 @@ func (m *model) buildOptimizer(cfg Config, s *op.Scope, trained []*variable, gra
 		}
 		var upd *tf.Operation
 		switch {
-		case cfg.Optimizer == "adam":
+		case cfg.Optimizer == recipe.Adam:
 			mv, mInit := newSlot(v, slotExpAvg)
 			vv, vInit := newSlot(v, slotExpAvgSq)
 			m.slots = append(m.slots, mv, vv)
@@ -465,7 +606,7 @@ func (m *model) buildOptimizer(cfg Config, s *op.Scope, trained []*variable, gra
 // the graph is built without devices and placed here, through the C API's
 // default device for imported nodes. Soft placement (see sessionConfig) then
 // moves the few ops without a kernel for dev to the CPU.
-func (m *model) placeGraph(dev string) error {
+func (m *netGraph) placeGraph(dev string) error {
 	var def bytes.Buffer
 	if _, err := m.graph.WriteTo(&def); err != nil {
 		return err

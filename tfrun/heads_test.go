@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -15,7 +14,8 @@ import (
 	"github.com/galeone/tensorflow/tensorflow/go/op"
 
 	"github.com/fwbench/fwbench/internal/reftest"
-	"github.com/fwbench/fwbench/vgg"
+	"github.com/fwbench/fwbench/model"
+	"github.com/fwbench/fwbench/recipe"
 	"github.com/fwbench/fwbench/weights"
 )
 
@@ -24,7 +24,7 @@ import (
 // torchvision's Linear init (std 0.01) makes logits so small that every
 // class gets nearly the same probability, which would hide the differences
 // these tests look for.
-func heWeights(t *testing.T, ps []vgg.Param, seed int64) []*weights.Tensor {
+func heWeights(t *testing.T, ps []model.Param, seed int64) []*weights.Tensor {
 	t.Helper()
 	ts, err := weights.InitParams(ps, seed)
 	if err != nil {
@@ -32,12 +32,12 @@ func heWeights(t *testing.T, ps []vgg.Param, seed int64) []*weights.Tensor {
 	}
 	for i, p := range ps {
 		switch p.Kind {
-		case vgg.LinearWeight:
+		case model.LinearWeight:
 			std := float32(math.Sqrt(2 / float64(p.Shape[1])))
 			for j, v := range randData(p.NumElements(), uint64(100+i)) {
 				ts[i].Data[j] = v * std
 			}
-		case vgg.LinearBias:
+		case model.LinearBias:
 			for j, v := range randData(p.NumElements(), uint64(100+i)) {
 				ts[i].Data[j] = 0.01 * v
 			}
@@ -46,13 +46,9 @@ func heWeights(t *testing.T, ps []vgg.Param, seed int64) []*weights.Tensor {
 	return ts
 }
 
-func mustParams(t *testing.T, cfg Config) []vgg.Param {
+func mustParams(t *testing.T, cfg recipe.Config) []model.Param {
 	t.Helper()
-	ps, err := vgg.ParamsFor(cfg.Model, cfg.head(), cfg.ImageSize, cfg.NumClasses, cfg.Hidden)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ps
+	return mustNet(t, cfg).Params
 }
 
 func floatTensor(t *testing.T, shape []int64, data []float32) *tf.Tensor {
@@ -65,29 +61,31 @@ func floatTensor(t *testing.T, shape []int64, data []float32) *tf.Tensor {
 }
 
 // TestAdaptivePool checks adaptivePool's graph against a pure-Go
-// AdaptiveAvgPool2d((7, 7)) with torch's bins (vgg.AdaptivePoolBins: sum
+// AdaptiveAvgPool2d((7, 7)) with torch's bins (model.AdaptivePoolBins: sum
 // over the bin, divided by its size, in float64), forward and backward, for
 // input sides below 7 (1 at 32 px: every cell copies the one input; 2 at
 // 64 px and 3: bins overlap and repeat), equal to it (224 px: the
 // identity), and above it (10 at 320 px, 14 at 448 px: overlapping bins of
-// 2 and 3 rows). The output must be in torch's C×H×W flattening order.
+// 2 and 3 rows), and for a non-square 3×10 map. The output must be torch's
+// NCHW map.
 //
 // Tolerance 1e-6 of the largest value: each output is a float32 sum of at
 // most 3·3 inputs of order 1 times a rounded 1/count (float32's relative
 // precision is 6e-8 per operation); a wrong bin changes an output by order 1.
 func TestAdaptivePool(t *testing.T) {
-	const n, c, out = 2, 3, vgg.PoolSize
-	cfg, err := sessionConfig(1, 1, device{}, true)
+	const n, c, out = 2, 3, model.PoolSize
+	cfg, err := sessionConfig(1, 1, recipe.Device{}, true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, in := range []int{1, 2, 3, 7, 10, 14} {
-		t.Run(fmt.Sprintf("%dx%d", in, in), func(t *testing.T) {
+	for _, sz := range [][2]int{{1, 1}, {2, 2}, {3, 3}, {7, 7}, {10, 10}, {14, 14}, {3, 10}} {
+		inH, inW := sz[0], sz[1]
+		t.Run(fmt.Sprintf("%dx%d", inH, inW), func(t *testing.T) {
 			s := op.NewScope()
-			x := op.Placeholder(s.SubScope("x"), tf.Float, op.PlaceholderShape(tf.MakeShape(-1, int64(in), int64(in), c)))
-			r := op.Placeholder(s.SubScope("r"), tf.Float, op.PlaceholderShape(tf.MakeShape(-1, c*out*out)))
-			y := adaptivePool(s.SubScope("pool"), x, in, out, c)
-			obj := op.Sum(s, op.Mul(s, y, r), op.Const(s.SubScope("axes"), []int32{0, 1}))
+			x := op.Placeholder(s.SubScope("x"), tf.Float, op.PlaceholderShape(tf.MakeShape(-1, int64(inH), int64(inW), c)))
+			r := op.Placeholder(s.SubScope("r"), tf.Float, op.PlaceholderShape(tf.MakeShape(-1, c, out, out)))
+			y := adaptivePool(s.SubScope("pool"), x, model.Shape{C: c, H: inH, W: inW}, out)
+			obj := op.Sum(s, op.Mul(s, y, r), op.Const(s.SubScope("axes"), []int32{0, 1, 2, 3}))
 			g, err := s.Finalize()
 			if err != nil {
 				t.Fatal(err)
@@ -104,8 +102,8 @@ func TestAdaptivePool(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer sess.Close()
-			xv, rv := randData(n*in*in*c, uint64(in)), randData(n*c*out*out, uint64(50+in))
-			xt, rt := floatTensor(t, []int64{n, int64(in), int64(in), c}, xv), floatTensor(t, []int64{n, c * out * out}, rv)
+			xv, rv := randData(n*inH*inW*c, uint64(inH*100+inW)), randData(n*c*out*out, uint64(50+inH*100+inW))
+			xt, rt := floatTensor(t, []int64{n, int64(inH), int64(inW), c}, xv), floatTensor(t, []int64{n, c, out, out}, rv)
 			defer freeTensors([]*tf.Tensor{xt, rt})
 			res, err := sess.Run(map[tf.Output]*tf.Tensor{x: xt, r: rt}, []tf.Output{y, grads[0]}, nil)
 			if err != nil {
@@ -117,7 +115,8 @@ func TestAdaptivePool(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			start, end := vgg.AdaptivePoolBins(in, out)
+			rs, re := model.AdaptivePoolBins(inH, out)
+			cs, ce := model.AdaptivePoolBins(inW, out)
 			wantY := make([]float32, len(gotY))
 			wantG64 := make([]float64, len(xv))
 			for b := range n {
@@ -125,11 +124,11 @@ func TestAdaptivePool(t *testing.T) {
 					for i := range out {
 						for j := range out {
 							var sum float64
-							count := float64((end[i] - start[i]) * (end[j] - start[j]))
-							o := (b*c+ch)*out*out + i*out + j // torch's [N, C, 7, 7] flattened
-							for h := start[i]; h < end[i]; h++ {
-								for w := start[j]; w < end[j]; w++ {
-									k := ((b*in+h)*in+w)*c + ch // NHWC
+							count := float64((re[i] - rs[i]) * (ce[j] - cs[j]))
+							o := (b*c+ch)*out*out + i*out + j // torch's [N, C, 7, 7]
+							for h := rs[i]; h < re[i]; h++ {
+								for w := cs[j]; w < ce[j]; w++ {
+									k := ((b*inH+h)*inW+w)*c + ch // NHWC
 									sum += float64(xv[k])
 									wantG64[k] += float64(rv[o]) / count
 								}
@@ -157,7 +156,7 @@ func TestAdaptivePool(t *testing.T) {
 // where the base's 2×2 map is pooled to 7×7 with overlapping bins, against
 // the flatten head whose classifier.0 is the pooled layer folded into one
 // matrix: the pool is linear, P per channel (7·7 × 2·2, from
-// vgg.AdaptivePoolBins), so W_tv·pool(f) = (W_tv·P)·f. Both models must give
+// model.AdaptivePoolBins), so W_tv·pool(f) = (W_tv·P)·f. Both models must give
 // the same logits, the same training loss (dropout 0.5: both draw the same
 // masks) and the same first SGD step of the base, since ∂L/∂f = Pᵀ·W_tvᵀ·δ =
 // W_flatᵀ·δ: this checks the pool's backward pass end to end as well.
@@ -167,16 +166,16 @@ func TestAdaptivePool(t *testing.T) {
 // change, as the PyTorch parity tests (parity_test.go) allow for float32
 // summation order.
 func TestHeadTorchvisionMatchesFlatten(t *testing.T) {
-	const S, side, c, out = 64, 2, 512, vgg.PoolSize
+	const S, side, c, out = 64, 2, 512, model.PoolSize
 	ctx := context.Background()
 	tv := tinyConfig()
-	tv.ImageSize, tv.Head, tv.Dropout = S, vgg.HeadTorchvision, 0.5
-	tv.Weights = heWeights(t, mustParams(t, tv), 3)
+	tv.ImageSize, tv.Head, tv.Dropout = S, model.HeadTorchvision, 0.5
+	tvInit := heWeights(t, mustParams(t, tv), 3)
 	fl := tv
-	fl.Head = vgg.HeadFlatten
+	fl.Head = model.HeadFlatten
 	var flat []*weights.Tensor
-	start, end := vgg.AdaptivePoolBins(side, out)
-	for _, w := range tv.Weights {
+	start, end := model.AdaptivePoolBins(side, out)
+	for _, w := range tvInit {
 		if w.Name != "classifier.0.weight" {
 			flat = append(flat, w)
 			continue
@@ -200,8 +199,7 @@ func TestHeadTorchvisionMatchesFlatten(t *testing.T) {
 		}
 		flat = append(flat, f)
 	}
-	fl.Weights = flat
-	a, b := mustNew(t, tv), mustNew(t, fl)
+	a, b := mustNew(t, tv, tvInit), mustNew(t, fl, flat)
 	batch := synthBatch(0, 4, 3, S, 6)
 	la, err1 := a.Logits(ctx, batch)
 	lb, err2 := b.Logits(ctx, batch)
@@ -213,11 +211,7 @@ func TestHeadTorchvisionMatchesFlatten(t *testing.T) {
 	} else {
 		t.Logf("logits differ by %.3g of the largest", e)
 	}
-	ta, err1 := a.TrainStep(ctx, batch)
-	tb, err2 := b.TrainStep(ctx, batch)
-	if err := errors.Join(err1, err2); err != nil {
-		t.Fatal(err)
-	}
+	ta, tb := mustStep(t, a, batch), mustStep(t, b, batch)
 	if e := math.Abs(ta-tb) / tb; e > 1e-5 {
 		t.Errorf("training loss: torchvision head %.9g, folded flatten head %.9g: relative %.3g, want <= 1e-5", ta, tb, e)
 	} else {
@@ -225,7 +219,7 @@ func TestHeadTorchvisionMatchesFlatten(t *testing.T) {
 	}
 	wa, wb := mustWeights(t, a), mustWeights(t, b)
 	for _, name := range []string{"features.0.weight", "features.16.weight", "classifier.3.weight", "classifier.6.weight"} {
-		w0 := weights.Lookup(tv.Weights, name).Data
+		w0 := weights.Lookup(tvInit, name).Data
 		da, db := weights.Lookup(wa, name).Data, weights.Lookup(wb, name).Data
 		ca, cb := make([]float32, len(w0)), make([]float32, len(w0))
 		for i := range w0 {
@@ -239,36 +233,52 @@ func TestHeadTorchvisionMatchesFlatten(t *testing.T) {
 	}
 }
 
-// maskedHeadLoss computes in float64 the mean cross-entropy of a head whose
-// first layer has zero weights (so its output is its bias, whatever the
-// base computes), with each hidden activation multiplied by masks[l.Dropout]
-// when masks is not nil.
-func maskedHeadLoss(ws []*weights.Tensor, layers []vgg.HeadLayer, masks [][]float32, labels []int32) float64 {
+// maskedHeadLoss computes in float64 the mean cross-entropy of net's head
+// for weights ws when its first Linear layer has zero weights (so its output
+// is its bias, whatever the base computes), with each Dropout's input
+// multiplied by masks[layer.Mask] when masks is not nil.
+func maskedHeadLoss(net *model.Net, ws []*weights.Tensor, masks [][]float32, labels []int32) float64 {
 	n := len(labels)
 	var act [][]float64
-	for k, l := range layers {
-		w := weights.Lookup(ws, fmt.Sprintf("classifier.%d.weight", l.Index)).Data
-		b := weights.Lookup(ws, fmt.Sprintf("classifier.%d.bias", l.Index)).Data
-		next := make([][]float64, n)
-		for r := range n {
-			next[r] = make([]float64, l.Out)
-			for o := range l.Out {
-				v := float64(b[o])
-				if k > 0 {
-					for j := range l.In {
-						v += float64(w[o*l.In+j]) * act[r][j]
+	for _, l := range net.Layers {
+		if !l.Head {
+			continue
+		}
+		switch l.Op {
+		case model.Linear:
+			w := weights.Lookup(ws, l.Name+".weight").Data
+			b := weights.Lookup(ws, l.Name+".bias").Data
+			in := l.In.Elements()
+			next := make([][]float64, n)
+			for r := range n {
+				next[r] = make([]float64, l.Out)
+				for o := range l.Out {
+					v := float64(b[o])
+					if act != nil {
+						for j := range in {
+							v += float64(w[o*in+j]) * act[r][j]
+						}
 					}
+					next[r][o] = v
 				}
-				if l.Hidden {
-					v = max(v, 0)
-					if masks != nil {
-						v *= float64(masks[l.Dropout][r*l.Out+o])
-					}
+			}
+			act = next
+		case model.ReLU:
+			for r := range act {
+				for o := range act[r] {
+					act[r][o] = max(act[r][o], 0)
 				}
-				next[r][o] = v
+			}
+		case model.Dropout:
+			if masks == nil || act == nil {
+				continue
+			}
+			for r := range act {
+				for o := range act[r] {
+					act[r][o] *= float64(masks[l.Mask][r*len(act[r])+o])
+				}
 			}
 		}
-		act = next
 	}
 	var loss float64
 	for r, logits := range act {
@@ -285,13 +295,22 @@ func maskedHeadLoss(ws []*weights.Tensor, layers []vgg.HeadLayer, masks [][]floa
 	return loss / float64(n)
 }
 
+// reload assigns ws to tr's variables and clears the optimizer state,
+// keeping the step counter (and so the next step's dropout masks).
+func reload(t *testing.T, tr *Trainer, ws []*weights.Tensor) {
+	t.Helper()
+	if err := errors.Join(tr.assign(context.Background(), tr.m.params, ws), tr.clearOptimizer()); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestDropoutMaskApplied: a training step multiplies each hidden activation
-// by vgg.DropoutMask(Seed, global step, layer, p), and evaluation applies no
+// by model.DropoutMask(Seed, global step, layer, p), and evaluation applies no
 // mask. The head's first layer has zero weights and positive biases, so its
 // activations are known whatever the base computes, and the training loss
 // of each step can be computed by hand from the weights and the masks. The
-// weights are reloaded before each step (LoadWeights keeps the step
-// counter), so steps 0..3 each use the same weights and their own masks.
+// weights are reloaded before each step (the step counter stays), so steps
+// 0..3 each use the same weights and their own masks.
 //
 // Tolerance 1e-5 relative: float32 sums of 16 products against float64.
 // The test also checks that another step's masks give a loss at least 1e-3
@@ -299,35 +318,29 @@ func maskedHeadLoss(ws []*weights.Tensor, layers []vgg.HeadLayer, masks [][]floa
 func TestDropoutMaskApplied(t *testing.T) {
 	ctx := context.Background()
 	batch := synthBatch(0, 4, 3, 32, 8)
-	for _, head := range vgg.Heads() {
-		t.Run(string(head), func(t *testing.T) {
+	heads, err := model.Heads("vgg11")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, head := range heads {
+		t.Run(head, func(t *testing.T) {
 			cfg := tinyConfig()
 			cfg.Head, cfg.Dropout, cfg.Seed = head, 0.5, 11
 			cfg.Momentum = 0
-			ps := mustParams(t, cfg)
-			ws := heWeights(t, ps, 4)
+			net := mustNet(t, cfg)
+			ws := heWeights(t, net.Params, 4)
 			for i, v := range randData(16, 9) {
 				weights.Lookup(ws, "classifier.0.bias").Data[i] = 1 + 0.5*v*v // positive: ReLU keeps it
 			}
 			clear(weights.Lookup(ws, "classifier.0.weight").Data)
-			path := filepath.Join(t.TempDir(), "w.safetensors")
-			if err := weights.WriteSafetensors(path, ws, nil); err != nil {
-				t.Fatal(err)
-			}
-			cfg.Weights = ws
-			tr := mustNew(t, cfg)
-			layers, err := head.Layers(32, 3, 16)
-			if err != nil {
-				t.Fatal(err)
-			}
+			tr := mustNew(t, cfg, ws)
 			masksAt := func(step int64) [][]float32 {
 				var ms [][]float32
-				for _, l := range layers {
-					if l.Hidden {
-						m := make([]float32, batch.N*l.Out)
-						vgg.DropoutMask(m, cfg.Seed, step, l.Dropout, cfg.Dropout)
-						ms = append(ms, m)
-					}
+				for _, i := range net.Dropouts() {
+					l := net.Layers[i]
+					m := make([]float32, batch.N*l.In.Elements())
+					model.DropoutMask(m, cfg.Seed, step, l.Mask, cfg.Dropout)
+					ms = append(ms, m)
 				}
 				return ms
 			}
@@ -335,23 +348,18 @@ func TestDropoutMaskApplied(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if want := maskedHeadLoss(ws, layers, nil, batch.Labels); math.Abs(eval-want)/want > 1e-5 {
+			if want := maskedHeadLoss(net, ws, nil, batch.Labels); math.Abs(eval-want)/want > 1e-5 {
 				t.Errorf("evaluation loss %.9g, want %.9g (no dropout)", eval, want)
 			}
 			for step := range int64(4) {
-				if err := tr.LoadWeights(path); err != nil {
-					t.Fatal(err)
-				}
-				got, err := tr.TrainStep(ctx, batch)
-				if err != nil {
-					t.Fatal(err)
-				}
-				want := maskedHeadLoss(ws, layers, masksAt(step), batch.Labels)
+				reload(t, tr, ws)
+				got := mustStep(t, tr, batch)
+				want := maskedHeadLoss(net, ws, masksAt(step), batch.Labels)
 				if e := math.Abs(got-want) / want; e > 1e-5 {
-					t.Errorf("step %d: training loss %.9g, want %.9g from vgg.DropoutMask(seed %d, step %d) (relative %.3g, want <= 1e-5)",
+					t.Errorf("step %d: training loss %.9g, want %.9g from model.DropoutMask(seed %d, step %d) (relative %.3g, want <= 1e-5)",
 						step, got, want, cfg.Seed, step, e)
 				}
-				other := maskedHeadLoss(ws, layers, masksAt(step+1), batch.Labels)
+				other := maskedHeadLoss(net, ws, masksAt(step+1), batch.Labels)
 				if math.Abs(other-want)/want < 1e-3 {
 					t.Fatalf("step %d: the next step's masks give loss %.9g, too close to %.9g for this test to tell masks apart", step, other, want)
 				}
@@ -361,67 +369,73 @@ func TestDropoutMaskApplied(t *testing.T) {
 }
 
 // TestDropoutZeroHasNoMaskOps: with dropout 0 the graph has no mask inputs
-// and no multiplication in the head; with dropout 0.5 one mask per hidden
-// layer (vgg.Head.Layers: 2 for flatten and torchvision, 1 for keras), and
-// evaluation has its own head without them.
+// and no multiplication in the head; with dropout 0.5 one mask per Dropout
+// layer (torchvision's VGG classifier: 2 for the flatten and torchvision
+// heads, 1 for keras; MobileNetV2's classifier.0: 1), and the evaluation pass
+// has its own head without them.
 func TestDropoutZeroHasNoMaskOps(t *testing.T) {
 	for _, tc := range []struct {
-		head    vgg.Head
-		dropout float64
-		want    int
+		model, head string
+		dropout     float64
+		want        int
 	}{
-		{vgg.HeadFlatten, 0, 0},
-		{vgg.HeadTorchvision, 0, 0},
-		{vgg.HeadKeras, 0, 0},
-		{vgg.HeadFlatten, 0.5, 2},
-		{vgg.HeadTorchvision, 0.5, 2},
-		{vgg.HeadKeras, 0.5, 1},
+		{"vgg11", model.HeadFlatten, 0, 0},
+		{"vgg11", model.HeadTorchvision, 0, 0},
+		{"vgg11", model.HeadKeras, 0, 0},
+		{"vgg11", model.HeadFlatten, 0.5, 2},
+		{"vgg11", model.HeadTorchvision, 0.5, 2},
+		{"vgg11", model.HeadKeras, 0.5, 1},
+		{"mobilenet_v2", model.HeadTorchvision, 0, 0},
+		{"mobilenet_v2", model.HeadTorchvision, 0.5, 1},
 	} {
 		cfg := tinyConfig()
-		cfg.Head, cfg.Dropout = tc.head, tc.dropout
-		m, err := buildModel(cfg, "test/")
+		cfg.Model, cfg.Head, cfg.Dropout = tc.model, tc.head, tc.dropout
+		m, err := buildGraph(cfg, mustNet(t, cfg), "test/")
 		if err != nil {
 			t.Fatal(err)
 		}
 		masks, muls := 0, 0
 		for _, o := range m.graph.Operations() {
 			switch {
-			case o.Type() == "Placeholder" && strings.Contains(o.Name(), ".mask"):
+			case o.Type() == "Placeholder" && strings.HasPrefix(o.Name(), "input/mask"):
 				masks++
 			case o.Type() == "Mul" && strings.HasPrefix(o.Name(), "forward/classifier"):
 				muls++
 			}
 		}
 		if masks != tc.want || muls != tc.want || len(m.masks) != tc.want {
-			t.Errorf("%s dropout %v: got %d mask placeholders, %d head Mul ops, %d mask inputs, want %d each",
-				tc.head, tc.dropout, masks, muls, len(m.masks), tc.want)
+			t.Errorf("%s %s dropout %v: got %d mask placeholders, %d head Mul ops, %d mask inputs, want %d each",
+				tc.model, tc.head, tc.dropout, masks, muls, len(m.masks), tc.want)
 		}
 		freeGraph(m.graph)
 	}
 }
 
-// TestFreezeLoadedHead: features mode with the torchvision head starts
-// classifier.0 and classifier.3 (fc6, fc7) from the weights file and
-// classifier.6 from the seed (vgg.Reinitialised); with FreezeLoadedHead
-// fc6 and fc7 stay bit for bit what the file holds after training steps,
-// without it they train. The base never changes and classifier.6 always
-// trains.
+// TestFreezeLoadedHead: features mode with the torchvision head, composed by
+// weights.Initial, starts classifier.0 and classifier.3 (fc6, fc7) from the
+// weights file and classifier.6 from the seed (Net.Reinitialised); with
+// FreezeLoadedHead fc6 and fc7 stay bit for bit what the file holds after
+// training steps, without it they train. The base never changes and
+// classifier.6 always trains.
 func TestFreezeLoadedHead(t *testing.T) {
-	ctx := context.Background()
 	for _, freeze := range []bool{true, false} {
 		t.Run(fmt.Sprintf("freeze=%t", freeze), func(t *testing.T) {
 			cfg := tinyConfig()
-			cfg.Head, cfg.Mode, cfg.FreezeLoadedHead, cfg.Seed = vgg.HeadTorchvision, ModeFeatures, freeze, 5
-			file, err := weights.InitParams(mustParams(t, cfg), 99) // the "file": another seed
+			cfg.Head, cfg.Mode, cfg.FreezeLoadedHead, cfg.Seed = model.HeadTorchvision, model.ModeFeatures, freeze, 5
+			net := mustNet(t, cfg)
+			file, err := weights.InitParams(net.Params, 99) // the "file": another seed
 			if err != nil {
 				t.Fatal(err)
 			}
-			seeded, err := weights.InitParams(mustParams(t, cfg), cfg.Seed)
+			seeded, err := weights.InitParams(net.Params, cfg.Seed)
 			if err != nil {
 				t.Fatal(err)
 			}
-			cfg.Weights = file
-			tr := mustNew(t, cfg)
+			init, _, err := weights.Initial(file, net, cfg.Mode, cfg.Seed, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tr := mustNew(t, cfg, init)
 			before := mustWeights(t, tr)
 			for _, w := range before {
 				want, from := weights.Lookup(file, w.Name), "the file"
@@ -433,9 +447,7 @@ func TestFreezeLoadedHead(t *testing.T) {
 				}
 			}
 			for i := range 2 {
-				if _, err := tr.TrainStep(ctx, synthBatch(4*i, 4, 3, 32, 1)); err != nil {
-					t.Fatal(err)
-				}
+				mustStep(t, tr, synthBatch(4*i, 4, 3, 32, 1))
 			}
 			after := mustWeights(t, tr)
 			for i, w := range after {
@@ -457,47 +469,40 @@ func TestFreezeLoadedHead(t *testing.T) {
 	}
 }
 
-// TestInitialWeightsMismatch: a weights file that does not fit the model is
-// refused with ErrWeights and a message naming the tensors (weights.Initial),
-// before any graph is built; in finetune and features mode the output layer
-// of another class count is not a mismatch (it is re-initialised).
+// TestInitialWeightsMismatch: initial tensors that do not fit the model are
+// refused with ErrWeights and a message naming the tensors
+// (weights.Arrange), before any graph is built; composing a file with
+// weights.Initial first (the caller's job) replaces an output layer of
+// another class count in finetune mode.
 func TestInitialWeightsMismatch(t *testing.T) {
 	ctx := context.Background()
-	flat, err := weights.InitVGG(vgg.Config{Name: "vgg11"}, 32, 1000, 16, 1)
+	other := tinyConfig()
+	other.Classes = 1000
+	flat, err := weights.InitParams(mustNet(t, other).Params, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
 		name  string
-		head  vgg.Head
-		mode  string
+		head  string
 		ws    []*weights.Tensor
-		wants []string // substrings of the error; nil: no error
+		wants []string // substrings of the error
 	}{
-		{"scratch 1000 classes into 3", vgg.HeadFlatten, ModeScratch, flat, []string{"classifier.6.weight: got shape [1000 16], want [3 16]"}},
-		{"finetune 1000 classes into 3", vgg.HeadFlatten, ModeFinetune, flat, nil},
-		{"flatten file into keras head", vgg.HeadKeras, ModeScratch, flat, []string{"classifier.6.weight: unexpected", "classifier.3.weight: got shape [16 16], want [3 16]"}},
-		{"flatten file into torchvision head", vgg.HeadTorchvision, ModeFinetune, flat, []string{"classifier.0.weight: got shape [16 512], want [16 25088]"}},
-		{"base only", vgg.HeadFlatten, ModeFeatures, flat[:16], []string{"classifier.0.weight: missing", "classifier.3.bias: missing"}},
+		{"1000 classes into 3", model.HeadFlatten, flat, []string{"classifier.6.weight: got shape [1000 16], want [3 16]"}},
+		{"flatten file into keras head", model.HeadKeras, flat, []string{"classifier.6.weight: unexpected", "classifier.3.weight: got shape [16 16], want [3 16]"}},
+		{"flatten file into torchvision head", model.HeadTorchvision, flat, []string{"classifier.0.weight: got shape [16 512], want [16 25088]"}},
+		{"base only", model.HeadFlatten, flat[:16], []string{"classifier.0.weight: missing", "classifier.3.bias: missing"}},
 	} {
 		cfg := tinyConfig()
-		cfg.Head, cfg.Mode, cfg.Weights = tc.head, tc.mode, tc.ws
-		tr, err := New(ctx, cfg)
-		if tc.wants == nil {
-			if err != nil {
-				t.Errorf("%s: %v, want no error", tc.name, err)
-			} else {
-				tr.Close()
-			}
-			continue
-		}
+		cfg.Head = tc.head
+		tr, err := New(ctx, cfg, tc.ws)
 		if err == nil {
 			tr.Close()
 			t.Errorf("%s: no error, want ErrWeights", tc.name)
 			continue
 		}
 		if !errors.Is(err, ErrWeights) || !strings.HasPrefix(err.Error(), "tfrun: new: initial weights do not fit the model: weights: ") {
-			t.Errorf("%s: got %v, want tfrun: new: wrapping ErrWeights and weights.Initial's error", tc.name, err)
+			t.Errorf("%s: got %v, want tfrun: new: wrapping ErrWeights and weights.Arrange's error", tc.name, err)
 		}
 		for _, w := range tc.wants {
 			if !strings.Contains(err.Error(), w) {
@@ -505,6 +510,14 @@ func TestInitialWeightsMismatch(t *testing.T) {
 			}
 		}
 	}
+	// Composed by weights.Initial for finetune, the 1000-class file fits.
+	cfg := tinyConfig()
+	cfg.Mode = model.ModeFinetune
+	init, _, err := weights.Initial(flat, mustNet(t, cfg), cfg.Mode, cfg.Seed, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustNew(t, cfg, init)
 }
 
 // headsFixturePath is the PyTorch reference for the heads
@@ -546,24 +559,25 @@ func TestParityHeads(t *testing.T) {
 	}
 	ctx := context.Background()
 	batch := reftest.Input(4, 32)
-	for _, head := range []vgg.Head{vgg.HeadTorchvision, vgg.HeadKeras} {
-		for _, model := range []vgg.Config{{Name: "vgg11"}, {Name: "vgg11", BatchNorm: true}} {
-			prefix := string(head) + "/" + model.String()
+	for _, head := range []string{model.HeadTorchvision, model.HeadKeras} {
+		for _, name := range []string{"vgg11", "vgg11_bn"} {
+			prefix := head + "/" + name
 			t.Run(prefix, func(t *testing.T) {
-				init, err := reftest.WeightsFor(model, head, 32, 3, 16)
+				cfg := tinyConfig()
+				cfg.Model, cfg.Head, cfg.Hidden, cfg.Dropout = name, head, 16, 0
+				cfg.Mode = model.ModeScratch
+				cfg.LR, cfg.Momentum, cfg.WeightDecay = 0.01, 0.9, 5e-4
+				init, err := reftest.Weights(refSpec(cfg))
 				if err != nil {
 					t.Fatal(err)
 				}
 				if got, want := sha(init), shas[prefix]; got != want {
 					t.Fatalf("formula weights sha256 %s, fixture %s: Go and Python start from different weights", got, want)
 				}
-				cfg := tinyConfig()
-				cfg.Model, cfg.Head, cfg.Hidden, cfg.Dropout = model, head, 16, 0
-				cfg.Mode, cfg.Weights = ModeScratch, init
-				cfg.LR, cfg.Momentum, cfg.WeightDecay = 0.01, 0.9, 5e-4
-				tr := mustNew(t, cfg)
+				tr := mustNew(t, cfg, init)
+				bn := strings.HasSuffix(name, "_bn")
 				lossTol := 1e-5
-				if model.BatchNorm {
+				if bn {
 					lossTol = 1e-4
 				}
 
@@ -580,7 +594,7 @@ func TestParityHeads(t *testing.T) {
 				if w := float64(f.get(t, prefix+"/loss")[0]); math.Abs(loss-w)/w > lossTol {
 					t.Errorf("evaluation loss %.9g, PyTorch %.9g: relative %.3g, want <= %g", loss, w, math.Abs(loss-w)/w, lossTol)
 				}
-				loss, err = tr.TrainStep(ctx, batch)
+				loss, _, err = tr.TrainStep(ctx, batch)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -593,7 +607,7 @@ func TestParityHeads(t *testing.T) {
 				ws := mustWeights(t, tr)
 				worst, worstSum, over, total := 0.0, 0.0, 0.0, 0
 				for i, w := range ws {
-					if model.BatchNorm && tr.params[i].Kind == vgg.ConvBias {
+					if bn && tr.net.Params[i].Kind == model.ConvBias {
 						continue
 					}
 					w0 := init[i].Data

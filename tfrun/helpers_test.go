@@ -5,28 +5,51 @@ import (
 	"testing"
 
 	"github.com/fwbench/fwbench/dataset"
-	"github.com/fwbench/fwbench/vgg"
+	"github.com/fwbench/fwbench/model"
+	"github.com/fwbench/fwbench/recipe"
 	"github.com/fwbench/fwbench/weights"
 )
 
 // tinyConfig is a fast model for behaviour tests: vgg11 at 32 px with a
-// 16-wide head, two threads (the test machine's cores).
-func tinyConfig() Config {
-	cfg := DefaultConfig()
-	cfg.Model = vgg.Config{Name: "vgg11"}
-	cfg.ImageSize, cfg.NumClasses, cfg.Hidden = 32, 3, 16
+// 16-wide head, dropout 0.5, two threads (the test machine's cores).
+func tinyConfig() recipe.Config {
+	cfg := recipe.Default()
+	cfg.Model = "vgg11"
+	cfg.ImageSize, cfg.Classes, cfg.Hidden = 32, 3, 16
 	cfg.Threads, cfg.InterOpThreads = 2, 2
 	return cfg
 }
 
-func mustNew(t testing.TB, cfg Config) *Trainer {
+// mustNet builds cfg's model.
+func mustNet(t testing.TB, cfg recipe.Config) *model.Net {
 	t.Helper()
-	tr, err := New(context.Background(), cfg)
+	n, err := cfg.Net()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// mustNew starts a Trainer from init (nil: seeded) and closes it when the
+// test ends.
+func mustNew(t testing.TB, cfg recipe.Config, init []*weights.Tensor) *Trainer {
+	t.Helper()
+	tr, err := New(context.Background(), cfg, init)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { tr.Close() })
 	return tr
+}
+
+// mustStep runs one training step and returns its loss.
+func mustStep(t testing.TB, tr *Trainer, b *dataset.Batch) float64 {
+	t.Helper()
+	loss, _, err := tr.TrainStep(context.Background(), b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return loss
 }
 
 // synthBatch renders images first..first+n−1 (round-robin over classes) of

@@ -5,7 +5,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/fwbench/fwbench/vgg"
+	"github.com/fwbench/fwbench/model"
 )
 
 func randData(n int, seed uint64) []float32 {
@@ -17,34 +17,47 @@ func randData(n int, seed uint64) []float32 {
 	return x
 }
 
-// TestLayoutRoundTrip: fromTF(toTF(x)) = x for every parameter kind and
-// head.
+// TestLayoutRoundTrip: fromTF(toTF(x)) = x for every parameter of every
+// model (VGG with BatchNorm and each head, ResNet-18, MobileNetV2's
+// depthwise filters).
 func TestLayoutRoundTrip(t *testing.T) {
-	for _, S := range []int{32, 64, 96} {
-		for _, h := range vgg.Heads() {
-			ps, err := vgg.ParamsFor(vgg.Config{Name: "vgg11", BatchNorm: true}, h, S, 5, 7)
-			if err != nil {
-				t.Fatal(err)
+	for _, s := range []model.Spec{
+		{Name: "vgg11_bn", Head: model.HeadFlatten, ImageSize: 64, Classes: 5, Hidden: 7},
+		{Name: "vgg11_bn", Head: model.HeadTorchvision, ImageSize: 32, Classes: 5, Hidden: 7},
+		{Name: "vgg11_bn", Head: model.HeadKeras, ImageSize: 32, Classes: 5, Hidden: 7},
+		{Name: "resnet18", ImageSize: 32, Classes: 5},
+		{Name: "mobilenet_v2", ImageSize: 32, Classes: 5},
+	} {
+		net, err := model.Build(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, p := range net.Params {
+			dw := net.Layers[p.Layer].Depthwise()
+			x := randData(p.NumElements(), uint64(i))
+			if got := fromTF(p, dw, toTF(p, dw, x)); !slices.Equal(got, x) {
+				t.Errorf("%s %s: round trip changed the data", s.Name, p.Name)
 			}
-			side := flatSide(S, h)
-			for i, p := range ps {
-				x := randData(p.NumElements(), uint64(i))
-				if got := fromTF(p, side, toTF(p, side, x)); !slices.Equal(got, x) {
-					t.Errorf("S=%d head %s %s: round trip changed the data", S, h, p.Name)
-				}
+			n := int64(1)
+			for _, d := range tfShape(p, dw) {
+				n *= d
+			}
+			if n != int64(p.NumElements()) {
+				t.Errorf("%s %s: TF shape %v holds %d elements, want %d", s.Name, p.Name, tfShape(p, dw), n, p.NumElements())
 			}
 		}
 	}
 }
 
 // TestLayoutMeaning checks what the conversions mean, not just that they
-// invert: a convolution tap and the first classifier layer must compute
-// the same numbers in both layouts.
+// invert: torch's w[o][i][y][x] is TF's Conv2D filter w[y][x][i][o], a
+// depthwise filter torch [C][1][y][x] is TF's DepthwiseConv2dNative filter
+// [y][x][c][0], and a Linear [out][in] is TF's MatMul [in][out].
 func TestLayoutMeaning(t *testing.T) {
 	// Conv: torch w[o][i][y][x] is TF w[y][x][i][o].
-	p := vgg.Param{Name: "features.0.weight", Shape: []int{4, 3, 3, 3}, Kind: vgg.ConvWeight}
+	p := model.Param{Name: "features.0.weight", Shape: []int{4, 3, 3, 3}, Kind: model.ConvWeight}
 	src := randData(p.NumElements(), 1)
-	dst := toTF(p, 1, src)
+	dst := toTF(p, false, src)
 	for o := range 4 {
 		for i := range 3 {
 			for y := range 3 {
@@ -56,65 +69,39 @@ func TestLayoutMeaning(t *testing.T) {
 			}
 		}
 	}
-	if got, want := tfShape(p), []int64{3, 3, 3, 4}; !slices.Equal(got, want) {
+	if got, want := tfShape(p, false), []int64{3, 3, 3, 4}; !slices.Equal(got, want) {
 		t.Errorf("conv TF shape %v, want %v", got, want)
 	}
 
-	// First classifier layer at S = 64 (a 2×2×512 map): torch's
-	// out = W·flatten_CHW(map) must equal TF's flatten_HWC(map)·W'.
-	const S, s, C, out = 64, 2, 512, 3
-	if got := flatSide(S, vgg.HeadFlatten); got != s {
-		t.Errorf("flatSide(%d, flatten): got %d, want %d = S/32", S, got, s)
-	}
-	lp := vgg.Param{Name: "classifier.0.weight", Shape: []int{out, C * s * s}, Kind: vgg.LinearWeight, Head: true}
-	w := randData(lp.NumElements(), 2)
-	wtf := toTF(lp, s, w)
-	fm := randData(C*s*s, 3) // feature map, indexed [c][h][w]
-	chw := fm
-	hwc := make([]float32, len(fm))
-	for c := range C {
-		for h := range s {
-			for x := range s {
-				hwc[(h*s+x)*C+c] = fm[(c*s+h)*s+x]
+	// Depthwise: torch [C=5][1][3][3] is TF [3][3][5][1], element [y][x][c][0].
+	dp := model.Param{Name: "features.1.conv.0.0.weight", Shape: []int{5, 1, 3, 3}, Kind: model.ConvWeight}
+	dsrc := randData(dp.NumElements(), 2)
+	ddst := toTF(dp, true, dsrc)
+	for c := range 5 {
+		for y := range 3 {
+			for x := range 3 {
+				if got, want := ddst[(y*3+x)*5+c], dsrc[(c*3+y)*3+x]; got != want {
+					t.Fatalf("depthwise [c=%d y=%d x=%d]: got %v, want %v", c, y, x, got, want)
+				}
 			}
 		}
 	}
-	in := C * s * s
-	for o := range out {
-		var torchOut, tfOut float64
-		for j := range in {
-			torchOut += float64(w[o*in+j]) * float64(chw[j])
-			tfOut += float64(hwc[j]) * float64(wtf[j*out+o])
-		}
-		if d := torchOut - tfOut; d > 1e-9 || d < -1e-9 {
-			t.Errorf("output %d: torch layout %v, TF layout %v", o, torchOut, tfOut)
-		}
+	if got, want := tfShape(dp, true), []int64{3, 3, 5, 1}; !slices.Equal(got, want) {
+		t.Errorf("depthwise TF shape %v, want %v", got, want)
 	}
-	// Other linear layers are plain transposes.
-	lp3 := vgg.Param{Name: "classifier.3.weight", Shape: []int{5, 7}, Kind: vgg.LinearWeight, Head: true}
-	w3 := randData(35, 4)
-	w3tf := toTF(lp3, s, w3)
+
+	// Linear layers are plain transposes (the graph flattens in torch's order).
+	lp := model.Param{Name: "classifier.0.weight", Shape: []int{5, 7}, Kind: model.LinearWeight, Head: true}
+	w := randData(35, 4)
+	wtf := toTF(lp, false, w)
 	for o := range 5 {
 		for j := range 7 {
-			if w3tf[j*5+o] != w3[o*7+j] {
-				t.Fatalf("classifier.3 [%d][%d] not transposed", o, j)
+			if wtf[j*5+o] != w[o*7+j] {
+				t.Fatalf("linear [%d][%d] not transposed", o, j)
 			}
 		}
 	}
-	// After the adaptive pool the graph flattens in torch's C×H×W order
-	// itself (adaptivePool): classifier.0 is a plain transpose.
-	if got := flatSide(S, vgg.HeadTorchvision); got != 0 {
-		t.Errorf("flatSide(%d, torchvision): got %d, want 0 (no permutation)", S, got)
-	}
-	const in7 = C * vgg.PoolSize * vgg.PoolSize
-	lp7 := vgg.Param{Name: "classifier.0.weight", Shape: []int{out, in7}, Kind: vgg.LinearWeight, Head: true}
-	w7 := randData(lp7.NumElements(), 5)
-	w7tf := toTF(lp7, 0, w7)
-	for o := range out {
-		for j := range in7 {
-			if w7tf[j*out+o] != w7[o*in7+j] {
-				t.Fatalf("torchvision classifier.0 [%d][%d] not a plain transpose", o, j)
-			}
-		}
+	if got, want := tfShape(lp, false), []int64{7, 5}; !slices.Equal(got, want) {
+		t.Errorf("linear TF shape %v, want %v", got, want)
 	}
 }

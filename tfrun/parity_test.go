@@ -12,7 +12,8 @@ import (
 	"testing"
 
 	"github.com/fwbench/fwbench/internal/reftest"
-	"github.com/fwbench/fwbench/vgg"
+	"github.com/fwbench/fwbench/model"
+	"github.com/fwbench/fwbench/recipe"
 	"github.com/fwbench/fwbench/weights"
 )
 
@@ -93,18 +94,25 @@ func sha(ts []*weights.Tensor) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// refConfig is the fixture's configuration (its __metadata__["config"]).
-func refConfig(init []*weights.Tensor) Config {
-	cfg := DefaultConfig()
-	cfg.Model = vgg.Config{Name: "vgg16"}
+// refConfig is the fixture's configuration (its __metadata__["config"]):
+// VGG16 at 32 px, 3 classes, hidden 32, dropout 0, scratch, SGD (lr 0.01,
+// momentum 0.9, weight decay 5e-4).
+func refConfig() recipe.Config {
+	cfg := recipe.Default()
+	cfg.Model = "vgg16"
 	cfg.ImageSize = 32
-	cfg.NumClasses = 3
+	cfg.Classes = 3
 	cfg.Hidden = 32
 	cfg.Dropout = 0
-	cfg.Mode = ModeScratch
-	cfg.Weights = init
+	cfg.Mode = model.ModeScratch
 	cfg.LR, cfg.Momentum, cfg.WeightDecay = 0.01, 0.9, 5e-4
+	cfg.Threads, cfg.InterOpThreads = 2, 2
 	return cfg
+}
+
+// refSpec is cfg's model.Spec.
+func refSpec(cfg recipe.Config) model.Spec {
+	return model.Spec{Name: cfg.Model, Head: cfg.Head, ImageSize: cfg.ImageSize, Classes: cfg.Classes, Hidden: cfg.Hidden}
 }
 
 // checkWeights compares a trainer's weights with the fixture's run: every
@@ -208,7 +216,7 @@ func TestFixtureDeltaSum(t *testing.T) {
 func TestParityWithPyTorch(t *testing.T) {
 	f := loadFixture(t)
 	ctx := context.Background()
-	init, err := reftest.Weights(vgg.Config{Name: "vgg16"}, 32, 3, 32)
+	init, err := reftest.Weights(refSpec(refConfig()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +226,7 @@ func TestParityWithPyTorch(t *testing.T) {
 	batch := reftest.Input(4, 32)
 
 	t.Run("forward", func(t *testing.T) {
-		tr, err := New(ctx, refConfig(init))
+		tr, err := New(ctx, refConfig(), init)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -282,18 +290,18 @@ func TestParityWithPyTorch(t *testing.T) {
 		{"adam1", 1, true, 1e-2, 0.01},
 	} {
 		t.Run(tc.run, func(t *testing.T) {
-			cfg := refConfig(init)
+			cfg := refConfig()
 			if tc.adam {
-				cfg.Optimizer, cfg.LR, cfg.WeightDecay = "adam", 1e-3, 0
+				cfg.Optimizer, cfg.LR, cfg.WeightDecay = recipe.Adam, 1e-3, 0
 			}
-			tr, err := New(ctx, cfg)
+			tr, err := New(ctx, cfg, init)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer tr.Close()
 			wantLoss := f.get(t, tc.run+"/loss")
 			for i := range tc.steps {
-				loss, err := tr.TrainStep(ctx, batch)
+				loss, _, err := tr.TrainStep(ctx, batch)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -313,17 +321,16 @@ func TestParityWithPyTorch(t *testing.T) {
 func TestParityBatchNorm(t *testing.T) {
 	f := loadFixture(t)
 	ctx := context.Background()
-	model := vgg.Config{Name: "vgg11", BatchNorm: true}
-	init, err := reftest.Weights(model, 32, 3, 16)
+	cfg := refConfig()
+	cfg.Model, cfg.Hidden = "vgg11_bn", 16
+	init, err := reftest.Weights(refSpec(cfg))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got, want := sha(init), f.meta["bn_weights_sha256"]; got != want {
 		t.Fatalf("formula weights sha256 %s, fixture %s", got, want)
 	}
-	cfg := refConfig(init)
-	cfg.Model, cfg.Hidden = model, 16
-	tr, err := New(ctx, cfg)
+	tr, err := New(ctx, cfg, init)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -339,7 +346,7 @@ func TestParityBatchNorm(t *testing.T) {
 	} else {
 		t.Logf("eval logits relative difference %.3g", e)
 	}
-	loss, err := tr.TrainStep(ctx, batch)
+	loss, _, err := tr.TrainStep(ctx, batch)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -381,8 +388,9 @@ func TestParityBatchNorm(t *testing.T) {
 func TestParityOptimizers(t *testing.T) {
 	f := loadFixtureFile(t, "testdata/optim_vgg11_s32.safetensors")
 	ctx := context.Background()
-	model := vgg.Config{Name: "vgg11"}
-	init, err := reftest.Weights(model, 32, 3, 16)
+	base := refConfig()
+	base.Model, base.Hidden = "vgg11", 16
+	init, err := reftest.Weights(refSpec(base))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -392,24 +400,23 @@ func TestParityOptimizers(t *testing.T) {
 	batch := reftest.Input(4, 32)
 	for _, tc := range []struct {
 		run  string
-		edit func(*Config)
+		edit func(*recipe.Config)
 		tol  float64 // as in TestParityWithPyTorch, for the same reasons
 	}{
-		{"nesterov", func(c *Config) { c.LR, c.Momentum, c.WeightDecay, c.Nesterov = 0.01, 0.9, 5e-4, true }, 1e-4},
-		{"adamwd", func(c *Config) { c.Optimizer, c.LR, c.WeightDecay = OptimizerAdam, 1e-3, 5e-4 }, 1e-2},
+		{"nesterov", func(c *recipe.Config) { c.LR, c.Momentum, c.WeightDecay, c.Nesterov = 0.01, 0.9, 5e-4, true }, 1e-4},
+		{"adamwd", func(c *recipe.Config) { c.Optimizer, c.LR, c.WeightDecay = recipe.Adam, 1e-3, 5e-4 }, 1e-2},
 	} {
 		t.Run(tc.run, func(t *testing.T) {
-			cfg := refConfig(init)
-			cfg.Model, cfg.Hidden = model, 16
+			cfg := base
 			tc.edit(&cfg)
-			tr, err := New(ctx, cfg)
+			tr, err := New(ctx, cfg, init)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer tr.Close()
 			want := f.get(t, tc.run+"/loss")
 			for i := range want {
-				loss, err := tr.TrainStep(ctx, batch)
+				loss, _, err := tr.TrainStep(ctx, batch)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -418,7 +425,7 @@ func TestParityOptimizers(t *testing.T) {
 				// Adam step those carry its ε-sensitive elements (see
 				// TestParityWithPyTorch): 1e-4 (measured 1.4e-5).
 				lossTol := 1e-5
-				if i > 0 && cfg.Optimizer == OptimizerAdam {
+				if i > 0 && cfg.Optimizer == recipe.Adam {
 					lossTol = 1e-4
 				}
 				if e := math.Abs(loss-float64(want[i])) / float64(want[i]); e > lossTol {

@@ -3,13 +3,17 @@ package tfrun
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 
 	tf "github.com/galeone/tensorflow/tensorflow/go"
 	config "github.com/galeone/tensorflow/tensorflow/go/core/protobuf/for_core_protos_go_proto"
 	"github.com/galeone/tensorflow/tensorflow/go/op"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/fwbench/fwbench/recipe"
 )
 
 // envOwnPool is read once by TensorFlow, when the first CPU device is made.
@@ -36,7 +40,7 @@ func Version() string { return tf.Version() }
 // placement (ops without a kernel for the chosen GPU run on the CPU), GPU
 // memory that grows on demand instead of being reserved whole, and, on the
 // CPU, no GPU devices at all.
-func sessionConfig(intra, inter int, dev device, soft bool) ([]byte, error) {
+func sessionConfig(intra, inter int, dev recipe.Device, soft bool) ([]byte, error) {
 	c := &config.ConfigProto{
 		IntraOpParallelismThreads: int32(intra),
 		InterOpParallelismThreads: int32(inter),
@@ -44,7 +48,7 @@ func sessionConfig(intra, inter int, dev device, soft bool) ([]byte, error) {
 		AllowSoftPlacement:        soft,
 		GpuOptions:                &config.GPUOptions{AllowGrowth: true},
 	}
-	if !dev.gpu {
+	if !dev.GPU {
 		c.DeviceCount = map[string]int32{"GPU": 0}
 	}
 	return proto.Marshal(c)
@@ -53,7 +57,7 @@ func sessionConfig(intra, inter int, dev device, soft bool) ([]byte, error) {
 // listDevices returns the devices that the library offers to a session: full
 // names such as "/job:localhost/replica:0/task:0/device:CPU:0", sorted.
 func listDevices() ([]tf.Device, error) {
-	cfg, err := sessionConfig(1, 1, device{gpu: true}, true)
+	cfg, err := sessionConfig(1, 1, recipe.Device{GPU: true}, true)
 	if err != nil {
 		return nil, err
 	}
@@ -73,7 +77,7 @@ func listDevices() ([]tf.Device, error) {
 }
 
 // CUDADevices lists the GPUs that the loaded libtensorflow can use, as
-// Config.Device values ("cuda:0", "cuda:1", ...). It returns an empty list
+// recipe.Config.Device values ("cuda:0", "cuda:1", ...). It returns an empty list
 // and no error with a CPU-only library such as the tensorflow-cpu build.
 func CUDADevices() (names []string, err error) {
 	defer recoverTo(&err, "cuda devices")
@@ -96,15 +100,15 @@ func CUDADevices() (names []string, err error) {
 // the CPU. It places one constant on dev in a session without soft
 // placement, so a missing device fails with TensorFlow's own message, and
 // adds the list of devices the library has.
-func checkDevice(dev device) error {
-	if !dev.gpu {
+func checkDevice(dev recipe.Device) error {
+	if !dev.GPU {
 		return nil
 	}
 	cfg, err := sessionConfig(1, 1, dev, false)
 	if err != nil {
 		return err
 	}
-	s := op.NewScope().WithDevice(dev.tfName())
+	s := op.NewScope().WithDevice(tfDevice(dev))
 	c := op.Const(s.SubScope("probe"), float32(0))
 	g, err := s.Finalize()
 	if err != nil {
@@ -131,4 +135,21 @@ func checkDevice(dev device) error {
 		have = strings.Join(names, ", ")
 	}
 	return fmt.Errorf("%s is not available in this libtensorflow (devices: %s): %w", dev, have, runErr)
+}
+
+// tfDevice is the TensorFlow name of a device: "/device:CPU:0" or
+// "/device:GPU:N".
+func tfDevice(d recipe.Device) string {
+	if !d.GPU {
+		return "/device:CPU:0"
+	}
+	return "/device:GPU:" + strconv.Itoa(d.Index)
+}
+
+// threads resolves 0 to runtime.NumCPU().
+func threads(n int) int {
+	if n <= 0 {
+		return runtime.NumCPU()
+	}
+	return n
 }

@@ -6,9 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,7 +16,8 @@ import (
 	tf "github.com/galeone/tensorflow/tensorflow/go"
 
 	"github.com/fwbench/fwbench/dataset"
-	"github.com/fwbench/fwbench/vgg"
+	"github.com/fwbench/fwbench/model"
+	"github.com/fwbench/fwbench/recipe"
 	"github.com/fwbench/fwbench/weights"
 )
 
@@ -27,16 +28,21 @@ var ErrClosed = errors.New("tfrun: trainer is closed")
 // Trainer: a Trainer is not safe for concurrent use.
 var ErrBusy = errors.New("tfrun: trainer is busy with another call (a Trainer is not safe for concurrent use)")
 
-// Framework is what Trainer.Framework reports.
+// ErrWeights is wrapped by New's error when the initial tensors do not fit
+// the model (tensors missing, of another shape, or unexpected; the message
+// names them).
+var ErrWeights = errors.New("initial weights do not fit the model")
+
+// Framework is the name Info reports.
 const Framework = "tensorflow"
 
 // trainerSeq numbers the Trainers of a process; the number prefixes their
 // variables' shared names.
 var trainerSeq atomic.Int64
 
-// Trainer is VGG on one TensorFlow session: a graph with the model, its
-// loss, gradients and optimizer, and the variables that hold the weights and
-// the optimizer state.
+// Trainer is one model.Net on one TensorFlow session: a graph with the
+// model, its loss, gradients and optimizer, and the variables that hold the
+// weights and the optimizer state.
 //
 // A Trainer is not safe for concurrent use: a call that overlaps another
 // returns ErrBusy instead of waiting (Close waits for the call in flight).
@@ -46,23 +52,20 @@ type Trainer struct {
 	mu     sync.Mutex
 	closed bool
 
-	cfg    Config
-	dev    device
-	intra  int
-	inter  int
-	params []vgg.Param // vgg.ParamsFor order
-	side   int         // flatSide: the H×W×C-flattened map's side, 0 after the adaptive pool
-	// dropout lists the head layers followed by a Dropout (none when
-	// Config.Dropout is 0), in the order of m.masks and masks.
-	dropout []vgg.HeadLayer
-	// lastCorrect is the top-1 hit count of the last training batch.
-	lastCorrect int
+	cfg   recipe.Config
+	net   *model.Net
+	dev   recipe.Device
+	intra int
+	inter int
+	// dropout lists the Dropout layers that get a mask (none when the
+	// recipe's Dropout is 0), in the order of m.masks and masks.
+	dropout []int
 
-	m    *model
+	m    *netGraph
 	sess *tf.Session
 
 	step     int64 // completed training steps (restored by LoadCheckpoint): the dropout mask index
-	adamStep int64 // Adam's t before the next step; reset with the optimizer state by LoadWeights
+	adamStep int64 // Adam's t before the next step
 
 	// Reused input tensors (see feedTensor); masks are the dropout masks.
 	x, labels, adamLR, adamEps feedTensor
@@ -72,11 +75,19 @@ type Trainer struct {
 	steps      atomic.Int64 // TrainStep calls that GoOverhead covers
 }
 
-// New builds the model's graph, starts a session on cfg.Device and loads
-// the initial weights: weights.Initial(cfg.Weights, params, cfg.Mode,
-// cfg.Head, cfg.Seed, false), see Config.Weights and the Mode constants.
-// Weights that do not fit the model give an error wrapping ErrWeights.
-func New(ctx context.Context, cfg Config) (_ *Trainer, err error) {
+// New builds cfg's model (cfg.Net) as a TensorFlow graph, starts a session
+// on cfg.Device and loads the initial weights.
+//
+// cfg.Validate's error is returned as it is (it wraps recipe.ErrInvalid).
+// init holds the initial tensors in torchvision's canonical layout, every
+// one of Net.Params (compose them with weights.Initial); nil means every
+// tensor seeded (weights.InitParams with cfg.Seed). Tensors that do not fit
+// the model give an error wrapping ErrWeights. New copies them into the
+// graph's variables; the caller keeps ownership.
+func New(ctx context.Context, cfg recipe.Config, init []*weights.Tensor) (_ *Trainer, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	var t *Trainer
 	defer func() { // after recoverTo: also on a panic
 		if err != nil && t != nil {
@@ -84,30 +95,28 @@ func New(ctx context.Context, cfg Config) (_ *Trainer, err error) {
 		}
 	}()
 	defer recoverTo(&err, "new")
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("tfrun: new: %w", err)
 	}
-	cfg.Head = cfg.head()
-	params, err := vgg.ParamsFor(cfg.Model, cfg.Head, cfg.ImageSize, cfg.NumClasses, cfg.Hidden)
+	net, err := cfg.Net()
 	if err != nil {
 		return nil, fmt.Errorf("tfrun: new: %w", err)
 	}
-	headLayers, err := cfg.Head.Layers(cfg.ImageSize, cfg.NumClasses, cfg.Hidden)
-	if err != nil {
-		return nil, fmt.Errorf("tfrun: new: %w", err)
-	}
-	init, _, err := weights.Initial(cfg.Weights, params, cfg.Mode, cfg.Head, cfg.Seed, false)
-	if err != nil {
+	if init == nil {
+		init, err = weights.InitParams(net.Params, cfg.Seed)
+		if err != nil {
+			return nil, fmt.Errorf("tfrun: new: %w", err)
+		}
+	} else if init, err = weights.Arrange(init, net.Params, false); err != nil {
 		return nil, fmt.Errorf("tfrun: new: %w: %w", ErrWeights, err)
 	}
-	dev, _ := parseDevice(cfg.Device)
+	dev, err := recipe.ParseDevice(cfg.Device)
+	if err != nil {
+		return nil, fmt.Errorf("tfrun: new: %w", err)
+	}
 	t = &Trainer{
-		cfg: cfg, dev: dev, params: params,
-		side:    flatSide(cfg.ImageSize, cfg.Head),
-		dropout: dropoutLayers(cfg, headLayers),
+		cfg: cfg, net: net, dev: dev,
+		dropout: dropoutLayers(cfg, net),
 		intra:   threads(cfg.Threads), inter: threads(cfg.InterOpThreads),
 		x: feedTensor{dt: tf.Float}, labels: feedTensor{dt: tf.Int32},
 		adamLR: feedTensor{dt: tf.Float}, adamEps: feedTensor{dt: tf.Float},
@@ -116,7 +125,6 @@ func New(ctx context.Context, cfg Config) (_ *Trainer, err error) {
 	for i := range t.masks {
 		t.masks[i].dt = tf.Float
 	}
-	t.cfg.Weights = nil // do not pin the caller's tensors
 	if err := t.start(ctx, init); err != nil {
 		return nil, fmt.Errorf("tfrun: new: %w", err)
 	}
@@ -127,13 +135,13 @@ func (t *Trainer) start(ctx context.Context, init []*weights.Tensor) error {
 	if err := checkDevice(t.dev); err != nil {
 		return fmt.Errorf("device: %w", err)
 	}
-	m, err := buildModel(t.cfg, "tfrun"+strconv.FormatInt(trainerSeq.Add(1), 10)+"/")
+	m, err := buildGraph(t.cfg, t.net, "tfrun"+strconv.FormatInt(trainerSeq.Add(1), 10)+"/")
 	if err != nil {
 		return err
 	}
 	t.m = m
-	if err := m.placeGraph(t.dev.tfName()); err != nil {
-		return fmt.Errorf("place graph on %s: %w", t.dev.tfName(), err)
+	if err := m.placeGraph(tfDevice(t.dev)); err != nil {
+		return fmt.Errorf("place graph on %s: %w", tfDevice(t.dev), err)
 	}
 	cfg, err := sessionConfig(t.intra, t.inter, t.dev, true)
 	if err != nil {
@@ -164,9 +172,9 @@ func (t *Trainer) assign(ctx context.Context, vars []*variable, ts []*weights.Te
 		// at 224 px the first classifier layer alone is 411 MB.
 		val, view, err := newFloatTensor(v.shape, len(ts[i].Data))
 		if err == nil && view != nil {
-			toTFInto(v.param, t.side, ts[i].Data, view)
+			toTFInto(v.param, v.depthwise, ts[i].Data, view)
 		} else if err == nil {
-			data := toTF(v.param, t.side, ts[i].Data)
+			data := toTF(v.param, v.depthwise, ts[i].Data)
 			val, err = tf.ReadTensor(tf.Float, v.shape, bytes.NewReader(asBytes(data)))
 		}
 		if err != nil {
@@ -198,13 +206,13 @@ func (t *Trainer) read(vars []*variable) ([]*weights.Tensor, error) {
 		n := v.param.NumElements()
 		data := make([]float32, n)
 		if view := floatView(out[i], n); view != nil {
-			fromTFInto(v.param, t.side, view, data)
+			fromTFInto(v.param, v.depthwise, view, data)
 		} else {
 			buf := make([]float32, n)
 			if err := readFloats(out[i], buf); err != nil {
 				return nil, fmt.Errorf("read %s: %w", v.name, err)
 			}
-			fromTFInto(v.param, t.side, buf, data)
+			fromTFInto(v.param, v.depthwise, buf, data)
 		}
 		ts[i] = &weights.Tensor{Name: v.name, Shape: append([]int(nil), v.param.Shape...), Data: data}
 		freeTensor(out[i])
@@ -251,8 +259,8 @@ func (t *Trainer) feedBatch(b *dataset.Batch, labels bool) (x, l *tf.Tensor, err
 		return nil, nil, fmt.Errorf("batch: got %d labels, want N=%d", len(b.Labels), b.N)
 	}
 	for i, c := range b.Labels {
-		if c < 0 || int(c) >= t.cfg.NumClasses {
-			return nil, nil, fmt.Errorf("batch: label %d of image %d: want 0 <= label < %d", c, i, t.cfg.NumClasses)
+		if c < 0 || int(c) >= t.net.Classes {
+			return nil, nil, fmt.Errorf("batch: label %d of image %d: want 0 <= label < %d", c, i, t.net.Classes)
 		}
 	}
 	l, err = t.labels.set([]int64{int64(b.N)}, asBytes(b.Labels))
@@ -261,39 +269,42 @@ func (t *Trainer) feedBatch(b *dataset.Batch, labels bool) (x, l *tf.Tensor, err
 
 // TrainStep runs one optimizer step on b (forward in training mode with
 // dropout, backward, update, BatchNorm statistics) and returns the batch's
-// mean cross-entropy loss before the update. The whole step is one
-// Session.Run that fetches only the loss and the hit count; the updates run
-// as its targets. The dropout masks of global step Step() are drawn in Go
-// by vgg.DropoutMask straight into the reused input tensors and fed.
-// A batch of the wrong image size fails with TensorFlow's shape error
-// before any update.
-func (t *Trainer) TrainStep(ctx context.Context, b *dataset.Batch) (loss float64, err error) {
+// mean cross-entropy loss before the update and the number of images whose
+// highest training-mode logit (dropout on, as Keras reports training
+// accuracy) is their label. The whole step is one Session.Run that fetches
+// only those two scalars; the updates run as its targets. The dropout masks
+// of global step Step() are drawn in Go by model.DropoutMask straight into
+// the reused input tensors and fed. A batch of the wrong image size fails
+// with TensorFlow's shape error before any update.
+func (t *Trainer) TrainStep(ctx context.Context, b *dataset.Batch) (loss float64, correct int, err error) {
 	start := time.Now()
 	if err := t.enter(ctx, "train step"); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer t.mu.Unlock()
 	defer recoverTo(&err, "train step")
+	fail := func(err error) (float64, int, error) { return 0, 0, fmt.Errorf("tfrun: train step: %w", err) }
 	x, l, err := t.feedBatch(b, true)
 	if err != nil {
-		return 0, fmt.Errorf("tfrun: train step: %w", err)
+		return fail(err)
 	}
 	feeds := map[tf.Output]*tf.Tensor{t.m.x: x, t.m.labels: l}
-	for i, dl := range t.dropout {
-		m, err := t.masks[i].setFloats([]int64{int64(b.N), int64(dl.Out)}, func(dst []float32) {
-			vgg.DropoutMask(dst, t.cfg.Seed, t.step, dl.Dropout, t.cfg.Dropout)
+	for i, li := range t.dropout {
+		layer := t.net.Layers[li]
+		m, err := t.masks[i].setFloats([]int64{int64(b.N), int64(layer.In.Elements())}, func(dst []float32) {
+			model.DropoutMask(dst, t.cfg.Seed, t.step, layer.Mask, t.cfg.Dropout)
 		})
 		if err != nil {
-			return 0, fmt.Errorf("tfrun: train step: %w", err)
+			return fail(err)
 		}
 		feeds[t.m.masks[i]] = m
 	}
-	if t.cfg.Optimizer == OptimizerAdam {
+	if t.cfg.Optimizer == recipe.Adam {
 		lr, eps := adamFeeds(t.cfg, t.adamStep+1)
 		a, err1 := t.adamLR.set(nil, asBytes([]float32{lr}))
 		e, err2 := t.adamEps.set(nil, asBytes([]float32{eps}))
 		if err := errors.Join(err1, err2); err != nil {
-			return 0, fmt.Errorf("tfrun: train step: %w", err)
+			return fail(err)
 		}
 		feeds[t.m.adamLR], feeds[t.m.adamEps] = a, e
 	}
@@ -302,31 +313,25 @@ func (t *Trainer) TrainStep(ctx context.Context, b *dataset.Batch) (loss float64
 	out, err := t.sess.Run(feeds, []tf.Output{t.m.trainLoss, t.m.trainCorrect}, t.m.train)
 	run := time.Since(runStart)
 	if err != nil {
-		return 0, fmt.Errorf("tfrun: train step: %w", err)
+		return fail(err)
 	}
 	t.step++
 	t.adamStep++
-	loss, err = scalar(out[0])
-	if c, ok := out[1].Value().(int32); ok {
-		t.lastCorrect = int(c)
-	}
+	loss, err1 := scalar(out[0])
+	c, err2 := scalar(out[1])
 	freeTensors(out)
-	if err != nil {
-		return 0, fmt.Errorf("tfrun: train step: %w", err)
+	if err := errors.Join(err1, err2); err != nil {
+		return fail(err)
 	}
 	t.goOverhead.Add(int64(time.Since(start) - run))
 	t.steps.Add(1)
-	return loss, nil
+	return loss, int(c), nil
 }
-
-// LastStepCorrect is how many images of the last training batch the model, in training mode
-// (dropout on, as Keras reports training accuracy), classified correctly.
-func (t *Trainer) LastStepCorrect() int { return t.lastCorrect }
 
 // adamFeeds returns the step size and epsilon that make TF's
 // ResourceApplyAdam (fed beta powers 0) perform torch's Adam step t: see
 // buildOptimizer. Both are computed in float64 and rounded once.
-func adamFeeds(cfg Config, t int64) (lr, eps float32) {
+func adamFeeds(cfg recipe.Config, t int64) (lr, eps float32) {
 	bc1 := 1 - math.Pow(cfg.Beta1, float64(t))
 	bc2 := 1 - math.Pow(cfg.Beta2, float64(t))
 	return float32(cfg.LR * math.Sqrt(bc2) / bc1), float32(cfg.Eps * math.Sqrt(bc2))
@@ -359,7 +364,7 @@ func (t *Trainer) Evaluate(ctx context.Context, b *dataset.Batch) (loss float64,
 }
 
 // Logits returns the model's outputs for b in evaluation mode, row-major
-// [N, NumClasses]. Labels are not used. The slice is the caller's.
+// [N, classes]. Labels are not used. The slice is the caller's.
 func (t *Trainer) Logits(ctx context.Context, b *dataset.Batch) (logits []float32, err error) {
 	if err := t.enter(ctx, "logits"); err != nil {
 		return nil, err
@@ -375,7 +380,7 @@ func (t *Trainer) Logits(ctx context.Context, b *dataset.Batch) (logits []float3
 		return nil, fmt.Errorf("tfrun: logits: %w", err)
 	}
 	defer freeTensors(out)
-	logits = make([]float32, b.N*t.cfg.NumClasses)
+	logits = make([]float32, b.N*t.net.Classes)
 	if err := readFloats(out[0], logits); err != nil {
 		return nil, fmt.Errorf("tfrun: logits: %w", err)
 	}
@@ -383,7 +388,7 @@ func (t *Trainer) Logits(ctx context.Context, b *dataset.Batch) (logits []float3
 }
 
 // Weights returns the model's current weights in canonical torchvision
-// layout and vgg.ParamsFor order. The tensors are the caller's.
+// layout and Net.Params order. The tensors are the caller's.
 func (t *Trainer) Weights() (ts []*weights.Tensor, err error) {
 	if err := t.enter(context.Background(), "weights"); err != nil {
 		return nil, err
@@ -397,64 +402,6 @@ func (t *Trainer) Weights() (ts []*weights.Tensor, err error) {
 	return ts, nil
 }
 
-// SaveWeights writes the weights to path as safetensors in canonical
-// torchvision layout, atomically.
-func (t *Trainer) SaveWeights(path string) error {
-	ts, err := t.Weights()
-	if err != nil {
-		return err
-	}
-	meta := map[string]string{
-		"framework":   Framework,
-		"version":     Version(),
-		"model":       t.cfg.Model.String(),
-		"head":        string(t.cfg.Head),
-		"image_size":  strconv.Itoa(t.cfg.ImageSize),
-		"num_classes": strconv.Itoa(t.cfg.NumClasses),
-		"hidden":      strconv.Itoa(t.cfg.hidden()),
-	}
-	if err := weights.WriteSafetensors(path, ts, meta); err != nil {
-		return fmt.Errorf("tfrun: save weights: %w", err)
-	}
-	return nil
-}
-
-// LoadWeights replaces the weights with those in path (.safetensors or a
-// torchvision .pth state dict, canonical layout). The file must hold the
-// whole model; in "features" mode a file with the convolutional base only
-// (or a classifier of another shape, such as torchvision's 1000-class head)
-// replaces the base and keeps the current head. The optimizer state is
-// cleared (zero momentum, Adam restarts at step 1), as in torchrun.
-func (t *Trainer) LoadWeights(path string) (err error) {
-	ts, err := weights.Load(path)
-	if err != nil {
-		return fmt.Errorf("tfrun: load weights: %w", err)
-	}
-	if err := t.enter(context.Background(), "load weights"); err != nil {
-		return err
-	}
-	defer t.mu.Unlock()
-	defer recoverTo(&err, "load weights")
-	vars := t.m.params
-	full, ferr := weights.Arrange(ts, t.params, false)
-	if ferr != nil && t.cfg.Mode == ModeFeatures {
-		if base, berr := weights.Arrange(ts, t.params, true); berr == nil {
-			full, ferr = base, nil
-			vars = vars[:len(base)] // the base comes first in params order
-		}
-	}
-	if ferr != nil {
-		return fmt.Errorf("tfrun: load weights: %s: %w", path, ferr)
-	}
-	if err := t.assign(context.Background(), vars, full); err != nil {
-		return fmt.Errorf("tfrun: load weights: %w", err)
-	}
-	if err := t.clearOptimizer(); err != nil {
-		return fmt.Errorf("tfrun: load weights: %w", err)
-	}
-	return nil
-}
-
 // clearOptimizer zeroes the optimizer state and Adam's step count, as a
 // fresh torch optimizer would have them.
 func (t *Trainer) clearOptimizer() error {
@@ -466,24 +413,6 @@ func (t *Trainer) clearOptimizer() error {
 		return fmt.Errorf("clear optimizer state: %w", err)
 	}
 	return nil
-}
-
-// Checkpoint metadata keys (weights.CheckpointMeta.Extra) that tfrun writes.
-const (
-	extraStep     = "tfrun.step"      // global step counter: the dropout mask index
-	extraAdamStep = "tfrun.adam_step" // Adam's step count (torch's per-parameter "step")
-	extraModel    = "tfrun.model"
-	extraHead     = "tfrun.head"
-	extraMode     = "tfrun.mode"
-)
-
-// optimizerString describes the optimizer for checkpoint metadata, in
-// torchrun's format.
-func (c Config) optimizerString() string {
-	if c.Optimizer == OptimizerAdam {
-		return fmt.Sprintf("adam(lr=%g,betas=(%g,%g),eps=%g,weight_decay=%g)", c.LR, c.Beta1, c.Beta2, c.Eps, c.WeightDecay)
-	}
-	return fmt.Sprintf("sgd(lr=%g,momentum=%g,weight_decay=%g,nesterov=%t)", c.LR, c.Momentum, c.WeightDecay, c.Nesterov)
 }
 
 // SaveCheckpoint writes dir/ (weights.SaveCheckpoint, atomically): the
@@ -504,16 +433,16 @@ func (t *Trainer) SaveCheckpoint(dir string, epoch, step int) (err error) {
 	}
 	meta := weights.CheckpointMeta{
 		Framework: Framework, Epoch: epoch, Step: step, Seed: t.cfg.Seed,
-		Optimizer: t.cfg.optimizerString(),
+		Optimizer: t.cfg.OptimizerString(),
 		Extra: map[string]string{
-			extraStep:  strconv.FormatInt(t.step, 10),
-			extraModel: t.cfg.Model.String(),
-			extraHead:  string(t.cfg.Head),
-			extraMode:  t.cfg.Mode,
+			recipe.MetaStep:  strconv.FormatInt(t.step, 10),
+			recipe.MetaModel: t.net.Name,
+			recipe.MetaHead:  t.net.Head,
+			recipe.MetaMode:  t.cfg.Mode,
 		},
 	}
-	if t.cfg.Optimizer == OptimizerAdam {
-		meta.Extra[extraAdamStep] = strconv.FormatInt(t.adamStep, 10)
+	if t.cfg.Optimizer == recipe.Adam {
+		meta.Extra[recipe.MetaAdamStep] = strconv.FormatInt(t.adamStep, 10)
 	}
 	n := len(t.m.params)
 	if err := weights.SaveCheckpoint(dir, all[:n], all[n:], meta); err != nil {
@@ -544,11 +473,11 @@ func (t *Trainer) LoadCheckpoint(dir string) (epoch, step int, err error) {
 	if meta.Framework != Framework {
 		return fail(fmt.Errorf("written by %q, want %q", meta.Framework, Framework))
 	}
-	if got, want := meta.Optimizer, t.cfg.optimizerString(); (t.cfg.Optimizer == OptimizerAdam) != strings.HasPrefix(got, "adam") {
+	if got := meta.Optimizer; !t.cfg.SameOptimizerState(got) {
 		// Another learning rate is fine, another optimizer is not: its state would not fit.
-		return fail(fmt.Errorf("optimizer %s, this trainer uses %s", got, want))
+		return fail(fmt.Errorf("optimizer %s, this trainer uses %s", got, t.cfg.OptimizerString()))
 	}
-	full, err := weights.Arrange(ps, t.params, false)
+	full, err := weights.Arrange(ps, t.net.Params, false)
 	if err != nil {
 		return fail(err)
 	}
@@ -574,8 +503,8 @@ func (t *Trainer) LoadCheckpoint(dir string) (epoch, step int, err error) {
 		}
 		return n, nil
 	}
-	gstep, err1 := counter(extraStep, int64(meta.Step))
-	astep, err2 := counter(extraAdamStep, 0)
+	gstep, err1 := counter(recipe.MetaStep, int64(meta.Step))
+	astep, err2 := counter(recipe.MetaAdamStep, 0)
 	if err := errors.Join(err1, err2); err != nil {
 		return fail(err)
 	}
@@ -603,17 +532,24 @@ func (t *Trainer) Sync() error {
 // statistics (TF_DeviceListMemoryBytes is a limit, not a peak).
 func (t *Trainer) PeakGPUBytes() int64 { return 0 }
 
-// Framework returns "tensorflow".
-func (t *Trainer) Framework() string { return Framework }
-
-// Version returns the loaded library's version (see Version).
-func (t *Trainer) Version() string { return Version() }
-
-// Device returns the device in flag form: "cpu" or "cuda:N".
-func (t *Trainer) Device() string { return t.dev.String() }
-
-// Threads returns the intra-op thread count of the session.
-func (t *Trainer) Threads() int { return t.intra }
+// Info reports the framework, the loaded library's version, the device
+// ("cpu" or "cuda:N"), the session's intra-op threads, and settings that
+// affect speed: the inter-op threads and TensorFlow's oneDNN switch
+// (TF_ENABLE_ONEDNN_OPTS as the process has it; unset means TensorFlow's
+// default, on for x86 CPUs).
+func (t *Trainer) Info() recipe.Info {
+	onednn, ok := os.LookupEnv("TF_ENABLE_ONEDNN_OPTS")
+	if !ok {
+		onednn = "default"
+	}
+	return recipe.Info{
+		Framework: Framework, Version: Version(), Device: t.dev.String(), Threads: t.intra,
+		Settings: map[string]string{
+			"inter_op_threads": strconv.Itoa(t.inter),
+			"onednn":           onednn,
+		},
+	}
+}
 
 // Step returns the number of optimizer steps taken, counting those restored
 // by LoadCheckpoint.

@@ -8,13 +8,15 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/fwbench/fwbench/dataset"
-	"github.com/fwbench/fwbench/vgg"
+	"github.com/fwbench/fwbench/model"
+	"github.com/fwbench/fwbench/recipe"
 	"github.com/fwbench/fwbench/weights"
 )
 
@@ -68,21 +70,17 @@ func TestLearns(t *testing.T) {
 	val := load(d.Val(), false, 0, d.Val().Len())[0]
 
 	cfg := tinyConfig()
-	cfg.Model.BatchNorm = true
+	cfg.Model = "vgg11_bn"
 	cfg.Hidden = 64
 	cfg.Dropout = 0.5
-	cfg.Optimizer, cfg.LR = OptimizerAdam, 1e-3
-	tr := mustNew(t, cfg)
+	cfg.Optimizer, cfg.LR = recipe.Adam, 1e-3
+	tr := mustNew(t, cfg, nil)
 	var first, last float64
 	for e := range epochs {
 		var sum float64
 		bs := load(d.Train(), true, e, batch)
 		for _, b := range bs {
-			loss, err := tr.TrainStep(ctx, b)
-			if err != nil {
-				t.Fatal(err)
-			}
-			sum += loss
+			sum += mustStep(t, tr, b)
 		}
 		mean := sum / float64(len(bs))
 		if e == 0 {
@@ -109,20 +107,26 @@ func TestLearns(t *testing.T) {
 }
 
 // TestFeaturesMode: the base is frozen bit for bit, the head learns, and the
-// graph holds no backward op for the base at all.
+// graph holds no backward op for the base at all, for VGG with and without
+// BatchNorm and for ResNet-18 (whose base BatchNorms stay in evaluation
+// mode: their running statistics must not move either).
 func TestFeaturesMode(t *testing.T) {
-	ctx := context.Background()
-	for _, bn := range []bool{false, true} {
-		t.Run("bn="+strconv.FormatBool(bn), func(t *testing.T) {
+	for _, name := range []string{"vgg11", "vgg11_bn", "resnet18"} {
+		t.Run(name, func(t *testing.T) {
 			cfg := tinyConfig()
-			cfg.Model.BatchNorm = bn
-			base, err := weights.InitVGG(cfg.Model, 32, 1000, 16, 99) // its 1000-class classifier.6 is replaced by a seeded one
+			cfg.Model = name
+			cfg.Classes = 1000
+			file, err := weights.InitParams(mustNet(t, cfg).Params, 99) // its 1000-class output layer is replaced by a seeded one
 			if err != nil {
 				t.Fatal(err)
 			}
-			cfg.Mode, cfg.Weights = ModeFeatures, base
-			cfg.Dropout = 0.5
-			tr := mustNew(t, cfg)
+			cfg.Classes, cfg.Mode = 3, model.ModeFeatures
+			net := mustNet(t, cfg)
+			init, _, err := weights.Initial(file, net, cfg.Mode, cfg.Seed, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tr := mustNew(t, cfg, init)
 			for _, o := range tr.m.graph.Operations() {
 				switch o.Type() {
 				case "Conv2DBackpropFilter", "Conv2DBackpropInput", "MaxPoolGrad", "FusedBatchNormGradV3":
@@ -131,27 +135,25 @@ func TestFeaturesMode(t *testing.T) {
 			}
 			before := mustWeights(t, tr)
 			for i := range 3 {
-				if _, err := tr.TrainStep(ctx, synthBatch(4*i, 4, 3, 32, 1)); err != nil {
-					t.Fatal(err)
-				}
+				mustStep(t, tr, synthBatch(4*i, 4, 3, 32, 1))
 			}
 			after := mustWeights(t, tr)
-			for i, p := range tr.params {
+			for i, p := range net.Params {
 				same := sameBits(before[i:i+1], after[i:i+1]) == ""
 				if !p.Head && !same {
 					t.Errorf("%s changed in features mode, want bit-identical", p.Name)
 				}
-				if p.Head && p.Kind == vgg.LinearWeight && same {
+				if p.Head && p.Kind == model.LinearWeight && same {
 					t.Errorf("%s did not change, want the head trained", p.Name)
 				}
-				if !p.Head && sameBits([]*weights.Tensor{after[i]}, []*weights.Tensor{weights.Lookup(base, p.Name)}) != "" {
+				if !p.Head && sameBits([]*weights.Tensor{after[i]}, []*weights.Tensor{weights.Lookup(file, p.Name)}) != "" {
 					t.Errorf("%s is not the given base tensor", p.Name)
 				}
 			}
 		})
 	}
 	// Scratch mode does build the backward pass through the base.
-	tr := mustNew(t, tinyConfig())
+	tr := mustNew(t, tinyConfig(), nil)
 	n := 0
 	for _, o := range tr.m.graph.Operations() {
 		if o.Type() == "Conv2DBackpropFilter" {
@@ -184,9 +186,7 @@ func rss(t *testing.T) int64 {
 // freed at once, so nothing per step is left for the garbage collector.
 func TestMemoryFlat(t *testing.T) {
 	ctx := context.Background()
-	cfg := tinyConfig()
-	cfg.Dropout = 0.5
-	tr := mustNew(t, cfg)
+	tr := mustNew(t, tinyConfig(), nil)
 	b := synthBatch(0, 4, 3, 32, 1)
 	measure := func() int64 {
 		runtime.GC()
@@ -195,9 +195,7 @@ func TestMemoryFlat(t *testing.T) {
 	}
 	var at20 int64
 	for i := 1; i <= 200; i++ {
-		if _, err := tr.TrainStep(ctx, b); err != nil {
-			t.Fatal(err)
-		}
+		mustStep(t, tr, b)
 		if i%20 == 0 {
 			// Evaluate and Logits too: they fetch tensors as well.
 			if _, _, err := tr.Evaluate(ctx, b); err != nil {
@@ -225,39 +223,32 @@ func TestMemoryFlat(t *testing.T) {
 // back too).
 func TestResumeEqualsUninterrupted(t *testing.T) {
 	const K, k = 6, 3
-	ctx := context.Background()
 	batches := make([]*dataset.Batch, K)
 	for i := range batches {
 		batches[i] = synthBatch(4*i, 4, 3, 32, 3)
 	}
 	for _, tc := range []struct {
 		name string
-		edit func(*Config)
+		edit func(*recipe.Config)
 	}{
-		{"sgd-nesterov-wd", func(c *Config) { c.Momentum, c.Nesterov, c.WeightDecay = 0.9, true, 5e-4 }},
-		{"adam", func(c *Config) { c.Optimizer, c.LR = OptimizerAdam, 1e-3 }},
-		{"sgd-bn", func(c *Config) { c.Model.BatchNorm = true }},
+		{"sgd-nesterov-wd", func(c *recipe.Config) { c.Momentum, c.Nesterov, c.WeightDecay = 0.9, true, 5e-4 }},
+		{"adam", func(c *recipe.Config) { c.Optimizer, c.LR = recipe.Adam, 1e-3 }},
+		{"sgd-bn", func(c *recipe.Config) { c.Model = "vgg11_bn" }},
+		{"resnet18-adam", func(c *recipe.Config) { c.Model, c.Head, c.Optimizer, c.LR = "resnet18", "", recipe.Adam, 1e-3 }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := tinyConfig()
-			cfg.Dropout = 0.5
 			tc.edit(&cfg)
-			a := mustNew(t, cfg)
+			a := mustNew(t, cfg, nil)
 			var lossA []float64
 			for _, b := range batches {
-				l, err := a.TrainStep(ctx, b)
-				if err != nil {
-					t.Fatal(err)
-				}
-				lossA = append(lossA, l)
+				lossA = append(lossA, mustStep(t, a, b))
 			}
 
 			dir := filepath.Join(t.TempDir(), "ckpt")
-			b1 := mustNew(t, cfg)
+			b1 := mustNew(t, cfg, nil)
 			for _, b := range batches[:k] {
-				if _, err := b1.TrainStep(ctx, b); err != nil {
-					t.Fatal(err)
-				}
+				mustStep(t, b1, b)
 			}
 			if err := b1.SaveCheckpoint(dir, 1, k); err != nil {
 				t.Fatal(err)
@@ -265,7 +256,7 @@ func TestResumeEqualsUninterrupted(t *testing.T) {
 			if err := b1.Close(); err != nil {
 				t.Fatal(err)
 			}
-			b2 := mustNew(t, cfg)
+			b2 := mustNew(t, cfg, nil)
 			epoch, step, err := b2.LoadCheckpoint(dir)
 			if err != nil {
 				t.Fatal(err)
@@ -274,11 +265,7 @@ func TestResumeEqualsUninterrupted(t *testing.T) {
 				t.Errorf("LoadCheckpoint: got epoch %d step %d, want 1 %d", epoch, step, k)
 			}
 			for i, b := range batches[k:] {
-				l, err := b2.TrainStep(ctx, b)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if l != lossA[k+i] {
+				if l := mustStep(t, b2, b); l != lossA[k+i] {
 					t.Errorf("step %d loss: resumed %v, uninterrupted %v, want equal bits", k+i+1, l, lossA[k+i])
 				}
 			}
@@ -293,52 +280,49 @@ func TestResumeEqualsUninterrupted(t *testing.T) {
 // from the evaluation loss of the same weights), and its masks depend on
 // the seed: two Trainers with one seed agree bit for bit, another seed
 // gives another loss. (TestDropoutMaskApplied checks the masks' values.)
+// MobileNetV2's dropout sits before its only Linear layer, on the pooled
+// 1280 features; its Trainers take tens of seconds to start on two cores,
+// so it is checked with one seed only (dropout changes the loss).
 func TestDropoutMasks(t *testing.T) {
-	for _, h := range vgg.Heads() {
-		t.Run(string(h), func(t *testing.T) { testDropoutMasks(t, h) })
-	}
-}
-
-func testDropoutMasks(t *testing.T, head vgg.Head) {
-	ctx := context.Background()
-	b := synthBatch(0, 8, 3, 32, 5)
-	cfg := tinyConfig()
-	cfg.Head = head
-	cfg.Dropout = 0.5
-	ps, err := vgg.ParamsFor(cfg.Model, head, 32, 3, 16)
-	if err != nil {
-		t.Fatal(err)
-	}
-	init, err := weights.InitParams(ps, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Weights = init
-	step := func(seed int64) (train, eval float64) {
-		c := cfg
-		c.Seed = seed
-		tr := mustNew(t, c)
-		eval, _, err := tr.Evaluate(ctx, b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		train, err = tr.TrainStep(ctx, b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return train, eval
-	}
-	t1, e1 := step(1)
-	t1b, _ := step(1)
-	t2, _ := step(2)
-	if t1 == e1 {
-		t.Errorf("training loss %v equals the evaluation loss: dropout did nothing", t1)
-	}
-	if t1 != t1b {
-		t.Errorf("seed 1 twice: losses %v and %v, want equal bits", t1, t1b)
-	}
-	if t1 == t2 {
-		t.Errorf("seeds 1 and 2: both losses %v, want different masks", t1)
+	for _, tc := range []struct{ model, head string }{
+		{"vgg11", model.HeadFlatten}, {"vgg11", model.HeadTorchvision}, {"vgg11", model.HeadKeras},
+		{"mobilenet_v2", model.HeadTorchvision},
+	} {
+		t.Run(tc.model+"/"+tc.head, func(t *testing.T) {
+			ctx := context.Background()
+			b := synthBatch(0, 8, 3, 32, 5)
+			cfg := tinyConfig()
+			cfg.Model, cfg.Head, cfg.Dropout = tc.model, tc.head, 0.5
+			init, err := weights.InitParams(mustNet(t, cfg).Params, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			step := func(seed int64) (train, eval float64) {
+				c := cfg
+				c.Seed = seed
+				tr := mustNew(t, c, init)
+				eval, _, err := tr.Evaluate(ctx, b)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return mustStep(t, tr, b), eval
+			}
+			t1, e1 := step(1)
+			if t1 == e1 {
+				t.Errorf("training loss %v equals the evaluation loss: dropout did nothing", t1)
+			}
+			if tc.model == "mobilenet_v2" {
+				return
+			}
+			t1b, _ := step(1)
+			t2, _ := step(2)
+			if t1 != t1b {
+				t.Errorf("seed 1 twice: losses %v and %v, want equal bits", t1, t1b)
+			}
+			if t1 == t2 {
+				t.Errorf("seeds 1 and 2: both losses %v, want different masks", t1)
+			}
+		})
 	}
 }
 
@@ -347,9 +331,9 @@ func testDropoutMasks(t *testing.T, head vgg.Head) {
 func TestNativeErrors(t *testing.T) {
 	ctx := context.Background()
 	t.Run("image size", func(t *testing.T) {
-		tr := mustNew(t, tinyConfig())
+		tr := mustNew(t, tinyConfig(), nil)
 		for _, S := range []int{33, 64} {
-			_, err := tr.TrainStep(ctx, synthBatch(0, 2, 3, S, 1))
+			_, _, err := tr.TrainStep(ctx, synthBatch(0, 2, 3, S, 1))
 			if err == nil || !strings.HasPrefix(err.Error(), "tfrun: train step: ") || !strings.Contains(err.Error(), "is not compatible with expected shape") {
 				t.Errorf("%d px batch into a 32 px model: got %v, want tfrun: train step: ... TensorFlow's shape message", S, err)
 			}
@@ -359,7 +343,7 @@ func TestNativeErrors(t *testing.T) {
 			}
 		}
 		// The Trainer is still usable.
-		if _, err := tr.TrainStep(ctx, synthBatch(0, 2, 3, 32, 1)); err != nil {
+		if _, _, err := tr.TrainStep(ctx, synthBatch(0, 2, 3, 32, 1)); err != nil {
 			t.Errorf("after a native error: %v", err)
 		}
 	})
@@ -371,7 +355,7 @@ func TestNativeErrors(t *testing.T) {
 		// A GPU this library does not have: cuda:0 on a CPU-only build.
 		cfg := tinyConfig()
 		cfg.Device = "cuda:" + strconv.Itoa(len(gpus))
-		_, err = New(ctx, cfg)
+		_, err = New(ctx, cfg, nil)
 		if err == nil {
 			t.Fatalf("New on %s with GPUs %v: no error", cfg.Device, gpus)
 		}
@@ -383,73 +367,58 @@ func TestNativeErrors(t *testing.T) {
 		}
 	})
 	t.Run("go-side checks", func(t *testing.T) {
-		tr := mustNew(t, tinyConfig())
+		tr := mustNew(t, tinyConfig(), nil)
 		bad := synthBatch(0, 2, 3, 32, 1)
 		bad.Labels[1] = 3
-		if _, err := tr.TrainStep(ctx, bad); err == nil || !strings.Contains(err.Error(), "label 3") {
+		if _, _, err := tr.TrainStep(ctx, bad); err == nil || !strings.Contains(err.Error(), "label 3") {
 			t.Errorf("label 3 of 3 classes: got %v, want an error naming it", err)
 		}
 		short := synthBatch(0, 2, 3, 32, 1)
 		short.X = short.X[:10]
-		if _, err := tr.TrainStep(ctx, short); err == nil {
+		if _, _, err := tr.TrainStep(ctx, short); err == nil {
 			t.Error("batch with too few values: no error")
 		}
-		if _, err := tr.TrainStep(ctx, nil); err == nil {
+		if _, _, err := tr.TrainStep(ctx, nil); err == nil {
 			t.Error("nil batch: no error")
 		}
 		cctx, cancel := context.WithCancel(ctx)
 		cancel()
-		if _, err := tr.TrainStep(cctx, synthBatch(0, 2, 3, 32, 1)); !errors.Is(err, context.Canceled) {
+		if _, _, err := tr.TrainStep(cctx, synthBatch(0, 2, 3, 32, 1)); !errors.Is(err, context.Canceled) {
 			t.Errorf("cancelled context: got %v, want context.Canceled", err)
+		}
+		if _, err := New(cctx, tinyConfig(), nil); !errors.Is(err, context.Canceled) {
+			t.Errorf("New with a cancelled context: got %v, want context.Canceled", err)
 		}
 	})
 }
 
-// TestConfigValidate: bad configurations fail before any native call.
-func TestConfigValidate(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		edit func(*Config)
-	}{
-		{"model", func(c *Config) { c.Model = vgg.Config{Name: "vgg17"} }},
-		{"size", func(c *Config) { c.ImageSize = 40 }},
-		{"classes", func(c *Config) { c.NumClasses = 0 }},
-		{"head", func(c *Config) { c.Head = "resnet" }},
-		{"dropout", func(c *Config) { c.Dropout = 1 }},
-		{"mode", func(c *Config) { c.Mode = "transfer" }},
-		{"optimizer", func(c *Config) { c.Optimizer = "rmsprop" }},
-		{"lr", func(c *Config) { c.LR = 0 }},
-		{"nesterov", func(c *Config) { c.Momentum, c.Nesterov = 0, true }},
-		{"beta", func(c *Config) { c.Optimizer, c.Beta2 = OptimizerAdam, 1 }},
-		{"device", func(c *Config) { c.Device = "tpu" }},
-		{"threads", func(c *Config) { c.Threads = -1 }},
-	} {
-		cfg := DefaultConfig()
-		tc.edit(&cfg)
-		err := cfg.Validate()
-		if err == nil || !strings.HasPrefix(err.Error(), "tfrun: config: ") {
-			t.Errorf("%s: got %v, want a tfrun: config: error", tc.name, err)
+// TestBadRecipes: New refuses every recipe of recipe.BadRecipes before any
+// native call, with Validate's own error unchanged (it wraps
+// recipe.ErrInvalid), so the CLI, compare and both drivers give the same
+// message.
+func TestBadRecipes(t *testing.T) {
+	ctx := context.Background()
+	for _, c := range recipe.BadRecipes() {
+		tr, err := New(ctx, c.Config, nil)
+		if err == nil {
+			tr.Close()
+			t.Errorf("%s: New succeeded, want recipe.ErrInvalid", c.Name)
+			continue
+		}
+		want := c.Config.Validate()
+		if want == nil {
+			t.Errorf("%s: Validate accepts it, want an error", c.Name)
+			continue
+		}
+		if !errors.Is(err, recipe.ErrInvalid) || err.Error() != want.Error() {
+			t.Errorf("%s: got %q, want Validate's %q wrapping recipe.ErrInvalid", c.Name, err, want)
+		}
+		if !strings.Contains(err.Error(), c.Want) {
+			t.Errorf("%s: got %q, want it to contain %q", c.Name, err, c.Want)
 		}
 	}
-	if err := DefaultConfig().Validate(); err != nil {
-		t.Errorf("DefaultConfig: %v", err)
-	}
-	bad := DefaultConfig()
-	bad.Head = "resnet"
-	if err, want := bad.Validate(), `unknown head "resnet" (want flatten, torchvision or keras)`; err == nil || !strings.Contains(err.Error(), want) {
-		t.Errorf("head resnet: got %v, want vgg.ParseHead's %q", err, want)
-	}
-	for _, h := range []vgg.Head{"", "flatten", "Torchvision", "keras"} {
-		c := DefaultConfig()
-		c.Head = h
-		if err := c.Validate(); err != nil {
-			t.Errorf("head %q: %v", h, err)
-		}
-	}
-	for _, d := range []string{"cpu", "cuda", "cuda:3", "CUDA:1"} {
-		if _, err := parseDevice(d); err != nil {
-			t.Errorf("device %q: %v", d, err)
-		}
+	if err := tinyConfig().Validate(); err != nil {
+		t.Errorf("tinyConfig: %v", err)
 	}
 }
 
@@ -459,9 +428,9 @@ func TestConfigValidate(t *testing.T) {
 func TestConcurrency(t *testing.T) {
 	ctx := context.Background()
 	b := synthBatch(0, 4, 3, 32, 2)
-	tr := mustNew(t, tinyConfig())
+	tr := mustNew(t, tinyConfig(), nil)
 	tr.mu.Lock() // a call in flight
-	if _, err := tr.TrainStep(ctx, b); !errors.Is(err, ErrBusy) {
+	if _, _, err := tr.TrainStep(ctx, b); !errors.Is(err, ErrBusy) {
 		t.Errorf("TrainStep during another call: got %v, want ErrBusy", err)
 	}
 	if _, err := tr.Weights(); !errors.Is(err, ErrBusy) {
@@ -473,7 +442,7 @@ func TestConcurrency(t *testing.T) {
 	run := func(tr *Trainer) ([]float64, error) {
 		var ls []float64
 		for i := range steps {
-			l, err := tr.TrainStep(ctx, synthBatch(4*i, 4, 3, 32, 2))
+			l, _, err := tr.TrainStep(ctx, synthBatch(4*i, 4, 3, 32, 2))
 			if err != nil {
 				return nil, err
 			}
@@ -481,12 +450,12 @@ func TestConcurrency(t *testing.T) {
 		}
 		return ls, nil
 	}
-	cfgs := [2]Config{tinyConfig(), tinyConfig()}
-	cfgs[1].Seed, cfgs[1].Optimizer, cfgs[1].LR = 2, OptimizerAdam, 1e-3
+	cfgs := [2]recipe.Config{tinyConfig(), tinyConfig()}
+	cfgs[1].Seed, cfgs[1].Optimizer, cfgs[1].LR = 2, recipe.Adam, 1e-3
 	cfgs[0].Threads, cfgs[1].Threads = 1, 1
 	var alone [2][]float64
 	for i, c := range cfgs {
-		ls, err := run(mustNew(t, c))
+		ls, err := run(mustNew(t, c, nil))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -496,7 +465,7 @@ func TestConcurrency(t *testing.T) {
 	var errs [2]error
 	var wg sync.WaitGroup
 	for i, c := range cfgs {
-		tr := mustNew(t, c)
+		tr := mustNew(t, c, nil)
 		wg.Go(func() { together[i], errs[i] = run(tr) })
 	}
 	wg.Wait()
@@ -516,14 +485,14 @@ func TestConcurrency(t *testing.T) {
 // waits for it.
 func TestClose(t *testing.T) {
 	ctx := context.Background()
-	tr, err := New(ctx, tinyConfig())
+	tr, err := New(ctx, tinyConfig(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	b := synthBatch(0, 4, 3, 32, 1)
 	done := make(chan error)
 	go func() {
-		_, err := tr.TrainStep(ctx, b)
+		_, _, err := tr.TrainStep(ctx, b)
 		done <- err
 	}()
 	if err := tr.Close(); err != nil {
@@ -537,7 +506,7 @@ func TestClose(t *testing.T) {
 	if err := tr.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
-	if _, err := tr.TrainStep(ctx, b); !errors.Is(err, ErrClosed) {
+	if _, _, err := tr.TrainStep(ctx, b); !errors.Is(err, ErrClosed) {
 		t.Errorf("TrainStep after Close: got %v, want ErrClosed", err)
 	}
 	if _, _, err := tr.Evaluate(ctx, b); !errors.Is(err, ErrClosed) {
@@ -554,90 +523,80 @@ func TestClose(t *testing.T) {
 	}
 }
 
-// TestWeightsRoundTrip: SaveWeights writes canonical torchvision shapes;
-// LoadWeights into another Trainer reproduces the weights and the logits
-// bit for bit; finetune with another class count replaces classifier.6
-// only.
+// TestWeightsRoundTrip: Weights returns canonical torchvision shapes, and a
+// new Trainer started from them reproduces the weights and the logits bit
+// for bit, for every layout the converter knows (VGG's convolutions and
+// Linear layers, MobileNetV2's depthwise filters); finetune composed by
+// weights.Initial with another class count replaces the output layer only.
 func TestWeightsRoundTrip(t *testing.T) {
 	ctx := context.Background()
 	b := synthBatch(0, 4, 3, 32, 4)
-	a := mustNew(t, tinyConfig())
-	for range 2 {
-		if _, err := a.TrainStep(ctx, b); err != nil {
-			t.Fatal(err)
-		}
-	}
-	path := filepath.Join(t.TempDir(), "w.safetensors")
-	if err := a.SaveWeights(path); err != nil {
-		t.Fatal(err)
-	}
-	file, meta, err := weights.ReadSafetensors(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if meta["framework"] != "tensorflow" {
-		t.Errorf("file metadata framework %q, want tensorflow", meta["framework"])
-	}
-	if err := weights.CheckShapes(file, a.params, false); err != nil {
-		t.Errorf("saved file is not in canonical layout: %v", err)
-	}
-	cfg := tinyConfig()
-	cfg.Seed = 42
-	c := mustNew(t, cfg)
-	if err := c.LoadWeights(path); err != nil {
-		t.Fatal(err)
-	}
-	if d := sameBits(mustWeights(t, a), mustWeights(t, c)); d != "" {
-		t.Errorf("loaded weights: %s differs", d)
-	}
-	la, err1 := a.Logits(ctx, b)
-	lc, err2 := c.Logits(ctx, b)
-	if err := errors.Join(err1, err2); err != nil {
-		t.Fatal(err)
-	}
-	for i := range la {
-		if la[i] != lc[i] {
-			t.Fatalf("logits after LoadWeights: %v, want %v", lc, la)
-		}
-	}
-	if err := c.LoadWeights(filepath.Join(t.TempDir(), "missing.safetensors")); err == nil {
-		t.Error("LoadWeights of a missing file: no error")
-	}
+	for _, name := range []string{"vgg11", "mobilenet_v2"} {
+		t.Run(name, func(t *testing.T) {
+			cfg := tinyConfig()
+			cfg.Model, cfg.Dropout = name, 0
+			net := mustNet(t, cfg)
+			a := mustNew(t, cfg, nil)
+			for range 2 {
+				mustStep(t, a, b)
+			}
+			trained := mustWeights(t, a)
+			if err := weights.CheckShapes(trained, net.Params, false); err != nil {
+				t.Errorf("Weights are not in canonical layout: %v", err)
+			}
+			c2 := cfg
+			c2.Seed = 42
+			c := mustNew(t, c2, trained)
+			if d := sameBits(trained, mustWeights(t, c)); d != "" {
+				t.Errorf("started from the trained weights: %s differs", d)
+			}
+			la, err1 := a.Logits(ctx, b)
+			lc, err2 := c.Logits(ctx, b)
+			if err := errors.Join(err1, err2); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(la, lc) {
+				t.Errorf("logits from the copied weights %v, want %v", lc, la)
+			}
 
-	// Finetune to 5 classes from the 3-class weights.
-	ft := tinyConfig()
-	ft.Mode, ft.NumClasses, ft.Weights = ModeFinetune, 5, file
-	f := mustNew(t, ft)
-	fw := mustWeights(t, f)
-	head, err := weights.InitHead(ft.Model, 32, 5, 16, ft.Seed)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, w := range fw {
-		want := weights.Lookup(file, w.Name)
-		if strings.HasPrefix(w.Name, "classifier.6.") {
-			want = weights.Lookup(head, w.Name)
-		}
-		if d := sameBits([]*weights.Tensor{w}, []*weights.Tensor{want}); d != "" {
-			t.Errorf("finetune to 5 classes: %s is not the expected tensor", w.Name)
-		}
+			// Finetune to 5 classes from the 3-class weights.
+			ft := cfg
+			ft.Mode, ft.Classes = model.ModeFinetune, 5
+			fnet := mustNet(t, ft)
+			init, _, err := weights.Initial(trained, fnet, ft.Mode, ft.Seed, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			seeded, err := weights.InitParams(fnet.Params, ft.Seed)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f := mustNew(t, ft, init)
+			for i, w := range mustWeights(t, f) {
+				want := weights.Lookup(trained, w.Name)
+				if fnet.Reinitialised(ft.Mode, fnet.Params[i]) {
+					want = seeded[i]
+				}
+				if d := sameBits([]*weights.Tensor{w}, []*weights.Tensor{want}); d != "" {
+					t.Errorf("finetune to 5 classes: %s is not the expected tensor", w.Name)
+				}
+			}
+		})
 	}
 }
 
-// TestInfo: the reporting methods.
+// TestInfo: Info and the other reporting methods.
 func TestInfo(t *testing.T) {
-	tr := mustNew(t, tinyConfig())
-	if got := tr.Framework(); got != "tensorflow" {
-		t.Errorf("Framework: got %q, want tensorflow", got)
+	tr := mustNew(t, tinyConfig(), nil)
+	info := tr.Info()
+	if info.Framework != "tensorflow" || info.Device != "cpu" || info.Threads != 2 {
+		t.Errorf("Info: got framework %q, device %q, threads %d; want tensorflow, cpu, 2", info.Framework, info.Device, info.Threads)
 	}
-	if got := tr.Version(); !strings.HasPrefix(got, "2.") {
-		t.Errorf("Version: got %q, want 2.x (scripts/setup.sh provisions 2.21.0)", got)
+	if !strings.HasPrefix(info.Version, "2.") {
+		t.Errorf("Info version: got %q, want 2.x (scripts/setup.sh provisions 2.21.0)", info.Version)
 	}
-	if got := tr.Device(); got != "cpu" {
-		t.Errorf("Device: got %q, want cpu", got)
-	}
-	if got := tr.Threads(); got != 2 {
-		t.Errorf("Threads: got %d, want 2", got)
+	if got := info.Settings["inter_op_threads"]; got != "2" {
+		t.Errorf("Info settings inter_op_threads: got %q, want 2", got)
 	}
 	if err := tr.Sync(); err != nil {
 		t.Errorf("Sync: %v", err)
@@ -647,9 +606,7 @@ func TestInfo(t *testing.T) {
 	}
 	b := synthBatch(0, 4, 3, 32, 1)
 	for range 3 {
-		if _, err := tr.TrainStep(context.Background(), b); err != nil {
-			t.Fatal(err)
-		}
+		mustStep(t, tr, b)
 	}
 	if total, n := tr.GoOverhead(); n != 3 || total <= 0 {
 		t.Errorf("GoOverhead after 3 steps: got %v over %d steps, want > 0 over 3", total, n)
