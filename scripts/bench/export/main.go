@@ -14,7 +14,13 @@
 // dropout layers (resnet) gets none. The Python references multiply these in instead of
 // drawing their own. At 224 px × 32 with hidden 4096 a file is 1 MiB.
 //
+// And it writes the model description the run uses, net.json (its SHA-256 in the
+// manifest): the model.Net of --model and --head as JSON (NetDesc), the layer graph that
+// both Go drivers interpret and that the Python references build their models from. With
+// --describe FILE it writes only that description, for --classes classes, and exits.
+//
 //	go run ./scripts/bench/export --data DIR --model vgg16 --image-size 64 --batch-size 8 --steps 10 --dropout 0.5 --out DIR
+//	go run ./scripts/bench/export --describe net.json --model resnet18 --image-size 32 --classes 3
 //
 // The loader is configured as compare's openData configures it (shuffle, drop last,
 // in-memory cache, the same seed and normalisation), so `fwbench train --data DIR --seed K
@@ -65,6 +71,8 @@ type Manifest struct {
 	BatchSHA256   []string `json:"batch_sha256"`   // dataset.Batch.Hash of each
 	Weights       string   `json:"weights"`        // file name of the initial weights
 	WeightsSHA256 string   `json:"weights_sha256"` // SHA-256 of that file's bytes
+	Net           string   `json:"net"`            // file name of the model description (NetDesc)
+	NetSHA256     string   `json:"net_sha256"`     // SHA-256 of that file's bytes
 	// Dropout is the drop probability of the masks; DropoutMasks the mask file of each
 	// exported step (none when Dropout is 0 or the model has no dropout layer),
 	// DropoutSHA256 the SHA-256 of each file's bytes, DropoutLayers the names of the layers
@@ -83,6 +91,63 @@ type Manifest struct {
 	// running.
 	LoaderCPUSecondsPerBatch  float64 `json:"loader_cpu_seconds_per_batch"`
 	LoaderWallSecondsPerBatch float64 `json:"loader_wall_seconds_per_batch"`
+}
+
+// NetDesc is a model.Net as net.json holds it: the model and what it was built for, and
+// its layers in order. Shapes are one image's [C, H, W].
+type NetDesc struct {
+	Name      string      `json:"name"`
+	Head      string      `json:"head"`
+	ImageSize int         `json:"image_size"`
+	Classes   int         `json:"classes"`
+	Hidden    int         `json:"hidden"`
+	Layers    []LayerDesc `json:"layers"`
+}
+
+// LayerDesc is one model.Layer; Op is model.Op's String() ("conv", "batch_norm", "relu",
+// "relu6", "max_pool", "adaptive_avg_pool", "add", "flatten", "linear", "dropout") and
+// Inputs are indices of earlier layers, or model.Image (-1) for the image.
+type LayerDesc struct {
+	Op     string `json:"op"`
+	Name   string `json:"name"`
+	Inputs []int  `json:"inputs"`
+	Out    int    `json:"out"`
+	Kernel int    `json:"kernel"`
+	Stride int    `json:"stride"`
+	Pad    int    `json:"pad"`
+	Groups int    `json:"groups"`
+	Bias   bool   `json:"bias"`
+	Size   int    `json:"size"`
+	Mask   int    `json:"mask"`
+	Head   bool   `json:"head"`
+	In     [3]int `json:"in"`
+	Shape  [3]int `json:"shape"`
+}
+
+// describe returns net's description.
+func describe(net *model.Net) NetDesc {
+	d := NetDesc{Name: net.Name, Head: net.Head, ImageSize: net.ImageSize, Classes: net.Classes, Hidden: net.Hidden,
+		Layers: make([]LayerDesc, len(net.Layers))}
+	for i, l := range net.Layers {
+		d.Layers[i] = LayerDesc{Op: l.Op.String(), Name: l.Name, Inputs: l.Inputs, Out: l.Out, Kernel: l.Kernel,
+			Stride: l.Stride, Pad: l.Pad, Groups: l.Groups, Bias: l.Bias, Size: l.Size, Mask: l.Mask, Head: l.Head,
+			In: [3]int{l.In.C, l.In.H, l.In.W}, Shape: [3]int{l.Shape.C, l.Shape.H, l.Shape.W}}
+	}
+	return d
+}
+
+// writeNet writes net's description as JSON to path and returns the SHA-256 of the bytes.
+func writeNet(path string, net *model.Net) (string, error) {
+	j, err := json.Marshal(describe(net))
+	if err != nil {
+		return "", err
+	}
+	j = append(j, '\n')
+	if err := os.WriteFile(path, j, 0o644); err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(j)
+	return hex.EncodeToString(sum[:]), nil
 }
 
 func main() {
@@ -110,10 +175,20 @@ func run() error {
 		synth     = flag.String("synth", "", "only make a synthetic pre-split tree in this folder and exit")
 		perClass  = flag.Int("per-class", 64, "training images per class for --synth")
 		synthSize = flag.Int("synth-size", 224, "image size for --synth")
+		descFile  = flag.String("describe", "", "only write the model description (net.json) to this file and exit")
+		nClasses  = flag.Int("classes", 3, "classes for --describe (an export takes the dataset's)")
 	)
 	flag.Parse()
 	if *synth != "" {
 		return makeData(*synth, *perClass, *synthSize, *seed)
+	}
+	if *descFile != "" {
+		net, err := model.Build(model.Spec{Name: *name, Head: *head, ImageSize: *size, Classes: *nClasses, Hidden: *hidden})
+		if err != nil {
+			return err
+		}
+		_, err = writeNet(*descFile, net)
+		return err
 	}
 	if *data == "" || *out == "" {
 		return fmt.Errorf("--data and --out are required")
@@ -147,7 +222,7 @@ func run() error {
 	}
 	m := Manifest{Schema: "fwbench.bench-export/v1", Data: *data, Model: net.Name, Head: net.Head, Mode: *mode,
 		ImageSize: *size, BatchSize: *batch, Classes: classes, ClassNames: ds.Classes(),
-		Hidden: net.Hidden, Seed: *seed, Normalize: *normalize, Weights: "init.safetensors", Dropout: *dropout,
+		Hidden: net.Hidden, Seed: *seed, Normalize: *normalize, Weights: "init.safetensors", Net: "net.json", Dropout: *dropout,
 		DropoutMasks: []string{}, DropoutSHA256: []string{}, DropoutLayers: []string{}}
 	it := ld.Epoch(ctx, 0)
 	defer it.Close()
@@ -204,6 +279,9 @@ func run() error {
 		return err
 	}
 	if m.WeightsSHA256, err = compare.FileSHA256(wpath); err != nil {
+		return err
+	}
+	if m.NetSHA256, err = writeNet(filepath.Join(*out, m.Net), net); err != nil {
 		return err
 	}
 	m.ForwardFLOPsPerStep, m.TrainFLOPsPerStep = net.TrainFLOPs(*batch, *mode == model.ModeFeatures)
