@@ -408,11 +408,11 @@ func btoi(b bool) int {
 
 // TestModelsLearn: each model fits a tiny batch. Six Adam steps (lr 1e-3,
 // dropout 0, from seeded weights) on the same 8 synthetic images of 32 px
-// must bring the training-mode loss of the last step below half of the
-// first's. Measured on this machine (AMD EPYC, 2 threads): the sixth loss
-// was 0.0029 (resnet18), 0.0016 (resnet50) and 0.20 (mobilenet_v2) of the
-// first; a model whose updates did not reach the base, or a broken
-// gradient, stays near the first loss (ln 3 ≈ 1.1 at chance).
+// must bring the training-mode loss of the sixth step below a quarter of
+// the first's. Measured on this machine (AMD EPYC, 2 threads): the sixth
+// loss was 0.0068 (resnet18), 0.016 (resnet50) and 0.067 (mobilenet_v2) of
+// the first, from first losses near ln 3 ≈ 1.1 (chance); a broken gradient
+// or updates that do not reach the variables leave it there.
 func TestModelsLearn(t *testing.T) {
 	b := synthBatch(0, 8, 3, 32, 1)
 	for _, name := range []string{"resnet18", "resnet50", "mobilenet_v2"} {
@@ -426,8 +426,8 @@ func TestModelsLearn(t *testing.T) {
 				losses = append(losses, mustStep(t, tr, b))
 			}
 			t.Logf("training losses %.4g (last/first %.2g)", losses, losses[5]/losses[0])
-			if !(losses[5] < 0.5*losses[0]) {
-				t.Errorf("loss after 5 Adam steps on one batch: got %.4g, want below half of the first step's %.4g", losses[5], losses[0])
+			if !(losses[5] < 0.25*losses[0]) {
+				t.Errorf("loss after 5 Adam steps on one batch: got %.4g, want below a quarter of the first step's %.4g", losses[5], losses[0])
 			}
 		})
 	}
