@@ -12,25 +12,41 @@ import (
 	"github.com/fwbench/fwbench/weights"
 )
 
-// modelsFixture is written by scripts/reference/make_model_fixtures.py from
-// torchvision 0.26's own modules.
-const modelsFixture = "../../testdata/reference/models_s32.safetensors"
+// The per-model fixtures, written by scripts/reference/make_model_fixtures.py from
+// torchvision 0.26's own modules: every model at 32 px on Input(4, 32), and
+// resnet50 and mobilenet_v2 again at 64 px on Input(8, 64).
+const (
+	modelsFixture   = "../../testdata/reference/models_s32.safetensors"
+	modelsFixture64 = "../../testdata/reference/models_s64.safetensors"
+)
 
-// modelFixtures are the models of modelsFixture, each as model.Build describes it.
+// modelFixtureFiles are the fixture files with the input each was made from.
+var modelFixtureFiles = []struct {
+	path     string
+	batch, S int
+}{
+	{modelsFixture, 4, 32},
+	{modelsFixture64, 8, 64},
+}
+
+// modelFixtures are the models of the fixture files, each as model.Build describes it.
 var modelFixtures = []struct {
+	file   string // the fixture file
 	key    string // the fixture's prefix
 	spec   model.Spec
 	params int    // state-dict tensors without num_batches_tracked
 	output string // the output Linear, stored in full after the step
 }{
 	// conv1 + bn1 (5), 8 blocks of 2 conv + 2 bn (80), 3 downsamples conv + bn (15), fc (2)
-	{"resnet18", model.Spec{Name: "resnet18", ImageSize: 32, Classes: 3}, 5 + 80 + 15 + 2, "fc"},
+	{modelsFixture, "resnet18", model.Spec{Name: "resnet18", ImageSize: 32, Classes: 3}, 5 + 80 + 15 + 2, "fc"},
 	// conv1 + bn1 (5), 16 bottlenecks of 3 conv + 3 bn (240), 4 downsamples (20), fc (2)
-	{"resnet50", model.Spec{Name: "resnet50", ImageSize: 32, Classes: 3}, 5 + 240 + 20 + 2, "fc"},
+	{modelsFixture, "resnet50", model.Spec{Name: "resnet50", ImageSize: 32, Classes: 3}, 5 + 240 + 20 + 2, "fc"},
 	// features.0 (5), block 1 dw + project (10), 16 blocks expand + dw + project (240), features.18 (5), classifier.1 (2)
-	{"mobilenet_v2", model.Spec{Name: "mobilenet_v2", ImageSize: 32, Classes: 3}, 5 + 10 + 240 + 5 + 2, "classifier.1"},
+	{modelsFixture, "mobilenet_v2", model.Spec{Name: "mobilenet_v2", ImageSize: 32, Classes: 3}, 5 + 10 + 240 + 5 + 2, "classifier.1"},
 	// 8 convolutions with BatchNorm (48), 3 Linear (6)
-	{"vgg11_bn", model.Spec{Name: "vgg11_bn", Head: model.HeadFlatten, ImageSize: 32, Classes: 3, Hidden: 16}, 48 + 6, "classifier.6"},
+	{modelsFixture, "vgg11_bn", model.Spec{Name: "vgg11_bn", Head: model.HeadFlatten, ImageSize: 32, Classes: 3, Hidden: 16}, 48 + 6, "classifier.6"},
+	{modelsFixture64, "resnet50", model.Spec{Name: "resnet50", ImageSize: 64, Classes: 3}, 5 + 240 + 20 + 2, "fc"},
+	{modelsFixture64, "mobilenet_v2", model.Spec{Name: "mobilenet_v2", ImageSize: 64, Classes: 3}, 5 + 10 + 240 + 5 + 2, "classifier.1"},
 }
 
 // fixtureSpec is one entry of the fixture's config "specs", model.Spec in Python's spelling.
@@ -47,25 +63,42 @@ type fixtureSpec struct {
 // WeightsForNet gives the bytes whose SHA-256 numpy recorded, so that a driver
 // given WeightsForNet(net) and Input(4, 32) starts where PyTorch started.
 func TestModelsFixtureMatchesPython(t *testing.T) {
-	_, meta, err := weights.ReadSafetensors(filepath.FromSlash(modelsFixture))
+	for _, file := range modelFixtureFiles {
+		t.Run(filepath.Base(file.path), func(t *testing.T) {
+			matchesPython(t, file.path, file.batch, file.S)
+		})
+	}
+}
+
+// matchesPython is TestModelsFixtureMatchesPython for one fixture file made
+// from Input(batch, S).
+func matchesPython(t *testing.T, path string, batch, S int) {
+	_, meta, err := weights.ReadSafetensors(filepath.FromSlash(path))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var names map[string][]string
 	var hashes map[string]string
 	var config struct {
-		Specs  map[string]fixtureSpec `json:"specs"`
-		Output map[string]string      `json:"output"`
+		Specs     map[string]fixtureSpec `json:"specs"`
+		Output    map[string]string      `json:"output"`
+		Batch     int                    `json:"batch"`
+		ImageSize int                    `json:"image_size"`
 	}
 	for key, v := range map[string]any{"names": &names, "weights_sha256": &hashes, "config": &config} {
 		if err := json.Unmarshal([]byte(meta[key]), v); err != nil {
 			t.Fatalf("metadata %s: %v", key, err)
 		}
 	}
-	if len(names) != len(modelFixtures) {
-		t.Errorf("fixture models: got %d, want %d", len(names), len(modelFixtures))
+	if config.Batch != batch || config.ImageSize != S {
+		t.Errorf("fixture input: got batch %d of %d px, want %d of %d px", config.Batch, config.ImageSize, batch, S)
 	}
+	models := 0
 	for _, tt := range modelFixtures {
+		if tt.file != path {
+			continue
+		}
+		models++
 		s, err := model.Resolve(tt.spec)
 		if err != nil {
 			t.Fatal(err)
@@ -96,7 +129,10 @@ func TestModelsFixtureMatchesPython(t *testing.T) {
 			t.Errorf("%s: weights sha256: got %s, want %s (numpy)", tt.key, got, want)
 		}
 	}
-	if got, want := sha(reftest.Input(4, 32).X), meta["input_sha256"]; got != want {
+	if len(names) != models {
+		t.Errorf("fixture models: got %d, want %d", len(names), models)
+	}
+	if got, want := sha(reftest.Input(batch, S).X), meta["input_sha256"]; got != want {
 		t.Errorf("input sha256: got %s, want %s (numpy)", got, want)
 	}
 }
@@ -117,13 +153,23 @@ func crossEntropy(logits []float32, labels []int32, classes int) float64 {
 	return sum / float64(len(labels))
 }
 
-// TestModelsFixtureKeys checks that the fixture holds what the drivers' parity
+// TestModelsFixtureKeys checks that the fixtures hold what the drivers' parity
 // tests read, for every tensor of every model: the output layer in full with
 // its model.Build shape, every other tensor's first 64 values and its sums, and
-// losses that are the cross-entropy of the recorded logits on Input(4, 32)'s
-// labels.
+// losses that are the cross-entropy of the recorded logits on the input's
+// labels (i mod 3).
 func TestModelsFixtureKeys(t *testing.T) {
-	ts, meta, err := weights.ReadSafetensors(filepath.FromSlash(modelsFixture))
+	for _, file := range modelFixtureFiles {
+		t.Run(filepath.Base(file.path), func(t *testing.T) {
+			fixtureKeys(t, file.path, file.batch, file.S)
+		})
+	}
+}
+
+// fixtureKeys is TestModelsFixtureKeys for one fixture file made from
+// Input(batch, S).
+func fixtureKeys(t *testing.T, path string, batch, S int) {
+	ts, meta, err := weights.ReadSafetensors(filepath.FromSlash(path))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,10 +185,13 @@ func TestModelsFixtureKeys(t *testing.T) {
 	if err := json.Unmarshal([]byte(meta["sums"]), &sums); err != nil {
 		t.Fatalf("metadata sums: %v", err)
 	}
-	in := reftest.Input(4, 32)
+	in := reftest.Input(batch, S)
 	const first = 64
 	used := 0
 	for _, tt := range modelFixtures {
+		if tt.file != path {
+			continue
+		}
 		net, err := model.Build(tt.spec)
 		if err != nil {
 			t.Fatal(err)
@@ -161,7 +210,7 @@ func TestModelsFixtureKeys(t *testing.T) {
 			return nil
 		}
 		for _, pair := range [][2]string{{"logits", "loss"}, {"train_logits", "sgd1/loss"}} {
-			logits, loss := get(tt.key+"/"+pair[0], 4, 3), get(tt.key+"/"+pair[1], 1)
+			logits, loss := get(tt.key+"/"+pair[0], batch, 3), get(tt.key+"/"+pair[1], 1)
 			if logits == nil || loss == nil {
 				continue
 			}

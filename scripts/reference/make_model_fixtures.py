@@ -18,6 +18,13 @@ testdata/reference/models_s32.safetensors
     eval-mode logits and loss, the train-mode logits and loss of one SGD step, and the
     tensors after that step.
 
+testdata/reference/models_s64.safetensors
+    The same for resnet50 and mobilenet_v2 at 64 px on reftest.Input(8, 64), where
+    train-mode BatchNorm's batch statistics average over more values than at 32 px × 4.
+    Its metadata also holds "float64_spread": how far PyTorch's own float32 step is from
+    the same step in float64 (same float32 starting values), the floor that any float32
+    implementation can reach.
+
 weights/testdata/{resnet18,resnet50,mobilenet_v2}{,_legacy}.pth.gz.gz
     torch.save of torchvision.models.<name>(weights=None) (1000 classes) in the zip and
     the legacy format, each gzipped twice, with the formula values except that element j
@@ -46,6 +53,7 @@ from make_fixture import load_formula, make_input, make_model, weights_sha256  #
 
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
 OUT = os.path.join(ROOT, "testdata", "reference", "models_s32.safetensors")
+OUT64 = os.path.join(ROOT, "testdata", "reference", "models_s64.safetensors")
 WEIGHTS_OUT = os.path.join(ROOT, "weights", "testdata")
 TV_PERIOD = 127  # the weight files repeat every TV_PERIOD values of each tensor so that they compress
 TV_MODELS = ["resnet18", "resnet50", "mobilenet_v2"]
@@ -71,13 +79,26 @@ CONFIG = {
     "dtype": "float32",
     "device": "cpu",
 }
+
+# models_s64: resnet50 and mobilenet_v2 at 64 px, batch 8 (otherwise as CONFIG), with
+# the float32-vs-float64 spread measured.
+CONFIG64 = {
+    **CONFIG,
+    "models": ["resnet50", "mobilenet_v2"],
+    "specs": {
+        "resnet50": {"name": "resnet50", "head": "torchvision", "image_size": 64, "classes": 3},
+        "mobilenet_v2": {"name": "mobilenet_v2", "head": "torchvision", "image_size": 64, "classes": 3},
+    },
+    "output": {"resnet50": "fc", "mobilenet_v2": "classifier.1"},
+    "image_size": 64,
+    "batch": 8,
+}
 FIRST = 64  # other updated tensors: their first FIRST values (flat, row-major)
 
 
-def build(name):
-    """The torchvision module for name, num_classes 3, dropout 0, with the formula weights.
-    Returns the module and its tensor names in order."""
-    c = CONFIG
+def build(name, c):
+    """The torchvision module for name in configuration c (num_classes 3, dropout 0), with
+    the formula weights. Returns the module and its tensor names in order."""
     if name == "vgg11_bn":
         hidden = c["specs"][name]["hidden"]
         m = torchvision.models.vgg11_bn(weights=None, num_classes=c["classes"])
@@ -124,14 +145,91 @@ def compact(obj):
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
-def reference(args):
-    c = CONFIG
+def sgd_step(name, c, x, y, dtype=torch.float32):
+    """One SGD step of the formula-weight model in dtype (from the same float32 values).
+    Returns the module after the step, its train-mode logits and loss."""
     s = c["sgd"]
+    m, _ = build(name, c)
+    m = m.to(dtype)
+    m.train()
+    opt = torch.optim.SGD(m.parameters(), lr=s["lr"], momentum=s["momentum"], dampening=s["dampening"],
+                          weight_decay=s["weight_decay"], nesterov=s["nesterov"])
+    opt.zero_grad()
+    logits = m(x.to(dtype))
+    loss = nn.functional.cross_entropy(logits, y)
+    loss.backward()
+    opt.step()
+    return m, logits.detach(), loss.detach()
+
+
+def spread(name, c, x, y, init, eval32, m32, train_loss32):
+    """How far PyTorch's float32 results are from the same computation in float64 (from the
+    same float32 starting values): the floor that any float32 implementation can reach.
+
+    eval_logits: max|Δ| / max|logit|; eval_loss, train_loss: relative. For the updates
+    Δw = w_after − w_init, per tensor: output_update = max over the output layer of
+    max|Δw32 − Δw64| / max|Δw64| (whole tensors); first64_update = the same over the first
+    FIRST values of every other tensor (worst, median, 90th percentile, and the worst
+    tensor's name), first64_update_norm = ‖Δw32 − Δw64‖ / ‖Δw64‖ on those values (worst,
+    median); sums = max over the other tensors of |ΣΔw32 − ΣΔw64| and |Σ|Δw32| − Σ|Δw64||
+    relative to Σ|Δw64|; over_1e-4 = the share of compared elements whose difference exceeds
+    1e-4 of their tensor's largest change. Parameters whose float64 gradient is zero up to
+    rounding (below 1e-9 of the model's largest; their exact gradient is 0, e.g. the bias of
+    a BatchNorm whose output only reaches train-mode BatchNorms through residual adds and
+    unpadded convolutions) are listed in zero_gradient and left out of the update figures:
+    their float32 change is weight decay plus cancellation noise."""
+    logits32, loss32 = eval32
+    m64, _ = build(name, c)
+    m64 = m64.double().eval()
+    with torch.no_grad():
+        logits64_eval = m64(x.double())
+        loss64_eval = nn.functional.cross_entropy(logits64_eval, y)
+    m64, _, loss64 = sgd_step(name, c, x, y, torch.float64)
+    sd32, sd64 = m32.state_dict(), m64.state_dict()
+    g64 = {k: float(p.grad.abs().max()) for k, p in m64.named_parameters()}
+    zero = sorted(k for k, g in g64.items() if g < 1e-9 * max(g64.values()))
+    out, first, first_norm, sums, over, total = 0.0, [], [], 0.0, 0, 0
+    for k, w0 in init.items():
+        if k.endswith("num_batches_tracked") or k in zero:
+            continue
+        d32 = (sd32[k].double() - w0.double()).reshape(-1)
+        d64 = (sd64[k] - w0.double()).reshape(-1)
+        whole = k.rsplit(".", 1)[0] == c["output"][name]
+        a, b = (d32, d64) if whole else (d32[:FIRST], d64[:FIRST])
+        e = (a - b).abs() / (float(b.abs().max()) or 1.0)
+        over += int((e > 1e-4).sum())
+        total += e.numel()
+        if whole:
+            out = max(out, float(e.max()))
+            continue
+        first.append((float(e.max()), k))
+        first_norm.append(float((a - b).norm() / (float(b.norm()) or 1.0)))
+        da = float(d64.abs().sum()) or 1.0
+        sums = max(sums, abs(float(d32.sum()) - float(d64.sum())) / da, abs(float(d32.abs().sum()) - da) / da)
+    first.sort()
+    fv = [v for v, _ in first]
+    first_norm.sort()
+    return {
+        "eval_logits": float((logits32.double() - logits64_eval).abs().max() / logits64_eval.abs().max()),
+        "eval_loss": abs(float(loss32) - float(loss64_eval)) / float(loss64_eval),
+        "train_loss": abs(float(train_loss32) - float(loss64)) / float(loss64),
+        "output_update": out,
+        "first64_update": {"max": fv[-1], "median": fv[len(fv) // 2], "p90": fv[int(0.9 * (len(fv) - 1))],
+                           "worst": first[-1][1]},
+        "first64_update_norm": {"max": first_norm[-1], "median": first_norm[len(first_norm) // 2],
+                                "p90": first_norm[int(0.9 * (len(first_norm) - 1))]},
+        "sums": sums,
+        "over_1e-4": over / total,
+        "zero_gradient": zero,
+    }
+
+
+def reference(c, path, with_spread):
     x, y = make_input(c["batch"], c["image_size"], c["classes"])
-    out, sums, names, shas, summary = {}, {}, {}, {}, []
+    out, sums, names, shas, spreads, summary = {}, {}, {}, {}, {}, []
     for name in c["models"]:
         t0 = time.time()
-        m, ns = build(name)
+        m, ns = build(name, c)
         names[name] = ns
         shas[name] = weights_sha256(m, ns)
         init = {k: v.clone() for k, v in m.state_dict().items()}
@@ -147,20 +245,15 @@ def reference(args):
             mb = make_model("vgg11_bn", c["specs"][name]["hidden"], c["classes"], c["image_size"], c["dropout"])
             assert load_formula(mb) == ns and weights_sha256(mb, ns) == shas[name], "vgg11_bn: differs from make_fixture.py's"
 
-        m, _ = build(name)
-        m.train()
-        opt = torch.optim.SGD(m.parameters(), lr=s["lr"], momentum=s["momentum"], dampening=s["dampening"],
-                              weight_decay=s["weight_decay"], nesterov=s["nesterov"])
-        opt.zero_grad()
-        train_logits = m(x)
-        l = nn.functional.cross_entropy(train_logits, y)
-        l.backward()
-        opt.step()
-        out[f"{name}/train_logits"] = train_logits.detach().clone()
-        out[f"{name}/sgd1/loss"] = l.detach().reshape(1).clone()
+        m, train_logits, l = sgd_step(name, c, x, y)
+        out[f"{name}/train_logits"] = train_logits.clone()
+        out[f"{name}/sgd1/loss"] = l.reshape(1).clone()
         record(out, sums, f"{name}/sgd1", m, init, c["output"][name])
-        summary.append(f"{name}: {len(ns)} tensors, eval loss {float(loss):.6f}, train loss {float(l.detach()):.6f} "
-                       f"({time.time() - t0:.1f} s)")
+        line = f"{name}: {len(ns)} tensors, eval loss {float(loss):.6f}, train loss {float(l):.6f}"
+        if with_spread:
+            spreads[name] = spread(name, c, x, y, init, (logits, loss), m, l)
+            line += f"\n  float32 vs float64: {compact(spreads[name])}"
+        summary.append(f"{line} ({time.time() - t0:.1f} s)")
 
     meta = {
         "torch_version": torch.__version__,
@@ -176,12 +269,14 @@ def reference(args):
         "first": str(FIRST),
         "generator": "scripts/reference/make_model_fixtures.py",
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    tmp = args.out + ".tmp"
+    if with_spread:
+        meta["float64_spread"] = compact(spreads)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
     save_file({k: v.contiguous() for k, v in out.items()}, tmp, metadata=meta)
     os.chmod(tmp, 0o644)
-    os.replace(tmp, args.out)
-    print(f"wrote {os.path.relpath(args.out, ROOT)} ({os.path.getsize(args.out)} bytes, {len(out)} tensors)")
+    os.replace(tmp, path)
+    print(f"wrote {os.path.relpath(path, ROOT)} ({os.path.getsize(path)} bytes, {len(out)} tensors)")
     for line in summary:
         print(line)
 
@@ -216,13 +311,17 @@ def weight_files(args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=OUT)
+    ap.add_argument("--out64", default=OUT64)
+    ap.add_argument("--skip-s32", action="store_true", help="do not write models_s32.safetensors")
     ap.add_argument("--weights-out", default=WEIGHTS_OUT, help="where to write the torchvision weight files")
     ap.add_argument("--skip-weights", action="store_true", help="do not write the weight files")
     args = ap.parse_args()
     assert torchvision.__version__.split("+")[0] == "0.26.0", f"torchvision {torchvision.__version__}, want 0.26.0"
     torch.use_deterministic_algorithms(True)
     t0 = time.time()
-    reference(args)
+    if not args.skip_s32:
+        reference(CONFIG, args.out, False)
+    reference(CONFIG64, args.out64, True)
     if not args.skip_weights:
         weight_files(args)
     print(f"done in {time.time() - t0:.1f} s (torch {torch.__version__}, torchvision {torchvision.__version__})")
