@@ -1,10 +1,10 @@
 """Shared helpers of the Python reference runs (torch_train.py, keras_train.py).
 
 They read what scripts/bench/export wrote (batches exported by Go's dataset package,
-initial weights from weights.InitParams, the dropout masks of model.DropoutMask, a manifest
-with hashes), check every byte against the hashes Go computed, and write run records with
-the fields of `fwbench train --json` (compare.RunRecord, schema fwbench.run/v1) plus
-"driver": "python".
+initial weights from weights.InitParams, the dropout masks of model.DropoutMask, the model
+description net.json (model.Net's layer graph), a manifest with hashes), check every byte
+against the hashes Go computed, and write run records with the fields of `fwbench train
+--json` (compare.RunRecord, schema fwbench.run/v1) plus "driver": "python".
 """
 
 import hashlib
@@ -15,22 +15,96 @@ import sys
 
 import numpy as np
 
-# The VGG configuration table of package vgg (torchvision's cfgs["D"]): channels, or "M" for
-# a 2×2 max pool. Layer indices in torchvision's features Sequential follow from it:
-# conv i, ReLU i+1, pool one index.
-VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+# The ops of model.Op (its String()), as net.json spells them.
+OPS = ("conv", "batch_norm", "relu", "relu6", "max_pool", "adaptive_avg_pool", "add", "flatten", "linear", "dropout")
+IMAGE = -1  # model.Image: the input index of a layer that reads the image
+BN_EPS, BN_MOMENTUM = 1e-5, 0.1  # model.BNEps, model.BNMomentum (torch's convention)
 
 
-def features_layout(cfg=VGG16):
-    """Yields (index, kind, channels) as torchvision numbers features.N (kind "conv" or "pool")."""
-    i = 0
-    for v in cfg:
-        if v == "M":
-            yield i, "pool", None
-            i += 1
-        else:
-            yield i, "conv", v
-            i += 2  # Conv2d, ReLU
+def load_net(folder, man):
+    """The model description the run uses: net.json as scripts/bench/export wrote it (the
+    model.Net: name, head, image_size, classes, hidden and layers, each with op, name,
+    inputs, out, kernel, stride, pad, groups, bias, size, mask, head, in and shape as
+    [C, H, W]), checked against the SHA-256 in the manifest and for what the builders
+    rely on (known ops, inputs that come first, one Linear output)."""
+    path = os.path.join(folder, man["net"])
+    got = file_sha256(path)
+    if got != man["net_sha256"]:
+        sys.exit(f"reference: {path}: sha256 {got}, want {man['net_sha256']} (from Go)")
+    with open(path) as f:
+        net = json.load(f)
+    for k, mk in (("name", "model"), ("head", "head"), ("image_size", "image_size"), ("classes", "classes"),
+                  ("hidden", "hidden")):
+        if net[k] != man[mk]:
+            sys.exit(f"reference: {path}: {k} {net[k]!r}, the manifest's {mk} is {man[mk]!r}")
+    check_net(net)
+    return net
+
+
+def check_net(net):
+    """Exits unless every layer's op is known and its inputs are earlier layers or the image,
+    and the last layer is a Linear (the logits)."""
+    for i, l in enumerate(net["layers"]):
+        if l["op"] not in OPS:
+            sys.exit(f"reference: layer {i} ({l['name']}): unknown op {l['op']!r}")
+        want = 2 if l["op"] == "add" else 1
+        if len(l["inputs"]) != want or not all(IMAGE <= j < i for j in l["inputs"]):
+            sys.exit(f"reference: layer {i} ({l['name']}): inputs {l['inputs']}")
+    if not net["layers"] or net["layers"][-1]["op"] != "linear":
+        sys.exit("reference: the last layer is not a linear")
+
+
+def params(net):
+    """(name, shape) of every tensor in torchvision state-dict order, as model.Net.Params
+    lists them (model/params.go): conv weight [out, in/groups, k, k] and bias; batch norm
+    weight, bias, running_mean, running_var; linear weight [out, in] and bias."""
+    out = []
+    for l in net["layers"]:
+        c = l["in"][0]
+        if l["op"] == "conv":
+            out.append((l["name"] + ".weight", (l["out"], c // l["groups"], l["kernel"], l["kernel"])))
+            if l["bias"]:
+                out.append((l["name"] + ".bias", (l["out"],)))
+        elif l["op"] == "batch_norm":
+            out += [(l["name"] + "." + leaf, (c,)) for leaf in ("weight", "bias", "running_mean", "running_var")]
+        elif l["op"] == "linear":
+            out += [(l["name"] + ".weight", (l["out"], c)), (l["name"] + ".bias", (l["out"],))]
+    return out
+
+
+def consumers(net):
+    """For each layer, how many later layers read its output."""
+    n = [0] * len(net["layers"])
+    for l in net["layers"]:
+        for j in l["inputs"]:
+            if j != IMAGE:
+                n[j] += 1
+    return n
+
+
+def last_use(net):
+    """For each layer, the index of the last layer that reads it (its own index if none):
+    after that layer a forward pass can drop the output."""
+    last = list(range(len(net["layers"])))
+    for i, l in enumerate(net["layers"]):
+        for j in l["inputs"]:
+            if j != IMAGE:
+                last[j] = i
+    return last
+
+
+def dropout_layers(net):
+    """Indices of the dropout layers in mask order (model.Net.Dropouts; Mask numbers 0, 1, ...)."""
+    idx = [i for i, l in enumerate(net["layers"]) if l["op"] == "dropout"]
+    for k, i in enumerate(idx):
+        if net["layers"][i]["mask"] != k:
+            sys.exit(f"reference: dropout layer {i} has mask number {net['layers'][i]['mask']}, want {k}")
+    return idx
+
+
+def elements(shape):
+    c, h, w = shape
+    return c * h * w
 
 
 def batch_hash(x, labels):
@@ -51,15 +125,17 @@ def file_sha256(path):
 
 
 def load_export(folder, steps):
-    """Returns (manifest, batches, weights, weights_sha256). batches is a list of (x NHWC
-    float32, labels int32); every batch's hash and the weights file's hash are checked
-    against the manifest that Go wrote."""
+    """Returns (manifest, net, batches, weights, weights_sha256). net is the model
+    description (load_net); batches is a list of (x NHWC float32, labels int32); every
+    batch's hash, the weights file's and net.json's hash are checked against the manifest
+    that Go wrote, and the weights file's names and shapes against the description."""
     from safetensors.numpy import load_file
 
     with open(os.path.join(folder, "manifest.json")) as f:
         man = json.load(f)
     if steps > len(man["batches"]):
         sys.exit(f"reference: {steps} steps wanted, the export holds {len(man['batches'])} batches")
+    net = load_net(folder, man)
     batches = []
     for i in range(steps):
         with np.load(os.path.join(folder, man["batches"][i])) as z:
@@ -74,22 +150,38 @@ def load_export(folder, steps):
     wsum = file_sha256(wpath)
     if wsum != man["weights_sha256"]:
         sys.exit(f"reference: {wpath}: sha256 {wsum}, want {man['weights_sha256']}")
-    return man, batches, load_file(wpath), wsum
+    w = load_file(wpath)
+    want = dict(params(net))
+    if set(w) != set(want):
+        sys.exit(f"reference: {wpath}: names differ from the model's: {sorted(set(w) ^ set(want))[:6]}")
+    for k, v in w.items():
+        if v.shape != want[k] or v.dtype != np.float32:
+            sys.exit(f"reference: {wpath}: {k} is {v.dtype} {v.shape}, want float32 {want[k]}")
+    return man, net, batches, w, wsum
 
 
-def load_masks(folder, man, steps, dropout):
+def load_masks(folder, man, net, steps, dropout):
     """The dropout masks the Go drivers use (model.DropoutMask, written by the exporter): for
-    each of the first `steps` steps a float32 array [2, batch, hidden] (layer 0, layer 1),
-    each file checked against the SHA-256 in the manifest. None when dropout is 0. The
-    run's --dropout must be the exporter's: the masks are drawn for that probability."""
+    each of the first `steps` steps a float32 array [layers, batch, width] (the dropout
+    layers in mask order, width = the elements of each one's input), each file checked
+    against the SHA-256 in the manifest. None when dropout is 0 or the model has no dropout
+    layer. The run's --dropout must be the exporter's: the masks are drawn for that
+    probability."""
     if dropout != man.get("dropout"):
         sys.exit(f"reference: --dropout {dropout}, the export's masks are for {man.get('dropout')}")
-    if dropout == 0:
+    drops = dropout_layers(net)
+    if dropout == 0 or not drops:
         return None
     names, sums = man.get("dropout_masks") or [], man.get("dropout_sha256") or []
     if steps > len(names):
         sys.exit(f"reference: {steps} steps wanted, the export holds {len(names)} dropout masks")
-    want = (2, man["batch_size"], man["hidden"])
+    if man.get("dropout_layers") != [net["layers"][i]["name"] for i in drops]:
+        sys.exit(f"reference: the masks are for layers {man.get('dropout_layers')}, the model's dropouts are "
+                 f"{[net['layers'][i]['name'] for i in drops]}")
+    widths = {elements(net["layers"][i]["in"]) for i in drops}
+    if len(widths) != 1:
+        sys.exit(f"reference: dropout layers of widths {sorted(widths)} do not fit one mask file")
+    want = (len(drops), man["batch_size"], widths.pop())
     masks = []
     for i in range(steps):
         path = os.path.join(folder, names[i])
@@ -155,6 +247,7 @@ def make_record(*, framework, version, threads, man, args, initial_loss, losses,
         "device": "cpu",
         "threads": threads,
         "model": man["model"],
+        "head": man["head"],
         "mode": man["mode"],
         "image_size": man["image_size"],
         "batch_size": bs,

@@ -6,22 +6,42 @@ tensorflow` uses.
     python scripts/reference/keras_train.py --export DIR --steps 3 --warmup-steps 1 \
         --threads 2 --json run.json [--profile prof.json]
 
-DIR is written by scripts/bench/export; every batch, the weights file and every dropout
-mask file are checked against the SHA-256 sums Go computed.
+DIR is written by scripts/bench/export; every batch, the weights file, every dropout mask
+file and the model description net.json are checked against the SHA-256 sums Go computed.
 
-The model is VGG16 in NHWC, as keras.applications.VGG16 lays it out (Conv2D 3×3 "same" +
-ReLU, MaxPooling2D 2×2, Flatten, Dense), with fwbench's classifier (4096-4096-classes,
-dropout 0.5). Canonical (torchvision) weights are converted as tfrun converts them
-(tfrun/layout.go): conv OIHW -> HWIO, linear [out, in] -> [in, out], and the first
-classifier layer's input rows reordered from torch's C×H×W flattening to Keras' H×W×C.
+The model is the one `fwbench train` builds: the export's net.json (model.Net, the layer
+graph both Go drivers interpret) as one Keras functional model in NHWC, made by one generic
+loop (build below), so VGG, ResNet and MobileNetV2 are the same code. Each op's Keras form
+is what a Keras user writes (keras.applications' VGG16, ResNet50 and MobileNetV2 do the
+same):
+  conv       Conv2D, or DepthwiseConv2D when groups = channels; padding "same" when the
+             stride is 1 and pad = (k−1)/2, else ZeroPadding2D(pad) and "valid" (TF's
+             "same" at stride 2 pads only bottom/right, torch pads both sides)
+  batch_norm BatchNormalization(momentum=0.9, epsilon=1e-5): torch's momentum 0.1 in
+             Keras' convention (moving ← 0.9·moving + 0.1·batch). Keras updates the moving
+             variance with the biased batch variance, torch with the unbiased one: the
+             running statistics after a step differ by the factor n/(n−1), the losses and
+             weights do not
+  relu/relu6 ReLU(), ReLU(max_value=6)
+  max_pool   MaxPooling2D; its padding (torch's: never wins the max) is ZeroPadding2D
+             when the input comes from a ReLU (values ≥ 0, and where a zero ties the
+             ReLU's gradient is zero anyway: exact), else a pad of −inf
+  adaptive_avg_pool  GlobalAveragePooling2D for size 1, else the pooling matrix of
+             model.AdaptivePoolBins (an einsum)
+  add        Add; flatten: Permute to channels-first, then Flatten (torch's C×H×W order,
+             so the weights need no permutation; a 1×1 map needs no Permute)
+  linear     Dense; dropout: Multiply by the exported mask (an extra model input)
+Canonical (torchvision) weights are converted as tfrun converts them: conv OIHW -> HWIO,
+depthwise [C, 1, k, k] -> [k, k, C, 1], linear [out, in] -> [in, out].
 
 One step is a tf.function (no XLA: jit_compile=False, as tfrun's graph runs without XLA)
 with GradientTape, the Keras SGD optimizer (momentum 0.9: v ← m·v − lr·g, w ← w + v,
 which equals torch's and tfrun's update for a constant lr) and the dense softmax
 cross-entropy on one-hot labels that tfrun's graph uses. Dropout draws nothing: step i
-multiplies each hidden layer's activation (after ReLU) by the exported mask of step i and
-that layer (model.DropoutMask, 0 or 1/(1−rate)), the masks tfrun feeds its graph, so the
-losses can be compared step by step with the Go run.
+multiplies each dropout layer's input by the exported mask of step i and that layer
+(model.DropoutMask, 0 or 1/(1−rate)), the masks tfrun feeds its graph, so the losses can be
+compared step by step with the Go run. In features mode (the manifest's mode) the layers
+outside the head are not trainable (their batch norms run in inference mode).
 """
 
 import argparse
@@ -35,19 +55,154 @@ import benchlib  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def to_keras(name, v, image_size):
-    """Canonical torchvision layout -> Keras layout (see tfrun/layout.go)."""
-    if v.ndim == 4:  # OIHW -> HWIO
-        return np.ascontiguousarray(v.transpose(2, 3, 1, 0))
-    if v.ndim == 2:
-        if name == "classifier.0.weight":
-            s = image_size // 32
-            out, inp = v.shape
-            c = inp // (s * s)
-            # W[o, c·s·s + h·s + w] -> row (h·s + w)·C + c of the [in, out] kernel
-            v = v.reshape(out, c, s, s).transpose(0, 2, 3, 1).reshape(out, inp)
-        return np.ascontiguousarray(v.T)
-    return v
+def build(net, keras, masks=False, frozen_base=False):
+    """The model of net.json (model.Net) as one Keras functional model in NHWC, built by one
+    generic loop over the layer list (see the module doc for each op's Keras form). Returns
+    (model, tensors): tensors maps each Keras layer holding tensors to its net.json layer
+    (load_weights sets them). With masks, the model takes one mask input per dropout layer
+    after the image (mask_shape gives its layout, masks_for converts the exported ones) and
+    multiplies it in, in training and evaluation alike (pass ones to evaluate); without,
+    dropout is the identity. frozen_base (features mode) makes the layers outside the head
+    untrainable, which keeps their batch norms in inference mode."""
+    L = keras.layers
+    NegInfPad, AdaptiveAvgPool = extra_layers(keras)
+    layers = net["layers"]
+    image = keras.Input((net["image_size"], net["image_size"], 3), name="image")
+    inputs, outs, tensors = [image], [], {}
+
+    def named(l):
+        return l["name"].replace(".", "_") or None  # Keras names allow no dots
+
+    for l in layers:
+        ins = [image if j == benchlib.IMAGE else outs[j] for j in l["inputs"]]
+        h, op, name = ins[0], l["op"], named(l)
+        c = l["in"][0]
+        if op in ("conv", "max_pool"):
+            k, s, p = l["kernel"], l["stride"], l["pad"]
+            same = s == 1 and 2 * p == k - 1  # Keras' "same" pads (k-1)/2 on each side only at stride 1
+            if p and not same:
+                src = layers[l["inputs"][0]]["op"] if l["inputs"][0] != benchlib.IMAGE else None
+                if op == "conv" or src in ("relu", "relu6"):
+                    h = L.ZeroPadding2D(p)(h)  # a max pool's input from a ReLU is >= 0: a zero never wins alone
+                else:
+                    h = NegInfPad(p)(h)
+            pad = "same" if same else "valid"
+            if op == "max_pool":
+                lay = L.MaxPooling2D(k, s, padding=pad, name=name)
+            elif l["groups"] == 1:
+                lay = L.Conv2D(l["out"], k, strides=s, padding=pad, use_bias=l["bias"], name=name)
+            elif l["groups"] == c == l["out"]:
+                lay = L.DepthwiseConv2D(k, strides=s, padding=pad, use_bias=l["bias"], name=name)
+            else:
+                sys.exit(f"keras_train: {l['name']}: {l['groups']} groups over {c} -> {l['out']} channels")
+        elif op == "batch_norm":
+            lay = L.BatchNormalization(momentum=1 - benchlib.BN_MOMENTUM, epsilon=benchlib.BN_EPS, name=name)
+        elif op == "relu":
+            lay = L.ReLU(name=name)
+        elif op == "relu6":
+            lay = L.ReLU(max_value=6.0, name=name)
+        elif op == "adaptive_avg_pool":
+            lay = (L.GlobalAveragePooling2D(keepdims=True, name=name) if l["size"] == 1
+                   else AdaptiveAvgPool(l["in"][1], l["in"][2], l["size"], name=name))
+        elif op == "add":
+            lay = L.Add(name=name)
+            h = ins
+        elif op == "flatten":
+            if l["in"][1] * l["in"][2] > 1:
+                h = L.Permute((3, 1, 2))(h)  # NHWC -> NCHW: torch's C×H×W order, so no weight permutation
+            lay = L.Flatten(name=name)
+        elif op == "linear":
+            lay = L.Dense(l["out"], name=name)
+        elif op == "dropout":
+            if masks:
+                m = keras.Input(mask_shape(l), name=f"mask{l['mask']}")
+                inputs.append(m)
+                h, lay = [h, m], L.Multiply(name=name)
+            else:
+                lay = L.Identity(name=name)
+        h = lay(h)
+        if op in ("conv", "batch_norm", "linear"):
+            tensors[lay] = l
+        outs.append(h)
+    m = keras.Model(inputs, outs[-1], name=net["name"])
+    if frozen_base:
+        for lay, l in tensors.items():
+            lay.trainable = l["head"]  # a frozen BatchNormalization runs in inference mode
+    return m, tensors
+
+
+def mask_shape(l):
+    """A dropout layer's mask input for one image: its input's C·H·W values in Keras' H×W×C
+    layout (flat when the input is flat)."""
+    c, hh, ww = l["in"]
+    return (c,) if hh * ww == 1 else (hh, ww, c)
+
+
+def masks_for(net, m):
+    """The exported [layers, batch, C·H·W] masks (torch's C×H×W order per image) as the
+    model's mask inputs."""
+    out = []
+    for k, i in enumerate(benchlib.dropout_layers(net)):
+        c, hh, ww = net["layers"][i]["in"]
+        mk = m[k]
+        if hh * ww > 1:
+            mk = mk.reshape(-1, c, hh, ww).transpose(0, 2, 3, 1)
+        out.append(np.ascontiguousarray(mk))
+    return out
+
+
+def load_weights(tensors, w):
+    """Canonical (torchvision layout) numpy tensors into the Keras layers: conv OIHW -> HWIO,
+    depthwise [C, 1, k, k] -> [k, k, C, 1], linear [out, in] -> [in, out] (the features
+    are already in torch's order: Flatten reads NCHW), batch norm weight, bias, running
+    mean and variance -> gamma, beta, moving mean and variance."""
+    for lay, l in tensors.items():
+        n = l["name"]
+        if l["op"] == "conv":
+            v = w[n + ".weight"]
+            v = v.transpose(2, 3, 0, 1) if l["groups"] > 1 else v.transpose(2, 3, 1, 0)
+            vs = [v] + ([w[n + ".bias"]] if l["bias"] else [])
+        elif l["op"] == "batch_norm":
+            vs = [w[n + "." + leaf] for leaf in ("weight", "bias", "running_mean", "running_var")]
+        else:
+            vs = [w[n + ".weight"].T, w[n + ".bias"]]
+        lay.set_weights([np.ascontiguousarray(v) for v in vs])
+
+
+def extra_layers(keras):
+    """The two small layers Keras has no built-in for (classes made once keras is imported)."""
+
+    class NegInfPad(keras.layers.Layer):
+        """torch's max-pool padding: p rows and columns of -inf on each side (they never win)."""
+
+        def __init__(self, p, **kw):
+            super().__init__(**kw)
+            self.p = p
+
+        def call(self, x):
+            p = self.p
+            return keras.ops.pad(x, [[0, 0], [p, p], [p, p], [0, 0]], constant_values=float("-inf"))
+
+    class AdaptiveAvgPool(keras.layers.Layer):
+        """torch's AdaptiveAvgPool2d((size, size)) on an H×W map: out[i, j] = Σ P[i, h]·Q[j, w]·x[h, w],
+        P and Q the averaging matrices of model.AdaptivePoolBins (bins ⌊i·in/out⌋ to ⌈(i+1)·in/out⌉)."""
+
+        def __init__(self, h, w, size, **kw):
+            super().__init__(**kw)
+            self.P, self.Q = pool_matrix(h, size), pool_matrix(w, size)
+
+        def call(self, x):
+            return keras.ops.einsum("ih,jw,nhwc->nijc", self.P, self.Q, x)
+
+    return NegInfPad, AdaptiveAvgPool
+
+
+def pool_matrix(n, size):
+    m = np.zeros((size, n), np.float32)
+    for i in range(size):
+        a, b = i * n // size, -(-(i + 1) * n // size)
+        m[i, a:b] = 1.0 / (b - a)
+    return m
 
 
 def main():
@@ -59,73 +214,44 @@ def main():
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(interop)
-    man, batches, w, wsum = benchlib.load_export(args.export, args.steps)
-    masks = benchlib.load_masks(args.export, man, args.steps, args.dropout)
-    S, classes, hidden, rate = man["image_size"], man["classes"], man["hidden"], args.dropout
-    L = keras.layers
+    man, net, batches, w, wsum = benchlib.load_export(args.export, args.steps)
+    masks = benchlib.load_masks(args.export, man, net, args.steps, args.dropout)
+    masks = None if masks is None else [masks_for(net, m) for m in masks]
+    classes = man["classes"]
 
-    # Layers named after the canonical parameters they hold (dots are not allowed in names).
-    convs, feats, cin, s = {}, [], 3, S
-    for idx, kind, v in benchlib.features_layout():
-        if kind == "pool":
-            feats.append(L.MaxPooling2D(2, 2, name=f"features_{idx}"))
-            s //= 2
-        else:
-            lay = L.Conv2D(v, 3, padding="same", activation="relu", name=f"features_{idx}")
-            lay.build((None, s, s, cin))
-            convs[idx] = lay
-            feats.append(lay)
-            cin = v
-    flat = L.Flatten()
-    fc = [L.Dense(hidden, activation="relu", name="classifier_0"), L.Dense(hidden, activation="relu", name="classifier_3"),
-          L.Dense(classes, name="classifier_6")]
-    fc[0].build((None, cin * s * s))
-    fc[1].build((None, hidden))
-    fc[2].build((None, hidden))
-    for idx, lay in convs.items():
-        lay.kernel.assign(to_keras(f"features.{idx}.weight", w[f"features.{idx}.weight"], S))
-        lay.bias.assign(w[f"features.{idx}.bias"])
-    for i, lay in zip((0, 3, 6), fc):
-        lay.kernel.assign(to_keras(f"classifier.{i}.weight", w[f"classifier.{i}.weight"], S))
-        lay.bias.assign(w[f"classifier.{i}.bias"])
+    model, tensors = build(net, keras, masks=masks is not None, frozen_base=man["mode"] == "features")
+    load_weights(tensors, w)
     del w
-    variables = [v for lay in list(convs.values()) + fc for v in (lay.kernel, lay.bias)]
+    variables = model.trainable_variables
     opt = keras.optimizers.SGD(learning_rate=args.lr, momentum=args.momentum)
     opt.build(variables)
-
-    def forward(x, masks=None):
-        h = x
-        for lay in feats:
-            h = lay(h)
-        h = flat(h)
-        for i, lay in enumerate(fc):
-            h = lay(h)
-            if masks is not None and i < 2:
-                h = h * masks[i]
-        return h
 
     def xent(logits, y):
         return tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=tf.one_hot(y, classes), logits=logits))
 
     @tf.function(jit_compile=False, reduce_retracing=True)
-    def train_step(x, y, m):
+    def train_step(inputs, y):
         with tf.GradientTape() as tape:
-            loss = xent(forward(x, m), y)
+            loss = xent(model(inputs, training=True), y)
         grads = tape.gradient(loss, variables)
         opt.apply_gradients(zip(grads, variables))
         return loss
 
     @tf.function(jit_compile=False, reduce_retracing=True)
-    def eval_loss(x, y):
-        return xent(forward(x), y)
+    def eval_loss(inputs, y):
+        return xent(model(inputs, training=False), y)
+
+    def feed(x, ms):
+        return [tf.constant(x)] + [tf.constant(m) for m in ms or []]
 
     x0, y0 = batches[0]
-    initial_loss = float(eval_loss(tf.constant(x0), tf.constant(y0)).numpy())
+    ones = None if masks is None else [np.ones_like(m) for m in masks[0]]
+    initial_loss = float(eval_loss(feed(x0, ones), tf.constant(y0)).numpy())
 
     def step(i, x, y):
         # The profiled extra step (i = steps) reuses step 0's masks with batch 0.
-        m = None if masks is None else tf.constant(masks[i % len(masks)])
-        return float(train_step(tf.constant(x), tf.constant(y), m).numpy())
+        ms = None if masks is None else masks[i % len(masks)]
+        return float(train_step(feed(x, ms), tf.constant(y)).numpy())
 
     losses, times = [], []
     flt0 = 0
@@ -145,7 +271,9 @@ def main():
         "interop_threads": tf.config.threading.get_inter_op_parallelism_threads(),
         "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "(unset: on by default on x86 Linux)"),
         "memory_format": "NHWC (channels_last)", "jit_compile": False, "keras": keras.__version__,
-        "keras_backend": keras.backend.backend(), "dropout": rate, "hidden": hidden, "momentum": args.momentum,
+        "keras_backend": keras.backend.backend(), "model": man["model"], "head": man["head"],
+        "builder": "keras_train.build (net.json, Keras functional model)",
+        "dropout": args.dropout, "hidden": man["hidden"], "momentum": args.momentum,
         "weight_decay": 0.0, "optimizer_impl": "keras.optimizers.SGD", "loss": "softmax_cross_entropy_with_logits(one_hot)",
         "python": sys.version.split()[0], "numpy": np.__version__, "cpu": benchlib.cpu_model(),
     }

@@ -6,18 +6,22 @@ and initial weights that `fwbench train --framework torch` uses.
         --threads 2 --json run.json [--profile prof.json]
 
 DIR is written by scripts/bench/export (batches from Go's dataset package, weights from
-weights.InitParams, dropout masks from model.DropoutMask); every batch, the weights file and
-every mask file are checked against the SHA-256 sums Go computed before anything runs.
+weights.InitParams, dropout masks from model.DropoutMask, the model description net.json);
+every batch, the weights file, every mask file and net.json are checked against the SHA-256
+sums Go computed before anything runs.
 
-The model is torchvision's VGG16 (torchvision.models.vgg16 builds the same nn.Sequential
-`features` and `classifier` with the same parameter names) with fwbench's two choices: the
-base is flattened directly into the classifier (no AdaptiveAvgPool2d, see package vgg), and
-the classifier is 4096-4096-classes with dropout. One step is what torchrun's shim does
-(torchrun/shim.cc tr_train_step): NHWC -> NCHW contiguous copy, train mode, zero_grad,
-forward, cross-entropy, backward, SGD step, loss.item(). Dropout draws nothing: step i
-multiplies each hidden layer's activation (after ReLU) by the exported mask of step i and
-that layer (0 or 1 / (1 - p)), as the shim multiplies the masks Go passes it, so the losses
-of both runs can be compared step by step.
+The model is the one `fwbench train` builds: the export's net.json (model.Net, the layer
+graph both Go drivers interpret) run by one generic module, Net below, with torchvision's
+parameter names, so VGG, ResNet and MobileNetV2 are the same code (a model is data). Its
+ops are torch.nn.functional's, the ones torchvision's modules call (conv2d with stride,
+padding and groups, batch_norm with momentum 0.1 and eps 1e-5, relu/relu6 in place,
+max_pool2d with padding, adaptive_avg_pool2d, add, flatten, linear). One step is what
+torchrun's shim does (torchrun/shim.cc): NHWC -> NCHW contiguous copy, train mode,
+zero_grad, forward, cross-entropy, backward, SGD step, loss.item(). Dropout draws nothing:
+step i multiplies each dropout layer's input by the exported mask of step i and that layer
+(0 or 1 / (1 - p)), as the drivers multiply the masks Go draws, so the losses of both runs
+can be compared step by step. In features mode (the manifest's mode) the layers outside
+the head are frozen and their batch norms stay in eval mode.
 """
 
 import argparse
@@ -34,48 +38,112 @@ import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 
-class MaskDropout(nn.Module):
-    """Dropout in training mode with a given mask (see module doc): self.mask, set before
-    each step, is the [batch, hidden] mask of this layer; None means no dropout."""
+class Net(nn.Module):
+    """The model of net.json (model.Net) as one generic nn.Module: forward runs the layer list
+    in order with torch.nn.functional ops, each layer reading the outputs its "inputs" name
+    (-1: the image). Tensors live in empty container modules at torchvision's module paths
+    ("layer1.0.conv1" holds weight), so state_dict() has torchvision's names and
+    load_state_dict takes the exported weights (model.Net.Params; no num_batches_tracked:
+    F.batch_norm is given the momentum). ReLU runs in place where torchvision's does
+    (its input is a conv, batch norm, add or linear output read by nothing else), and so
+    does a residual add into the branch output it ends (torchvision's `out += identity`).
 
-    def __init__(self):
+    Dropout draws nothing: set_masks(ms) before a training step gives dropout layer k
+    (mask number k) the [batch, width] mask ms[k], which multiplies its input in training
+    mode; without masks (dropout 0) and in eval mode it is the identity. frozen_base
+    (features mode) freezes the layers outside the head and keeps their batch norms in eval
+    mode."""
+
+    def __init__(self, net, frozen_base=False):
         super().__init__()
-        self.mask = None
+        self.layers = net["layers"]
+        self.frozen_base = frozen_base
+        self.last = benchlib.last_use(net)
+        self.masks = None
+        users = benchlib.consumers(net)
+        # Layers whose output torchvision overwrites in place: read once, and not needed by
+        # their own backward (conv, batch norm, add and linear save their inputs).
+        owned = [users[i] == 1 and l["op"] in ("conv", "batch_norm", "add", "linear") for i, l in enumerate(self.layers)]
+        self.inplace = [l["op"] in ("relu", "relu6") and l["inputs"][0] != benchlib.IMAGE and owned[l["inputs"][0]]
+                        or l["op"] == "add" and owned[l["inputs"][1]]
+                        for l in self.layers]
+        self.mods = []
+        for l in self.layers:
+            m, c = None, l["in"][0]
+            if l["op"] == "conv":
+                m = self.module(l["name"])
+                m.weight = nn.Parameter(torch.empty(l["out"], c // l["groups"], l["kernel"], l["kernel"]))
+                m.bias = nn.Parameter(torch.empty(l["out"])) if l["bias"] else None
+            elif l["op"] == "batch_norm":
+                m = self.module(l["name"])
+                m.weight, m.bias = nn.Parameter(torch.empty(c)), nn.Parameter(torch.empty(c))
+                m.register_buffer("running_mean", torch.zeros(c))
+                m.register_buffer("running_var", torch.ones(c))
+            elif l["op"] == "linear":
+                m = self.module(l["name"])
+                m.weight, m.bias = nn.Parameter(torch.empty(l["out"], c)), nn.Parameter(torch.empty(l["out"]))
+            if m is not None and frozen_base and not l["head"]:
+                m.requires_grad_(False)
+            self.mods.append(m)
 
-    def forward(self, h):
-        if not self.training or self.mask is None:
-            return h
-        return h * self.mask
+    def module(self, path):
+        """The container at a dotted module path, made on first use."""
+        m = self
+        for part in path.split("."):
+            if part not in m._modules:
+                m.add_module(part, nn.Module())
+            m = m._modules[part]
+        return m
 
-
-class VGG(nn.Module):
-    """torchvision.models.VGG without the adaptive pool; names features.N, classifier.{0,3,6}."""
-
-    def __init__(self, image_size, classes, hidden):
-        super().__init__()
-        layers, cin, s = [], 3, image_size
-        for _, kind, v in benchlib.features_layout():
-            if kind == "pool":
-                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
-                s //= 2
-            else:
-                layers += [nn.Conv2d(cin, v, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
-                cin = v
-        self.features = nn.Sequential(*layers)
-        self.classifier = nn.Sequential(
-            nn.Linear(cin * s * s, hidden), nn.ReLU(True), MaskDropout(),
-            nn.Linear(hidden, hidden), nn.ReLU(True), MaskDropout(),
-            nn.Linear(hidden, classes),
-        )
-        self.dropouts = (self.classifier[2], self.classifier[5])
+    def set_masks(self, ms):
+        self.masks = ms
 
     def forward(self, x):
-        return self.classifier(torch.flatten(self.features(x), 1))
+        outs = [None] * len(self.layers)
+        for i, l in enumerate(self.layers):
+            ins = [x if j == benchlib.IMAGE else outs[j] for j in l["inputs"]]
+            h, op, m = ins[0], l["op"], self.mods[i]
+            if op == "conv":
+                h = F.conv2d(h, m.weight, m.bias, l["stride"], l["pad"], 1, l["groups"])
+            elif op == "batch_norm":
+                train = self.training and not (self.frozen_base and not l["head"])
+                h = F.batch_norm(h, m.running_mean, m.running_var, m.weight, m.bias, train,
+                                 benchlib.BN_MOMENTUM, benchlib.BN_EPS)
+            elif op == "relu":
+                h = F.relu(h, inplace=self.inplace[i])
+            elif op == "relu6":
+                h = F.relu6(h, inplace=self.inplace[i])
+            elif op == "max_pool":
+                h = F.max_pool2d(h, l["kernel"], l["stride"], l["pad"])
+            elif op == "adaptive_avg_pool":
+                h = F.adaptive_avg_pool2d(h, l["size"])
+            elif op == "add":
+                h = ins[1].add_(h) if self.inplace[i] else h + ins[1]
+            elif op == "flatten":
+                h = torch.flatten(h, 1)
+            elif op == "linear":
+                h = F.linear(h, m.weight, m.bias)
+            elif op == "dropout":
+                if self.training and self.masks is not None:
+                    h = h * self.masks[l["mask"]].view(h.shape)
+            outs[i] = h
+            for j in l["inputs"]:
+                if j != benchlib.IMAGE and self.last[j] == i:
+                    outs[j] = None  # autograd keeps what it needs
+        return outs[-1]
 
 
 def to_input(x):
     # NHWC float32 from Go's dataset -> NCHW contiguous, as the shim does.
     return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
+
+
+def load_weights(model, w):
+    """Loads canonical (torchvision layout) numpy tensors; the names must be the model's."""
+    sd = model.state_dict()
+    if set(sd) != set(w):
+        sys.exit(f"torch_train: weights file names differ from the model's: {sorted(set(sd) ^ set(w))[:6]}")
+    model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in w.items()})
 
 
 def main():
@@ -84,17 +152,15 @@ def main():
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(interop)
     t_start = time.perf_counter()
-    man, batches, w, wsum = benchlib.load_export(args.export, args.steps)
-    masks = benchlib.load_masks(args.export, man, args.steps, args.dropout)
+    man, net, batches, w, wsum = benchlib.load_export(args.export, args.steps)
+    masks = benchlib.load_masks(args.export, man, net, args.steps, args.dropout)
     masks = None if masks is None else [torch.from_numpy(m) for m in masks]
 
-    model = VGG(man["image_size"], man["classes"], man["hidden"])
-    sd = model.state_dict()
-    if set(sd) != set(w):
-        sys.exit(f"torch_train: weights file names differ from the model's: {sorted(set(sd) ^ set(w))[:6]}")
-    model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in w.items()})
+    model = Net(net, frozen_base=man["mode"] == "features")
+    load_weights(model, w)
     del w
-    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=0.0)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=args.lr, momentum=args.momentum,
+                          weight_decay=0.0)
 
     # The parity value: the first batch, dropout off, no update (compare.Train does the same).
     model.eval()
@@ -107,8 +173,7 @@ def main():
         yt = torch.from_numpy(y).to(torch.int64)
         if masks is not None:
             # The profiled extra step (i = steps) reuses step 0's masks with batch 0.
-            m = masks[i % len(masks)]
-            model.dropouts[0].mask, model.dropouts[1].mask = m[0], m[1]
+            model.set_masks(masks[i % len(masks)])
         model.train()
         opt.zero_grad()
         loss = F.cross_entropy(model(xt), yt)
@@ -133,6 +198,7 @@ def main():
         "threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
         "memory_format": "contiguous (NCHW), input permuted from NHWC every step",
         "mkldnn_enabled": torch.backends.mkldnn.enabled, "mkldnn_available": torch.backends.mkldnn.is_available(),
+        "model": man["model"], "head": man["head"], "builder": "torch_train.Net (net.json, torch.nn.functional)",
         "dropout": args.dropout, "hidden": man["hidden"], "momentum": args.momentum, "weight_decay": 0.0,
         "optimizer_impl": "torch.optim.SGD (foreach default: for-loop on CPU)",
         "grad": "enabled", "deterministic": torch.are_deterministic_algorithms_enabled(),
