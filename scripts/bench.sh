@@ -8,6 +8,11 @@
 #   scripts/bench.sh --quick    # a smoke run (64 px, batch 8, 2 repeats); writes only to the output folder
 #
 # Environment (all optional):
+#   BENCH_MODEL       the models to time, space-separated model.Names() entries (default vgg16,
+#                     the table's model until now): every cell runs for each, with the same
+#                     settings (--hidden applies to VGG only, --dropout to every dropout layer
+#                     the model has: VGG's two, MobileNetV2's one, ResNet's none)
+#   BENCH_HEAD        the head of every model (default: each model's own, model.Heads)
 #   BENCH_CELLS       "SxB:warmup:timed:repeats ..." (default below)
 #   BENCH_THREADS     intra- and inter-op threads of every run (default: nproc)
 #   BENCH_FRAMEWORKS  "torch tensorflow"
@@ -21,6 +26,13 @@
 #   BENCH_QUIET_MAX   wait (up to BENCH_QUIET_WAIT s, default 300) before each run until other
 #                     processes use at most this percentage of the machine
 #   FWBENCH_BIN       use this fwbench binary instead of building bin/fwbench
+#
+# Export, Go runs and Python runs take the model from BENCH_MODEL/BENCH_HEAD: the exporter
+# writes its description (net.json) and the Python references build it with their generic
+# builders (scripts/reference/torch_train.py, keras_train.py), so both sides train the same
+# graph; every run record names the model and head. A cell's folder is s<S>-b<B> for vgg16
+# with its default head (the names of docs/bench/cpu-s<S>-b<B>.json) and
+# <model>[-<head>]-s<S>-b<B> otherwise.
 #
 # Every run is a fresh process. Per cell and framework, repeat r runs Go then Python when r
 # is odd and Python then Go when r is even (G P P G G P ...), so slow drifts of the machine
@@ -47,6 +59,8 @@ profile=${BENCH_PROFILE:-1}
 doc=${BENCH_DOC:-$((1 - quick))}
 out=${BENCH_OUT:-$FWBENCH_CACHE/bench/$(date -u +%Y%m%dT%H%M%SZ)}
 seed=1 lr=0.01 hidden=4096
+models=${BENCH_MODEL:-vgg16}
+head=${BENCH_HEAD:-}
 
 log() { printf 'bench: %s\n' "$*" >&2; }
 mkdir -p "$out"
@@ -93,6 +107,8 @@ data=$FWBENCH_CACHE/bench-data-c3-n64-s224-seed$seed
 	echo "load_start=$(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 	echo "cells=$cells"
+	echo "models=$models"
+	echo "head=${head:-(default of each model)}"
 	echo "command=$(env | grep -E '^(BENCH_[A-Z_]+|FWBENCH_BIN)=' | sort | tr '\n' ' ')scripts/bench.sh${1:+ $1}"
 } >"$out/settings.txt"
 
@@ -169,40 +185,45 @@ for c in $cells; do
 	IFS=: read -r sb warm timed reps <<<"$c"
 	S=${sb%x*} B=${sb#*x}
 	steps=$((warm + timed))
-	cell=s${S}-b$B
-	mkdir -p "$out/$cell"
-	log "cell $cell: $warm warm-up + $timed timed steps, $reps repeats"
-	"$out/export" --data "$data" --out "$out/$cell/export" --model vgg16 --image-size "$S" --batch-size "$B" \
-		--steps "$steps" --hidden $hidden --seed $seed --normalize rescale
-	for rep in $(seq 1 "$reps"); do
-		for fw in $frameworks; do
-			# Every setting spelled out: the defaults of `fwbench train` may change.
-			go_cmd=(env GODEBUG=gctrace=1 "$fwbench" train --framework "$fw" --data "$data" --model vgg16
-				--image-size "$S" --batch-size "$B" --hidden $hidden --dropout 0.5 --epochs 1
-				--steps-per-epoch "$steps" --warmup-steps "$warm" --threads "$threads" --mode scratch
-				--optimizer sgd --lr $lr --momentum 0.9 --weight-decay 0 --nesterov=false
-				--normalize rescale --augment=false --device cpu
-				--weights "$out/$cell/export/init.safetensors" --seed $seed --quiet --json "$out/$cell/$fw-go-r$rep.json")
-			script=torch_train.py
-			[ "$fw" = tensorflow ] && script=keras_train.py
-			py_cmd=("$PY" "$ref/$script" --export "$out/$cell/export" --steps "$steps" --warmup-steps "$warm"
-				--threads "$threads" --interop-threads "$threads" --lr $lr --momentum 0.9 --dropout 0.5
-				--json "$out/$cell/$fw-python-r$rep.json")
-			if [ "$profile" = 1 ] && [ "$rep" = "$reps" ]; then
-				py_cmd+=(--profile "$out/$cell/$fw-python-profile.json")
-			fi
-			bare_cmd=(env GODEBUG=gctrace=1 "$out/bare" --framework "$fw" --export "$out/$cell/export" --steps "$steps"
-				--warmup-steps "$warm" --threads "$threads" --lr $lr --momentum 0.9 --dropout 0.5
-				--json "$out/$cell/$fw-go-bare-r$rep.json")
-			if [ $((rep % 2)) = 1 ]; then
-				run_one "$cell" "$fw" go "$rep" "${go_cmd[@]}"
-				[ "$bare" = 1 ] && run_one "$cell" "$fw" go-bare "$rep" "${bare_cmd[@]}"
-				run_one "$cell" "$fw" python "$rep" "${py_cmd[@]}"
-			else
-				run_one "$cell" "$fw" python "$rep" "${py_cmd[@]}"
-				[ "$bare" = 1 ] && run_one "$cell" "$fw" go-bare "$rep" "${bare_cmd[@]}"
-				run_one "$cell" "$fw" go "$rep" "${go_cmd[@]}"
-			fi
+	for model in $models; do
+		cell=s${S}-b$B
+		if [ "$model" != vgg16 ] || [ -n "$head" ]; then
+			cell=$model${head:+-$head}-$cell
+		fi
+		mkdir -p "$out/$cell"
+		log "cell $cell ($model${head:+, head $head}): $warm warm-up + $timed timed steps, $reps repeats"
+		"$out/export" --data "$data" --out "$out/$cell/export" --model "$model" --head "$head" --image-size "$S" \
+			--batch-size "$B" --steps "$steps" --hidden $hidden --seed $seed --normalize rescale
+		for rep in $(seq 1 "$reps"); do
+			for fw in $frameworks; do
+				# Every setting spelled out: the defaults of `fwbench train` may change.
+				go_cmd=(env GODEBUG=gctrace=1 "$fwbench" train --framework "$fw" --data "$data" --model "$model"
+					--head "$head" --image-size "$S" --batch-size "$B" --hidden $hidden --dropout 0.5 --epochs 1
+					--steps-per-epoch "$steps" --warmup-steps "$warm" --threads "$threads" --mode scratch
+					--optimizer sgd --lr $lr --momentum 0.9 --weight-decay 0 --nesterov=false
+					--normalize rescale --augment=false --device cpu
+					--weights "$out/$cell/export/init.safetensors" --seed $seed --quiet --json "$out/$cell/$fw-go-r$rep.json")
+				script=torch_train.py
+				[ "$fw" = tensorflow ] && script=keras_train.py
+				py_cmd=("$PY" "$ref/$script" --export "$out/$cell/export" --steps "$steps" --warmup-steps "$warm"
+					--threads "$threads" --interop-threads "$threads" --lr $lr --momentum 0.9 --dropout 0.5
+					--json "$out/$cell/$fw-python-r$rep.json")
+				if [ "$profile" = 1 ] && [ "$rep" = "$reps" ]; then
+					py_cmd+=(--profile "$out/$cell/$fw-python-profile.json")
+				fi
+				bare_cmd=(env GODEBUG=gctrace=1 "$out/bare" --framework "$fw" --export "$out/$cell/export" --steps "$steps"
+					--warmup-steps "$warm" --threads "$threads" --lr $lr --momentum 0.9 --dropout 0.5
+					--json "$out/$cell/$fw-go-bare-r$rep.json")
+				if [ $((rep % 2)) = 1 ]; then
+					run_one "$cell" "$fw" go "$rep" "${go_cmd[@]}"
+					[ "$bare" = 1 ] && run_one "$cell" "$fw" go-bare "$rep" "${bare_cmd[@]}"
+					run_one "$cell" "$fw" python "$rep" "${py_cmd[@]}"
+				else
+					run_one "$cell" "$fw" python "$rep" "${py_cmd[@]}"
+					[ "$bare" = 1 ] && run_one "$cell" "$fw" go-bare "$rep" "${bare_cmd[@]}"
+					run_one "$cell" "$fw" go "$rep" "${go_cmd[@]}"
+				fi
+			done
 		done
 	done
 done

@@ -15,7 +15,9 @@ Statistics: a run's step time is its record's step_seconds.p50 (the median of it
 steps); a cell's step time is the median of that over repeats. The Go/Python ratio is
 formed per repeat (repeat r's Go run against repeat r's Python run, which ran next to it)
 and shown as the median with its min–max over repeats. MFU = train FLOPs of one step
-(vgg.TrainFLOPs, from the export manifest) / step time / measured peak FP32 GEMM FLOP/s.
+(model.Net.TrainFLOPs, from the export manifest) / step time / measured peak FP32 GEMM FLOP/s.
+Each row names its model and head (from the cell's export manifest; scripts/bench.sh's
+BENCH_MODEL and BENCH_HEAD).
 """
 
 import argparse
@@ -157,7 +159,8 @@ def main():
             loads = [float(r["load1_before"]) for r in tried]
             others = [float(r["others_cpu"]) for r in tried if r.get("others_cpu") not in (None, "")]
             row = {
-                "cell": cell, "framework": fw, "image_size": man.get("image_size"), "batch_size": man.get("batch_size"),
+                "cell": cell, "framework": fw, "model": man.get("model"), "head": man.get("head"),
+                "image_size": man.get("image_size"), "batch_size": man.get("batch_size"),
                 "warmup_steps": next((r["record"]["warmup_steps"] for r in go.values()), None),
                 "timed_steps": med(steps_timed), "repeats_go": len(go), "repeats_python": len(py),
                 "failed": [f"{r['driver']} r{r['repeat']}" for r in tried if r["status"] != "ok"],
@@ -238,6 +241,13 @@ def write(path, obj):
         f.write("\n")
 
 
+def model_name(r):
+    """The row's model and head, e.g. "vgg16 (flatten)", "resnet18 (torchvision)"."""
+    if not r.get("model"):
+        return "–"
+    return f"{r['model']} ({r['head']})" if r.get("head") else r["model"]
+
+
 def render(rows, checks, profiles, peak, settings):
     out = []
     w = out.append
@@ -255,10 +265,10 @@ def render(rows, checks, profiles, peak, settings):
           f"{peak['peak_gflops']:.1f} GFLOP/s.")
         w("")
     has_bare = any(r["bare_ratio_median"] is not None for r in rows)
-    w("| device | S | batch | framework | steps × repeats | Go step p50 (s) | Python step p50 (s) "
+    w("| device | model | S | batch | framework | steps × repeats | Go step p50 (s) | Python step p50 (s) "
       "| **Go/Python** median (min–max) | quiet pairs: median |" + (" bare Go driver/Python |" if has_bare else "")
       + " images/s Go / Py | MFU Go / Py |")
-    w("|---|---|---|---|---|---|---|---|---|" + ("---|" if has_bare else "") + "---|---|")
+    w("|---|---|---|---|---|---|---|---|---|---|" + ("---|" if has_bare else "") + "---|---|")
     for r in rows:
         steps = f"{r['warmup_steps']}+{fmt(r['timed_steps'], '.0f')} × {r['repeats_go']}/{r['repeats_python']}"
         ratio = (f"**{r['ratio_median']:.3f}** ({r['ratio_min']:.3f}–{r['ratio_max']:.3f})"
@@ -268,19 +278,19 @@ def render(rows, checks, profiles, peak, settings):
         if has_bare:
             mm = r["bare_ratio_min_max"]
             bare = (f" {r['bare_ratio_median']:.3f} ({mm[0]:.3f}–{mm[1]:.3f}) |" if mm else " – |")
-        w(f"| CPU | {r['image_size']} | {r['batch_size']} | {r['framework']}{fail} | {steps} "
+        w(f"| CPU | {model_name(r)} | {r['image_size']} | {r['batch_size']} | {r['framework']}{fail} | {steps} "
           f"| {fmt(r['go_step_p50'], '.3f')} | {fmt(r['python_step_p50'], '.3f')} | {ratio} "
           f"| {r['quiet_pairs']}: {fmt(r['quiet_ratio_median'], '.3f')} |{bare} "
           f"{fmt(r['go_images_per_second'], '.2f')} / {fmt(r['python_images_per_second'], '.2f')} "
           f"| {fmt(pct(r['mfu_go']), '.1f')}% / {fmt(pct(r['mfu_python']), '.1f')}% |")
-    w("| GPU | – | – | both | – | not run: no GPU was lent to this session |" + " |" * (6 if has_bare else 5))
+    w("| GPU | – | – | – | both | – | not run: no GPU was lent to this session |" + " |" * (6 if has_bare else 5))
     w("")
-    w("| S | batch | framework | peak RSS Go / Py (MiB) | RSS ratio | data stall Go (median, max) "
+    w("| model | S | batch | framework | peak RSS Go / Py (MiB) | RSS ratio | data stall Go (median, max) "
       "| Go loader CPU per batch (share of a step's CPU) | GC in a Go training loop (max): cycles, STW ms, GC CPU ms "
       "| others' CPU during runs (median, max) |")
-    w("|---|---|---|---|---|---|---|---|---|")
+    w("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        w(f"| {r['image_size']} | {r['batch_size']} | {r['framework']} "
+        w(f"| {model_name(r)} | {r['image_size']} | {r['batch_size']} | {r['framework']} "
           f"| {fmt(r['go_peak_rss_bytes'] and r['go_peak_rss_bytes'] / 2**20, '.0f')} / "
           f"{fmt(r['python_peak_rss_bytes'] and r['python_peak_rss_bytes'] / 2**20, '.0f')} "
           f"| {fmt(r['rss_ratio'], '.2f')} "
@@ -315,7 +325,8 @@ def render(rows, checks, profiles, peak, settings):
         w(f"Fairness checks over {len(checks)} Go/Python pairs: same first batch (SHA-256) in every pair: "
           f"{'yes' if ok_batch else 'NO'}; same initial weights file (SHA-256): {'yes' if ok_w else 'NO'}; "
           f"largest |initial loss Go − Python| {dl:.2e}; largest |mean training loss Go − Python| "
-          f"{fmt(dt, '.2e')} (both sides multiply the dropout masks the Go exporter wrote with vgg.DropoutMask).")
+          f"{fmt(dt, '.2e')} (both sides multiply the dropout masks the Go exporter wrote with model.DropoutMask, "
+          f"and build the model from the exporter's description of model.Net).")
     if profiles:
         w("")
         w("Where a Python step's time goes (each framework's own profiler, one extra step after the run; "
