@@ -27,6 +27,8 @@ def load_net(folder, man):
     inputs, out, kernel, stride, pad, groups, bias, size, mask, head, in and shape as
     [C, H, W]), checked against the SHA-256 in the manifest and for what the builders
     rely on (known ops, inputs that come first, one Linear output)."""
+    if not man.get("net"):
+        sys.exit(f"reference: {folder} has no model description (net.json): export it again with scripts/bench/export")
     path = os.path.join(folder, man["net"])
     got = file_sha256(path)
     if got != man["net_sha256"]:
