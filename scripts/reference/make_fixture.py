@@ -74,7 +74,7 @@ def make_model(name, hidden, classes, image_size, dropout):
     m = torch.nn.Module()
     m.features = torch.nn.Sequential(*layers)
     flat = 512 * (image_size // 32) ** 2
-    # fwbench flattens the base directly (no AdaptiveAvgPool2d((7, 7))); see package vgg.
+    # fwbench flattens the base directly (no AdaptiveAvgPool2d((7, 7))); see package model (HeadFlatten).
     m.classifier = torch.nn.Sequential(
         torch.nn.Linear(flat, hidden), torch.nn.ReLU(True), torch.nn.Dropout(dropout),
         torch.nn.Linear(hidden, hidden), torch.nn.ReLU(True), torch.nn.Dropout(dropout),

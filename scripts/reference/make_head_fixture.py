@@ -5,7 +5,7 @@ Run with the project's Python reference environment (torch + numpy + safetensors
 
     /root/.cache/fwbench/pyref/bin/python scripts/reference/make_head_fixture.py
 
-It builds VGG as make_fixture.py does, but with the heads of package vgg other
+It builds VGG as make_fixture.py does, but with the VGG heads of package model other
 than the default flatten head:
 
   torchvision: AdaptiveAvgPool2d((7, 7)) -> flatten -> Linear(25088, h) -> ReLU -> Dropout
