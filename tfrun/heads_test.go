@@ -550,11 +550,11 @@ const headsFixturePath = "../testdata/reference/heads_s32.safetensors"
 func TestParityHeads(t *testing.T) {
 	f := loadFixtureFile(t, headsFixturePath)
 	var shas map[string]string
-	if err := json.Unmarshal([]byte(f.meta["weights_sha256"]), &shas); err != nil {
+	if err := json.Unmarshal([]byte(f.Meta["weights_sha256"]), &shas); err != nil {
 		t.Fatalf("fixture weights_sha256: %v", err)
 	}
 	stride := 97
-	if got := f.meta["stride"]; got != "97" {
+	if got := f.Meta["stride"]; got != "97" {
 		t.Fatalf("fixture stride %q, want 97 (make_head_fixture.py's STRIDE)", got)
 	}
 	ctx := context.Background()
@@ -585,20 +585,20 @@ func TestParityHeads(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				want := f.get(t, prefix+"/logits")
+				want := f.Get(t, prefix+"/logits")
 				checkLogits(t, logits, want)
 				loss, _, err := tr.Evaluate(ctx, batch)
 				if err != nil {
 					t.Fatal(err)
 				}
-				if w := float64(f.get(t, prefix+"/loss")[0]); math.Abs(loss-w)/w > lossTol {
+				if w := float64(f.Get(t, prefix+"/loss")[0]); math.Abs(loss-w)/w > lossTol {
 					t.Errorf("evaluation loss %.9g, PyTorch %.9g: relative %.3g, want <= %g", loss, w, math.Abs(loss-w)/w, lossTol)
 				}
 				loss, _, err = tr.TrainStep(ctx, batch)
 				if err != nil {
 					t.Fatal(err)
 				}
-				if w := float64(f.get(t, prefix+"/sgd1/loss")[0]); math.Abs(loss-w)/w > lossTol {
+				if w := float64(f.Get(t, prefix+"/sgd1/loss")[0]); math.Abs(loss-w)/w > lossTol {
 					t.Errorf("training loss %.9g, PyTorch %.9g: relative %.3g, want <= %g", loss, w, math.Abs(loss-w)/w, lossTol)
 				} else {
 					t.Logf("training loss relative difference %.3g", math.Abs(loss-w)/w)
@@ -614,15 +614,15 @@ func TestParityHeads(t *testing.T) {
 					key := prefix + "/sgd1/" + w.Name
 					got, base, whole := w.Data, w0, true
 					switch {
-					case f.t[key] != nil:
-					case f.t[key+"/stride97"] != nil:
+					case f.Tensor(key) != nil:
+					case f.Tensor(key+"/stride97") != nil:
 						key += "/stride97"
 						got, base, whole = strided(w.Data, stride), strided(w0, stride), false
 					default:
 						key += "/first64"
 						got, base, whole = w.Data[:64], w0[:64], false
 					}
-					want := f.get(t, key)
+					want := f.Get(t, key)
 					if len(want) != len(got) {
 						t.Fatalf("%s: fixture has %d values, want %d", key, len(want), len(got))
 					}
@@ -636,7 +636,7 @@ func TestParityHeads(t *testing.T) {
 					if whole {
 						continue
 					}
-					s, err := f.deltaSum(prefix + "/sgd1/" + w.Name)
+					s, err := f.Sums(prefix + "/sgd1/" + w.Name)
 					if err != nil {
 						t.Fatal(err)
 					}

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/fwbench/fwbench/dataset"
+	"github.com/fwbench/fwbench/internal/reftest"
 	"github.com/fwbench/fwbench/model"
 	"github.com/fwbench/fwbench/recipe"
 	"github.com/fwbench/fwbench/weights"
@@ -21,14 +22,7 @@ func tinyConfig() recipe.Config {
 }
 
 // mustNet builds cfg's model.
-func mustNet(t testing.TB, cfg recipe.Config) *model.Net {
-	t.Helper()
-	n, err := cfg.Net()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
+func mustNet(t testing.TB, cfg recipe.Config) *model.Net { return reftest.MustNet(t, cfg) }
 
 // mustNew starts a Trainer from init (nil: seeded) and closes it when the
 // test ends.

@@ -153,16 +153,9 @@ var modelTrainParity = map[string]map[string]trainParity{
 // test checks that they are exactly the ones PyTorch's float64 gradient
 // finds zero.
 func TestParityModels(t *testing.T) {
-	for _, tc := range []struct {
-		path     string
-		models   []string
-		batch, S int
-	}{
-		{modelsFixturePath, []string{"resnet18", "resnet50", "mobilenet_v2", "vgg11_bn"}, 4, 32},
-		{modelsFixture64Path, []string{"resnet50", "mobilenet_v2"}, 8, 64},
-	} {
-		t.Run(fmt.Sprintf("s%d", tc.S), func(t *testing.T) {
-			parityModels(t, tc.path, tc.models, tc.batch, tc.S)
+	for _, mf := range reftest.ModelFixtures() {
+		t.Run(fmt.Sprintf("s%d", mf.S), func(t *testing.T) {
+			parityModels(t, mf.Path, mf.Models, mf.Batch, mf.S)
 		})
 	}
 }
@@ -175,14 +168,14 @@ func parityModels(t *testing.T, path string, models []string, batch, S int) {
 	var shas map[string]string
 	var names map[string][]string
 	for key, dst := range map[string]any{"config": &conf, "weights_sha256": &shas, "names": &names} {
-		if err := json.Unmarshal([]byte(f.meta[key]), dst); err != nil {
+		if err := json.Unmarshal([]byte(f.Meta[key]), dst); err != nil {
 			t.Fatalf("fixture metadata %s: %v", key, err)
 		}
 	}
 	var spread map[string]struct {
 		ZeroGradient []string `json:"zero_gradient"`
 	}
-	if raw, ok := f.meta["float64_spread"]; ok {
+	if raw, ok := f.Meta["float64_spread"]; ok {
 		if err := json.Unmarshal([]byte(raw), &spread); err != nil {
 			t.Fatalf("fixture metadata float64_spread: %v", err)
 		}
@@ -221,13 +214,13 @@ func parityModels(t *testing.T, path string, models []string, batch, S int) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			checkLogits(t, logits, f.get(t, name+"/logits"))
+			checkLogits(t, logits, f.Get(t, name+"/logits"))
 			loss, _, err := tr.Evaluate(ctx, in)
 			if err != nil {
 				t.Fatal(err)
 			}
-			checkLoss(t, "evaluation", loss, f.get(t, name+"/loss")[0], 1e-5)
-			checkLoss(t, "training", mustStep(t, tr, in), f.get(t, name+"/sgd1/loss")[0], bound.loss)
+			checkLoss(t, "evaluation", loss, f.Get(t, name+"/loss")[0], 1e-5)
+			checkLoss(t, "training", mustStep(t, tr, in), f.Get(t, name+"/sgd1/loss")[0], bound.loss)
 			if bound.update == 0 {
 				return
 			}
@@ -258,7 +251,7 @@ func parityModels(t *testing.T, path string, models []string, batch, S int) {
 					key += "/first64"
 					got, w0 = got[:min(64, len(got))], w0[:min(64, len(w0))]
 				}
-				want := f.get(t, key)
+				want := f.Get(t, key)
 				if len(want) != len(got) {
 					t.Fatalf("%s: fixture has %d values, want %d", key, len(want), len(got))
 				}
@@ -279,7 +272,7 @@ func parityModels(t *testing.T, path string, models []string, batch, S int) {
 				if e > bound.update {
 					t.Errorf("%s: update differs from PyTorch by up to %.3g of its largest change, want <= %g", w.Name, e, bound.update)
 				}
-				s, err := f.deltaSum(name + "/sgd1/" + w.Name)
+				s, err := f.Sums(name + "/sgd1/" + w.Name)
 				if err != nil {
 					t.Fatal(err)
 				}

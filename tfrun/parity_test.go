@@ -5,8 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
-	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -22,64 +20,14 @@ import (
 // and input from internal/reftest.
 const fixturePath = "../testdata/reference/vgg16_s32.safetensors"
 
-type fixture struct {
-	t    map[string]*weights.Tensor
-	sums map[string]deltaSums
-	meta map[string]string
-}
-
-// deltaSums are the fixture's float64 sums of a tensor after a run (Sum) and of its change
-// from the initial weights (DeltaSum, DeltaAbsSum).
-type deltaSums struct{ Sum, DeltaSum, DeltaAbsSum float64 }
+// fixture is a reference file (reftest.Fixture) with tfrun's comparisons.
+type fixture struct{ *reftest.Fixture }
 
 func loadFixture(t *testing.T) *fixture { return loadFixtureFile(t, fixturePath) }
 
 func loadFixtureFile(t *testing.T, path string) *fixture {
 	t.Helper()
-	ts, meta, err := weights.ReadSafetensors(path)
-	if err != nil {
-		t.Fatalf("reference fixture: %v", err)
-	}
-	f := &fixture{t: map[string]*weights.Tensor{}, meta: meta}
-	for _, x := range ts {
-		f.t[x.Name] = x
-	}
-	var raw map[string]struct {
-		Sum         float64 `json:"sum"`
-		DeltaSum    float64 `json:"delta_sum"`
-		DeltaAbsSum float64 `json:"delta_abs_sum"`
-	}
-	if err := json.Unmarshal([]byte(meta["sums"]), &raw); err != nil {
-		t.Fatalf("fixture sums: %v", err)
-	}
-	f.sums = map[string]deltaSums{}
-	for k, v := range raw {
-		f.sums[k] = deltaSums{v.Sum, v.DeltaSum, v.DeltaAbsSum}
-	}
-	return f
-}
-
-// deltaSum returns the fixture's sums for key ("run/tensor"). A missing key, or a change whose
-// absolute sum is not positive (the comparisons divide by it), is an error: the zero value
-// would make every comparison NaN, and NaN > tol is false.
-func (f *fixture) deltaSum(key string) (deltaSums, error) {
-	s, ok := f.sums[key]
-	if !ok {
-		return s, fmt.Errorf("fixture has no sums for %s", key)
-	}
-	if !(s.DeltaAbsSum > 0) {
-		return s, fmt.Errorf("fixture sums for %s: sum|Δw| = %v, want > 0", key, s.DeltaAbsSum)
-	}
-	return s, nil
-}
-
-func (f *fixture) get(t *testing.T, name string) []float32 {
-	t.Helper()
-	x, ok := f.t[name]
-	if !ok {
-		t.Fatalf("fixture has no %s", name)
-	}
-	return x.Data
+	return &fixture{reftest.LoadFixture(t, path)}
 }
 
 func sha(ts []*weights.Tensor) string {
@@ -136,7 +84,7 @@ func (f *fixture) checkWeights(t *testing.T, tr *Trainer, init []*weights.Tensor
 		if !strings.HasPrefix(w.Name, "classifier.") {
 			got, w0, key = got[:64], w0[:64], key+"/first64"
 		}
-		want := f.get(t, key)
+		want := f.Get(t, key)
 		e, frac := reftest.UpdateDiff(got, want, w0)
 		worst = max(worst, e)
 		over += frac * float64(len(want))
@@ -147,7 +95,7 @@ func (f *fixture) checkWeights(t *testing.T, tr *Trainer, init []*weights.Tensor
 		if strings.HasPrefix(w.Name, "classifier.") {
 			continue
 		}
-		s, err := f.deltaSum(run + "/" + w.Name)
+		s, err := f.Sums(run + "/" + w.Name)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -196,23 +144,6 @@ func relErr(got, want []float32) float64 {
 	return d / m
 }
 
-// TestFixtureDeltaSum checks that a missing or unusable sums entry is an error, not a NaN
-// comparison that passes (the torchrun twin, torchrun/reference_test.go, fails the same way).
-func TestFixtureDeltaSum(t *testing.T) {
-	f := loadFixture(t)
-	// sgd1/features.0.weight is in the fixture: scripts/reference/make_fixture.py (record)
-	// writes sums for every features.* tensor of every run.
-	if s, err := f.deltaSum("sgd1/features.0.weight"); err != nil || s.DeltaAbsSum <= 0 {
-		t.Errorf("sgd1/features.0.weight: got %+v, %v; want positive sums and no error", s, err)
-	}
-	f.sums["zero/features.0.weight"] = deltaSums{}
-	for _, key := range []string{"sgd1/no.such.tensor", "nosuchrun/features.0.weight", "zero/features.0.weight"} {
-		if _, err := f.deltaSum(key); err == nil {
-			t.Errorf("%s: got no error, want one", key)
-		}
-	}
-}
-
 func TestParityWithPyTorch(t *testing.T) {
 	f := loadFixture(t)
 	ctx := context.Background()
@@ -220,7 +151,7 @@ func TestParityWithPyTorch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := sha(init), f.meta["weights_sha256"]; got != want {
+	if got, want := sha(init), f.Meta["weights_sha256"]; got != want {
 		t.Fatalf("formula weights sha256 %s, fixture %s: Go and Python start from different weights", got, want)
 	}
 	batch := reftest.Input(4, 32)
@@ -235,7 +166,7 @@ func TestParityWithPyTorch(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := f.get(t, "logits")
+		want := f.Get(t, "logits")
 		// 1e-4 relative to the largest logit: float32 convolutions summed
 		// in another order (oneDNN vs torch's kernels) through 16 layers
 		// (measured 6.6e-7). A layout mistake (a wrong flatten order, an
@@ -245,7 +176,7 @@ func TestParityWithPyTorch(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		wantLoss := float64(f.get(t, "loss")[0])
+		wantLoss := float64(f.Get(t, "loss")[0])
 		// The loss is a mean of 4 log-softmaxes of those logits: 1e-5
 		// (measured 0: the float32 results agree exactly).
 		if e := math.Abs(loss-wantLoss) / wantLoss; e > 1e-5 {
@@ -299,7 +230,7 @@ func TestParityWithPyTorch(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer tr.Close()
-			wantLoss := f.get(t, tc.run+"/loss")
+			wantLoss := f.Get(t, tc.run+"/loss")
 			for i := range tc.steps {
 				loss, _, err := tr.TrainStep(ctx, batch)
 				if err != nil {
@@ -327,7 +258,7 @@ func TestParityBatchNorm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := sha(init), f.meta["bn_weights_sha256"]; got != want {
+	if got, want := sha(init), f.Meta["bn_weights_sha256"]; got != want {
 		t.Fatalf("formula weights sha256 %s, fixture %s", got, want)
 	}
 	tr, err := New(ctx, cfg, init)
@@ -341,8 +272,8 @@ func TestParityBatchNorm(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Logits: the same 1e-4 as VGG16's (measured in the log).
-	if e, want := relErr(logits, f.get(t, "bn/logits_eval")), 1e-4; e > want {
-		t.Errorf("eval logits %v, PyTorch %v: relative difference %.3g, want <= %g", logits, f.get(t, "bn/logits_eval"), e, want)
+	if e, want := relErr(logits, f.Get(t, "bn/logits_eval")), 1e-4; e > want {
+		t.Errorf("eval logits %v, PyTorch %v: relative difference %.3g, want <= %g", logits, f.Get(t, "bn/logits_eval"), e, want)
 	} else {
 		t.Logf("eval logits relative difference %.3g", e)
 	}
@@ -350,7 +281,7 @@ func TestParityBatchNorm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantLoss := float64(f.get(t, "bn/sgd1/loss")[0])
+	wantLoss := float64(f.Get(t, "bn/sgd1/loss")[0])
 	// 1e-4: the batch statistics are float32 sums over 4·32·32 pixels in
 	// another order than torch's (measured 7.3e-6).
 	if e := math.Abs(loss-wantLoss) / wantLoss; e > 1e-4 {
@@ -371,7 +302,7 @@ func TestParityBatchNorm(t *testing.T) {
 		// Changes within 1e-4 of the largest change (see reftest.UpdateDiff): the
 		// running statistics move by 0.1·(batch statistic − running), the
 		// weights by the SGD step.
-		e, _ := reftest.UpdateDiff(got.Data, f.get(t, "bn/sgd1/"+name), initBy[name])
+		e, _ := reftest.UpdateDiff(got.Data, f.Get(t, "bn/sgd1/"+name), initBy[name])
 		if e > 1e-4 {
 			t.Errorf("%s: change differs from PyTorch by %.3g of its largest change, want <= 1e-4", name, e)
 		} else {
@@ -394,7 +325,7 @@ func TestParityOptimizers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := sha(init), f.meta["weights_sha256"]; got != want {
+	if got, want := sha(init), f.Meta["weights_sha256"]; got != want {
 		t.Fatalf("formula weights sha256 %s, fixture %s", got, want)
 	}
 	batch := reftest.Input(4, 32)
@@ -414,7 +345,7 @@ func TestParityOptimizers(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer tr.Close()
-			want := f.get(t, tc.run+"/loss")
+			want := f.Get(t, tc.run+"/loss")
 			for i := range want {
 				loss, _, err := tr.TrainStep(ctx, batch)
 				if err != nil {

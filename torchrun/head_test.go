@@ -2,9 +2,7 @@ package torchrun
 
 import (
 	"context"
-	"encoding/json"
 	"math"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -70,28 +68,10 @@ func TestHeadArchitecture(t *testing.T) {
 // reference_test.go's (refRtol, refAtol, devRtol: same libtorch kernels, float32
 // rounding only) and its 1% rule for summed updates of tensors the fixture samples.
 func TestReferenceHeads(t *testing.T) {
-	ts, meta, err := weights.ReadSafetensors(filepath.FromSlash(headFixturePath))
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := reftest.LoadFixture(t, headFixturePath)
+	meta, get := f.Meta, f.Get
 	if meta["stride"] != strconv.Itoa(headStride) {
 		t.Fatalf("fixture stride: got %q, want %d", meta["stride"], headStride)
-	}
-	var sums map[string]struct {
-		Sum      float64 `json:"sum"`
-		DeltaSum float64 `json:"delta_sum"`
-		DeltaAbs float64 `json:"delta_abs_sum"`
-	}
-	if err := json.Unmarshal([]byte(meta["sums"]), &sums); err != nil {
-		t.Fatalf("fixture sums: %v", err)
-	}
-	get := func(t *testing.T, name string) []float32 {
-		t.Helper()
-		w := weights.Lookup(ts, name)
-		if w == nil {
-			t.Fatalf("fixture has no %s", name)
-		}
-		return w.Data
 	}
 	for _, h := range []string{model.HeadTorchvision, model.HeadKeras} {
 		for _, name := range []string{"vgg11", "vgg11_bn"} {
@@ -143,7 +123,7 @@ func TestReferenceHeads(t *testing.T) {
 					var got []float32
 					key := run + w.Name
 					switch {
-					case weights.Lookup(ts, key) != nil: // stored in full
+					case f.Tensor(key) != nil: // stored in full
 						if err := closeTo(w.Data, get(t, key), refRtol, refAtol); err != nil {
 							t.Errorf("%s: %v", w.Name, err)
 						}
@@ -160,9 +140,9 @@ func TestReferenceHeads(t *testing.T) {
 					if err := closeTo(got, get(t, key), refRtol, refAtol); err != nil {
 						t.Errorf("%s (%s): %v", w.Name, key[len(run+w.Name)+1:], err)
 					}
-					s, ok := sums[run+w.Name]
-					if !ok {
-						t.Fatalf("fixture has no sums for %s%s", run, w.Name)
+					s, err := f.Sums(run + w.Name)
+					if err != nil {
+						t.Fatal(err)
 					}
 					var delta float64
 					for j, v := range w.Data {
@@ -170,8 +150,8 @@ func TestReferenceHeads(t *testing.T) {
 					}
 					// As in TestReferenceTraining: the summed change agrees to 1% of the
 					// summed absolute change.
-					if d := math.Abs(delta - s.DeltaSum); d > 1e-2*s.DeltaAbs+1e-9 {
-						t.Errorf("%s: summed update got %.6g, want %.6g (|diff| %.3g > 1%% of Σ|update| %.3g)", w.Name, delta, s.DeltaSum, d, s.DeltaAbs)
+					if d := math.Abs(delta - s.DeltaSum); d > 1e-2*s.DeltaAbsSum+1e-9 {
+						t.Errorf("%s: summed update got %.6g, want %.6g (|diff| %.3g > 1%% of Σ|update| %.3g)", w.Name, delta, s.DeltaSum, d, s.DeltaAbsSum)
 					}
 				}
 			})

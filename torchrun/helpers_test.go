@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/fwbench/fwbench/dataset"
+	"github.com/fwbench/fwbench/internal/reftest"
 	"github.com/fwbench/fwbench/model"
 	"github.com/fwbench/fwbench/recipe"
 	"github.com/fwbench/fwbench/weights"
@@ -52,14 +53,7 @@ func mustNew(t testing.TB, cfg recipe.Config, init []*weights.Tensor) *Trainer {
 }
 
 // mustNet builds cfg's model.
-func mustNet(t testing.TB, cfg recipe.Config) *model.Net {
-	t.Helper()
-	n, err := cfg.Net()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
+func mustNet(t testing.TB, cfg recipe.Config) *model.Net { return reftest.MustNet(t, cfg) }
 
 // initial composes cfg's initial tensors from loaded as a caller does (weights.Initial).
 func initial(t testing.TB, cfg recipe.Config, loaded []*weights.Tensor) []*weights.Tensor {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"testing"
@@ -13,7 +12,6 @@ import (
 	"github.com/fwbench/fwbench/internal/reftest"
 	"github.com/fwbench/fwbench/model"
 	"github.com/fwbench/fwbench/recipe"
-	"github.com/fwbench/fwbench/weights"
 )
 
 // The per-model fixtures are torchvision 0.26's own modules run by PyTorch 2.11
@@ -93,16 +91,9 @@ func TestModelsExercise(t *testing.T) {
 // and for every other tensor (BatchNorm running statistics included) its first 64
 // values and its summed update. Both fixtures: models_s32 and models_s64.
 func TestReferenceModels(t *testing.T) {
-	for _, tc := range []struct {
-		path     string
-		models   []string
-		batch, S int
-	}{
-		{modelsFixturePath, []string{"resnet18", "resnet50", "mobilenet_v2", "vgg11_bn"}, 4, 32},
-		{modelsFixture64Path, []string{"resnet50", "mobilenet_v2"}, 8, 64},
-	} {
-		t.Run(fmt.Sprintf("s%d", tc.S), func(t *testing.T) {
-			referenceModels(t, tc.path, tc.models, tc.batch, tc.S)
+	for _, mf := range reftest.ModelFixtures() {
+		t.Run(fmt.Sprintf("s%d", mf.S), func(t *testing.T) {
+			referenceModels(t, mf.Path, mf.Models, mf.Batch, mf.S)
 		})
 	}
 }
@@ -110,26 +101,8 @@ func TestReferenceModels(t *testing.T) {
 // referenceModels is TestReferenceModels for the fixture at path, which holds models
 // from reftest.Input(batch, S).
 func referenceModels(t *testing.T, path string, models []string, batch, S int) {
-	ts, meta, err := weights.ReadSafetensors(filepath.FromSlash(path))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sums map[string]struct {
-		Sum      float64 `json:"sum"`
-		DeltaSum float64 `json:"delta_sum"`
-		DeltaAbs float64 `json:"delta_abs_sum"`
-	}
-	if err := json.Unmarshal([]byte(meta["sums"]), &sums); err != nil {
-		t.Fatalf("fixture sums: %v", err)
-	}
-	get := func(t *testing.T, key string) []float32 {
-		t.Helper()
-		w := weights.Lookup(ts, key)
-		if w == nil {
-			t.Fatalf("fixture has no %s", key)
-		}
-		return w.Data
-	}
+	f := reftest.LoadFixture(t, path)
+	meta, get := f.Meta, f.Get
 	threads, err := strconv.Atoi(meta["torch_threads"])
 	if err != nil {
 		t.Fatalf("fixture torch_threads %q: %v", meta["torch_threads"], err)
@@ -192,7 +165,7 @@ func referenceModels(t *testing.T, path string, models []string, batch, S int) {
 			run := name + "/sgd1/"
 			var worstFull, worstFirst float64
 			for i, w := range ws {
-				if full := weights.Lookup(ts, run+w.Name); full != nil { // the output layer
+				if full := f.Tensor(run + w.Name); full != nil { // the output layer
 					worstFull = max(worstFull, worstRel(w.Data, full.Data, modelAtol))
 					if err := closeTo(w.Data, full.Data, modelRtol, modelAtol); err != nil {
 						t.Errorf("%s: %v", w.Name, err)
@@ -205,20 +178,20 @@ func referenceModels(t *testing.T, path string, models []string, batch, S int) {
 				if err := closeTo(got, first, modelRtol, modelAtol); err != nil {
 					t.Errorf("%s (first 64): %v", w.Name, err)
 				}
-				s, ok := sums[run+w.Name]
-				if !ok {
-					t.Fatalf("fixture has no sums for %s%s", run, w.Name)
+				s, err := f.Sums(run + w.Name)
+				if err != nil {
+					t.Fatal(err)
 				}
 				var delta float64
 				for j, v := range w.Data {
 					delta += float64(v) - float64(init[i].Data[j])
 				}
-				if d := math.Abs(delta - s.DeltaSum); d > 1e-2*s.DeltaAbs+1e-9 {
-					t.Errorf("%s: summed update got %.6g, want %.6g (|diff| %.3g > 1%% of Σ|update| %.3g)", w.Name, delta, s.DeltaSum, d, s.DeltaAbs)
+				if d := math.Abs(delta - s.DeltaSum); d > 1e-2*s.DeltaAbsSum+1e-9 {
+					t.Errorf("%s: summed update got %.6g, want %.6g (|diff| %.3g > 1%% of Σ|update| %.3g)", w.Name, delta, s.DeltaSum, d, s.DeltaAbsSum)
 				}
 			}
 			t.Logf("after the step: output layer worst relative difference %.3g, first 64 of the others %.3g", worstFull, worstFirst)
-			if out := net.Layers[net.Output()].Name; weights.Lookup(ts, run+out+".weight") == nil {
+			if out := net.Layers[net.Output()].Name; f.Tensor(run+out+".weight") == nil {
 				t.Errorf("fixture: got no full %s.weight, want the output layer stored in full", out)
 			}
 		})

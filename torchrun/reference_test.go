@@ -2,10 +2,8 @@ package torchrun
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -43,39 +41,18 @@ const (
 	adamTol = 5e-2
 )
 
-type fixture struct {
-	ts   []*weights.Tensor
-	meta map[string]string
-	sums map[string]struct {
-		Sum, DeltaSum, DeltaAbsSum float64
-	}
-}
+// fixture is the shared reference (reftest.Fixture); get returns a tensor.
+type fixture struct{ *reftest.Fixture }
 
 func loadFixture(t *testing.T) *fixture {
 	t.Helper()
-	ts, meta, err := weights.ReadSafetensors(filepath.FromSlash(fixturePath))
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &fixture{ts: ts, meta: meta}
-	var raw map[string]map[string]float64
-	if err := json.Unmarshal([]byte(meta["sums"]), &raw); err != nil {
-		t.Fatalf("fixture sums: %v", err)
-	}
-	f.sums = map[string]struct{ Sum, DeltaSum, DeltaAbsSum float64 }{}
-	for k, v := range raw {
-		f.sums[k] = struct{ Sum, DeltaSum, DeltaAbsSum float64 }{v["sum"], v["delta_sum"], v["delta_abs_sum"]}
-	}
-	return f
+	return &fixture{reftest.LoadFixture(t, fixturePath)}
 }
 
 func (f *fixture) get(t *testing.T, name string) *weights.Tensor {
 	t.Helper()
-	w := weights.Lookup(f.ts, name)
-	if w == nil {
-		t.Fatalf("fixture has no %s", name)
-	}
-	return w
+	f.Get(t, name) // fails the test when the key is missing
+	return f.Tensor(name)
 }
 
 // closeTo reports the first element where got and want differ by more than atol+rtol·|want|.
@@ -233,9 +210,9 @@ func TestReferenceTraining(t *testing.T) {
 				if err := closeTo(w.Data[:64], f.get(t, tt.run+"/"+w.Name+"/first64").Data, refRtol, refAtol); err != nil {
 					t.Errorf("%s (first 64): %v", w.Name, err)
 				}
-				s, ok := f.sums[tt.run+"/"+w.Name]
-				if !ok {
-					t.Fatalf("fixture has no sums for %s/%s", tt.run, w.Name)
+				s, err := f.Sums(tt.run + "/" + w.Name)
+				if err != nil {
+					t.Fatal(err)
 				}
 				var delta float64
 				for j, v := range w.Data {

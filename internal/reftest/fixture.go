@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/fwbench/fwbench/model"
+	"github.com/fwbench/fwbench/recipe"
 	"github.com/fwbench/fwbench/weights"
 )
 
@@ -90,4 +92,14 @@ func ModelFixtures() []ModelFixture {
 		{"../testdata/reference/models_s32.safetensors", []string{"resnet18", "resnet50", "mobilenet_v2", "vgg11_bn"}, 4, 32},
 		{"../testdata/reference/models_s64.safetensors", []string{"resnet50", "mobilenet_v2"}, 8, 64},
 	}
+}
+
+// MustNet builds cfg's model (recipe.Config.Net); an error fails the test.
+func MustNet(tb testing.TB, cfg recipe.Config) *model.Net {
+	tb.Helper()
+	n, err := cfg.Net()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return n
 }
