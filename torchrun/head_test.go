@@ -140,19 +140,7 @@ func TestReferenceHeads(t *testing.T) {
 					if err := closeTo(got, get(t, key), refRtol, refAtol); err != nil {
 						t.Errorf("%s (%s): %v", w.Name, key[len(run+w.Name)+1:], err)
 					}
-					s, err := f.Sums(run + w.Name)
-					if err != nil {
-						t.Fatal(err)
-					}
-					var delta float64
-					for j, v := range w.Data {
-						delta += float64(v) - float64(init[i].Data[j])
-					}
-					// As in TestReferenceTraining: the summed change agrees to 1% of the
-					// summed absolute change.
-					if d := math.Abs(delta - s.DeltaSum); d > 1e-2*s.DeltaAbsSum+1e-9 {
-						t.Errorf("%s: summed update got %.6g, want %.6g (|diff| %.3g > 1%% of Σ|update| %.3g)", w.Name, delta, s.DeltaSum, d, s.DeltaAbsSum)
-					}
+					checkSummedUpdate(t, f, run+w.Name, w, init[i])
 				}
 			})
 		}

@@ -2,6 +2,7 @@ package torchrun
 
 import (
 	"context"
+	"math"
 	"testing"
 
 	"github.com/fwbench/fwbench/dataset"
@@ -71,5 +72,23 @@ func setWeights(t testing.TB, tr *Trainer, ws []*weights.Tensor) {
 	t.Helper()
 	if err := tr.run(func() error { return tr.setWeights("test", ws) }); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// checkSummedUpdate compares w's summed change from init with the fixture's sums
+// for key: they must agree to 1% of the summed absolute change (a wrong update
+// rule or a missing weight decay is off by far more).
+func checkSummedUpdate(t *testing.T, f *reftest.Fixture, key string, w, init *weights.Tensor) {
+	t.Helper()
+	s, err := f.Sums(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var delta float64
+	for j, v := range w.Data {
+		delta += float64(v) - float64(init.Data[j])
+	}
+	if d := math.Abs(delta - s.DeltaSum); d > 1e-2*s.DeltaAbsSum+1e-9 {
+		t.Errorf("%s: summed update got %.6g, want %.6g (|diff| %.3g > 1%% of Σ|update| %.3g)", w.Name, delta, s.DeltaSum, d, s.DeltaAbsSum)
 	}
 }

@@ -178,17 +178,7 @@ func referenceModels(t *testing.T, path string, models []string, batch, S int) {
 				if err := closeTo(got, first, modelRtol, modelAtol); err != nil {
 					t.Errorf("%s (first 64): %v", w.Name, err)
 				}
-				s, err := f.Sums(run + w.Name)
-				if err != nil {
-					t.Fatal(err)
-				}
-				var delta float64
-				for j, v := range w.Data {
-					delta += float64(v) - float64(init[i].Data[j])
-				}
-				if d := math.Abs(delta - s.DeltaSum); d > 1e-2*s.DeltaAbsSum+1e-9 {
-					t.Errorf("%s: summed update got %.6g, want %.6g (|diff| %.3g > 1%% of Σ|update| %.3g)", w.Name, delta, s.DeltaSum, d, s.DeltaAbsSum)
-				}
+				checkSummedUpdate(t, f, run+w.Name, w, init[i])
 			}
 			t.Logf("after the step: output layer worst relative difference %.3g, first 64 of the others %.3g", worstFull, worstFirst)
 			if out := net.Layers[net.Output()].Name; f.Tensor(run+out+".weight") == nil {

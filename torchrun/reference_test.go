@@ -210,19 +210,7 @@ func TestReferenceTraining(t *testing.T) {
 				if err := closeTo(w.Data[:64], f.get(t, tt.run+"/"+w.Name+"/first64").Data, refRtol, refAtol); err != nil {
 					t.Errorf("%s (first 64): %v", w.Name, err)
 				}
-				s, err := f.Sums(tt.run + "/" + w.Name)
-				if err != nil {
-					t.Fatal(err)
-				}
-				var delta float64
-				for j, v := range w.Data {
-					delta += float64(v) - float64(init[i].Data[j])
-				}
-				// The summed change must agree to 1% of the summed absolute change: a
-				// wrong update rule or a missing weight decay is off by far more.
-				if d := math.Abs(delta - s.DeltaSum); d > 1e-2*s.DeltaAbsSum+1e-9 {
-					t.Errorf("%s: summed update got %.6g, want %.6g (|diff| %.3g > 1%% of Σ|update| %.3g)", w.Name, delta, s.DeltaSum, d, s.DeltaAbsSum)
-				}
+				checkSummedUpdate(t, f.Fixture, tt.run+"/"+w.Name, w, init[i])
 			}
 		})
 	}
