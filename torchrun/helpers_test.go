@@ -92,3 +92,17 @@ func checkSummedUpdate(t *testing.T, f *reftest.Fixture, key string, w, init *we
 		t.Errorf("%s: summed update got %.6g, want %.6g (|diff| %.3g > 1%% of Σ|update| %.3g)", w.Name, delta, s.DeltaSum, d, s.DeltaAbsSum)
 	}
 }
+
+// checkRefLogits compares logits with PyTorch's within the reference tolerances
+// (refRtol, refAtol), and their deviations from the batch mean within devRtol:
+// the part of the logits that decides the loss and the ranking.
+func checkRefLogits(t *testing.T, got, want []float32) {
+	t.Helper()
+	if err := closeTo(got, want, refRtol, refAtol); err != nil {
+		t.Errorf("logits: %v", err)
+	}
+	gd, wd := deviations(got, 3), deviations(want, 3)
+	if err := closeTo(gd, wd, devRtol, devRtol*maxAbs(wd)); err != nil {
+		t.Errorf("logits minus batch mean: %v", err)
+	}
+}

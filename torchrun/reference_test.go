@@ -109,13 +109,7 @@ func TestReferenceForward(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := f.get(t, "logits").Data
-	if err := closeTo(got, want, refRtol, refAtol); err != nil {
-		t.Errorf("logits: %v", err)
-	}
-	gd, wd := deviations(got, 3), deviations(want, 3)
-	if err := closeTo(gd, wd, devRtol, devRtol*maxAbs(wd)); err != nil {
-		t.Errorf("logits minus batch mean: %v", err)
-	}
+	checkRefLogits(t, got, want)
 	loss, correct, err := tr.Evaluate(ctx, in)
 	if err != nil {
 		t.Fatal(err)
