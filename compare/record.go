@@ -23,6 +23,8 @@ type RunRecord struct {
 	BatchSize        int           `json:"batch_size"`
 	Optimizer        string        `json:"optimizer"`
 	LR               float64       `json:"lr"`
+	// Precision is the recipe's precision, resolved (recipe.Precisions): fp32, tf32, bf16 or fp16.
+	Precision string `json:"precision"`
 	Seed             int64         `json:"seed"`
 	Hidden           int           `json:"hidden"`
 	Dataset          DatasetInfo   `json:"dataset"`
@@ -35,7 +37,11 @@ type RunRecord struct {
 	ImagesPerSecond     float64   `json:"images_per_second"`
 	DataWaitFraction    float64   `json:"data_wait_fraction"`
 	PeakRSSBytes        int64     `json:"peak_rss_bytes"`
-	PeakGPUBytes        *int64    `json:"peak_gpu_bytes,omitempty"`
+	// PeakGPUBytes is the process's peak device memory as NVML reports it (sampled during the
+	// run), measured the same way for every framework; PeakGPUAllocatorBytes is the framework's
+	// own allocator figure where it has one (libtorch's CUDA caching allocator: peak allocated).
+	PeakGPUBytes          *int64 `json:"peak_gpu_bytes,omitempty"`
+	PeakGPUAllocatorBytes *int64 `json:"peak_gpu_allocator_bytes,omitempty"`
 	TimeToTargetSeconds *float64  `json:"time_to_target_seconds,omitempty"`
 	StepTimesSeconds    []float64 `json:"step_times_seconds"`
 	Partial             bool      `json:"partial,omitempty"`
@@ -67,7 +73,9 @@ type RunRecord struct {
 	SyncedTimerReads int `json:"synced_timer_reads"`
 	// WeightsSHA256 is the hash of the final weights file, when the run saved one.
 	WeightsSHA256 string            `json:"weights_sha256,omitempty"`
-	Settings      map[string]string `json:"settings,omitempty"` // framework settings (threads, oneDNN, memory format...)
+	// Settings are the framework's settings that decide speed, as the driver reports them:
+	// every recipe.SettingKeys key, on every device, and the driver's others (threads, oneDNN...).
+	Settings map[string]string `json:"settings,omitempty"`
 }
 
 // DatasetInfo says what a run trained on.

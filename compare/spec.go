@@ -223,6 +223,8 @@ func (s Spec) Args() []string {
 		"--target-accuracy", f(s.TargetAccuracy),
 		"--freeze-fc=" + strconv.FormatBool(s.FreezeLoadedHead),
 		"--allow-partial-weights=" + strconv.FormatBool(s.AllowPartialWeights),
+		"--channels-last=" + strconv.FormatBool(s.ChannelsLast), "--cudnn-benchmark=" + strconv.FormatBool(s.CUDNNBenchmark),
+		"--xla=" + strconv.FormatBool(s.XLA), "--deterministic=" + strconv.FormatBool(s.Deterministic),
 	}
 	if s.MaxPixels > 0 {
 		a = append(a, "--max-pixels", strconv.FormatInt(s.MaxPixels, 10))

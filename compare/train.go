@@ -321,7 +321,7 @@ func newRecord(info recipe.Info, spec Spec, data Loaders) *RunRecord {
 		Schema: RunSchema, Framework: info.Framework, FrameworkVersion: info.Version,
 		Device: info.Device, Threads: info.Threads, Model: r.Model, Head: r.Head, Mode: spec.Mode,
 		ImageSize: spec.ImageSize, BatchSize: spec.BatchSize, Optimizer: spec.Optimizer,
-		LR: spec.LR, Seed: spec.Seed, Hidden: r.Hidden, Recipe: spec.Recipe(info.Threads), StepLosses: []float64{},
+		LR: spec.LR, Precision: r.Precision, Seed: spec.Seed, Hidden: r.Hidden, Recipe: spec.Recipe(info.Threads), StepLosses: []float64{},
 		Dataset:     DatasetInfo{Path: data.DataPath, Classes: data.Classes, TrainImages: data.TrainLen, ValImages: data.ValLen},
 		WarmupSteps: spec.WarmupSteps, Epochs: []EpochRecord{}, PID: os.Getpid(), Settings: settings,
 	}

@@ -28,5 +28,6 @@ func BadRecipes() []BadRecipe {
 		{"device gpu", with(func(c *Config) { c.Device = "gpu" }), `device "gpu"`},
 		{"threads", with(func(c *Config) { c.Threads = 100000 }), "threads 100000"},
 		{"precision", with(func(c *Config) { c.Precision = "fp8" }), `precision "fp8"`},
+		{"tf32 on the cpu", with(func(c *Config) { c.Precision = TF32 }), "precision tf32 needs a CUDA device"},
 	}
 }

@@ -31,8 +31,43 @@ const (
 	Adam = "adam" // torch.optim.Adam with coupled L2 weight decay (not AdamW)
 )
 
-// The precisions. Only FP32 is implemented today.
-const FP32 = "fp32"
+// The precisions (Config.Precision). BF16 and FP16 are mixed precision with
+// float32 master weights: the framework computes convolutions and matrix
+// products in the 16-bit type (torch autocast; TF's grappler
+// auto-mixed-precision rewrite) and keeps every variable, optimizer slot and
+// the loss in float32. FP16 adds dynamic loss scaling (torch.amp.GradScaler's
+// rule). FP32 turns TF32 off in both frameworks; TF32 turns it on in both.
+const (
+	FP32 = "fp32"
+	TF32 = "tf32" // float32 storage, TF32 tensor-core products: CUDA only
+	BF16 = "bf16"
+	FP16 = "fp16"
+)
+
+// Precisions lists the values Config.Precision accepts.
+func Precisions() []string { return []string{FP32, TF32, BF16, FP16} }
+
+// The keys of the settings that decide speed: every driver reports each of
+// them in Info.Settings on every device, so that run records line up. Values
+// are "true", "false", NotApplicable where the framework has no such switch,
+// a precision (SettingPrecision) or a layout (SettingMemoryFormat: torch's
+// "contiguous" or "channels_last", TF's "NHWC" or "NCHW").
+const (
+	SettingPrecision      = "precision"
+	SettingTF32           = "tf32"
+	SettingMemoryFormat   = "memory_format"
+	SettingCUDNNBenchmark = "cudnn_benchmark" // torch's cuDNN autotuner; TF's convolution autotuning
+	SettingXLA            = "xla"
+	SettingDeterministic  = "deterministic"
+)
+
+// NotApplicable is a setting's value where the framework has no such switch.
+const NotApplicable = "n/a"
+
+// SettingKeys lists the settings every driver reports, in the report's order.
+func SettingKeys() []string {
+	return []string{SettingPrecision, SettingTF32, SettingMemoryFormat, SettingCUDNNBenchmark, SettingXLA, SettingDeterministic}
+}
 
 // ErrInvalid is wrapped by every error of Validate: the recipe is the user's
 // mistake, found before any native call (the CLI exits 2).
@@ -73,7 +108,16 @@ type Config struct {
 	// [0, 1). The masks are drawn in Go (model.DropoutMask(Seed, step,
 	// layer)), so both frameworks drop the same units.
 	Dropout   float64
-	Precision string // FP32 ("" means FP32)
+	Precision string // one of Precisions(); "" means FP32
+
+	// The settings that decide speed (see SettingKeys). ChannelsLast trains
+	// torch in the channels_last memory format (TF is NHWC already).
+	// CUDNNBenchmark turns on torch's cuDNN autotuner and TF's convolution
+	// autotuning; off, neither autotunes. XLA compiles TF's step with XLA (a
+	// one-framework option: libtorch has no C++ counterpart, torch.compile is
+	// Python-only). Deterministic asks both frameworks for deterministic
+	// algorithms where they offer them.
+	ChannelsLast, CUDNNBenchmark, XLA, Deterministic bool
 
 	Device         string // "cpu", "cuda" or "cuda:N" ("" means cpu)
 	Threads        int    // intra-op threads; 0 means runtime.NumCPU()
@@ -150,11 +194,15 @@ func (c Config) Validate() error {
 	if c.Dropout < 0 || c.Dropout >= 1 {
 		bad("dropout %v: want 0 <= p < 1", c.Dropout)
 	}
-	if c.Precision != "" && c.Precision != FP32 {
-		bad("precision %q: want %s", c.Precision, FP32)
+	dev, devErr := ParseDevice(c.Device)
+	if devErr != nil {
+		errs = append(errs, devErr)
 	}
-	if _, err := ParseDevice(c.Device); err != nil {
-		errs = append(errs, err)
+	switch {
+	case c.Precision != "" && !slices.Contains(Precisions(), c.Precision):
+		bad("precision %q: want %s", c.Precision, strings.Join(Precisions(), ", "))
+	case c.Precision == TF32 && devErr == nil && !dev.GPU:
+		bad("precision %s needs a CUDA device (TF32 is a tensor-core format); on the cpu use %s, %s or %s", TF32, FP32, BF16, FP16)
 	}
 	if c.Threads < 0 || c.Threads > MaxThreads() || c.InterOpThreads < 0 || c.InterOpThreads > MaxThreads() {
 		bad("threads %d, inter-op threads %d: want each in [0, %d] (%d× the %d cores; 0: all cores)",
@@ -239,6 +287,8 @@ func (c Config) Map() map[string]string {
 		"dropout": f(r.Dropout), "dropout_masks": "model.DropoutMask(seed, step, layer)",
 		"precision": r.Precision, "device": device, "threads": strconv.Itoa(r.Threads),
 		"seed": strconv.FormatInt(r.Seed, 10),
+		"channels_last": strconv.FormatBool(r.ChannelsLast), "cudnn_benchmark": strconv.FormatBool(r.CUDNNBenchmark),
+		"xla": strconv.FormatBool(r.XLA), "deterministic": strconv.FormatBool(r.Deterministic),
 	}
 	if r.Optimizer == Adam {
 		m["betas"], m["eps"] = f(r.Beta1)+","+f(r.Beta2), f(r.Eps)
@@ -263,8 +313,9 @@ type Info struct {
 	Version   string // of the loaded native library
 	Device    string // "cpu" or "cuda:N"
 	Threads   int    // intra-op threads the framework uses
-	// Settings are framework settings that affect speed (oneDNN, memory
-	// format, ...), recorded in every run record.
+	// Settings are framework settings that affect speed, recorded in every
+	// run record: every SettingKeys key (as the framework really set it), and
+	// any others the driver knows of (oneDNN, ...).
 	Settings map[string]string
 }
 

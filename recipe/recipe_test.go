@@ -53,3 +53,29 @@ func TestResolvedMap(t *testing.T) {
 		t.Errorf("resnet50 hidden: got %q, want 0 (no hidden layers)", got)
 	}
 }
+
+// TestPrecisions: every precision is accepted where it can run (TF32 on CUDA
+// only), and each speed setting reaches the fairness map.
+func TestPrecisions(t *testing.T) {
+	for _, p := range Precisions() {
+		for _, dev := range []string{"cpu", "cuda:0"} {
+			c := Default()
+			c.Precision, c.Device = p, dev
+			err := c.Validate()
+			if want := p != TF32 || dev != "cpu"; (err == nil) != want {
+				t.Errorf("precision %s on %s: got %v, want accepted %t", p, dev, err, want)
+			}
+		}
+	}
+	c := Default()
+	c.Precision, c.ChannelsLast, c.CUDNNBenchmark, c.XLA, c.Deterministic = BF16, true, true, true, true
+	m := c.Map()
+	for k, want := range map[string]string{"precision": "bf16", "channels_last": "true", "cudnn_benchmark": "true", "xla": "true", "deterministic": "true"} {
+		if m[k] != want {
+			t.Errorf("Map()[%q]: got %q, want %q", k, m[k], want)
+		}
+	}
+	if got := len(SettingKeys()); got != 6 {
+		t.Errorf("SettingKeys: got %d keys, want the 6 of the precision issue", got)
+	}
+}

@@ -82,7 +82,8 @@ func TestArgsRoundTrip(t *testing.T) {
 	s := compare.PaperSpec()
 	s.Framework, s.Data, s.Weights, s.Checkpoint = fwTF, "data", "w.pth", "ck"
 	s.Optimizer, s.Beta1, s.Beta2, s.Eps, s.WeightDecay, s.Nesterov = recipe.SGD, 0.8, 0.99, 1e-7, 5e-4, true
-	s.Threads, s.InterOpThreads, s.Device, s.Precision, s.FreezeLoadedHead = 3, 1, "cuda:1", recipe.FP32, true
+	s.Threads, s.InterOpThreads, s.Device, s.Precision, s.FreezeLoadedHead = 3, 1, "cuda:1", recipe.BF16, true
+	s.ChannelsLast, s.CUDNNBenchmark, s.XLA, s.Deterministic = true, true, true, true
 	s.MaxPixels, s.Strict, s.AllowPartialWeights, s.StepsPerEpoch, s.TargetAccuracy = 1000, true, true, 7, 0.5
 	var got compare.Spec
 	cmd := trainCommand()

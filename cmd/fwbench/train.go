@@ -41,7 +41,11 @@ func specFlags(d compare.Spec) []cli.Flag {
 		&cli.IntFlag{Name: "image-size", Value: d.ImageSize, Usage: "S: images are resized to S×S; a multiple of 32"},
 		&cli.IntFlag{Name: "hidden", Value: d.Hidden, Usage: "width of VGG's hidden classifier layers (torchvision VGG16: 4096); models without hidden layers ignore it"},
 		&cli.Float64Flag{Name: "dropout", Value: d.Dropout, Usage: "drop probability of the head's dropout layers"},
-		&cli.StringFlag{Name: "precision", Value: d.Precision, Usage: recipe.FP32},
+		&cli.StringFlag{Name: "precision", Value: d.Precision, Usage: strings.Join(recipe.Precisions(), "|") + ": bf16 and fp16 are mixed precision with fp32 master weights (fp16 with dynamic loss scaling); fp32 turns TF32 off in both frameworks, tf32 (CUDA only) on"},
+		&cli.BoolFlag{Name: "channels-last", Usage: "torch trains in the channels_last memory format (TF is NHWC already)"},
+		&cli.BoolFlag{Name: "cudnn-benchmark", Usage: "autotune convolutions: torch's cuDNN benchmark mode and TF's autotuning (off: neither autotunes)"},
+		&cli.BoolFlag{Name: "xla", Usage: "compile TF's training step with XLA (TensorFlow only: libtorch has no C++ counterpart to torch.compile)"},
+		&cli.BoolFlag{Name: "deterministic", Usage: "deterministic algorithms in both frameworks, where they offer them"},
 		&cli.Int64Flag{Name: "seed", Value: d.Seed},
 		&cli.IntFlag{Name: "threads", Value: d.Threads, Usage: "intra-op threads per framework, and inter-op threads unless --inter-op-threads says otherwise (0: all cores)"},
 		&cli.IntFlag{Name: "inter-op-threads", Value: d.InterOpThreads, Usage: "inter-op threads per framework (default: as --threads; 0: all cores)"},
@@ -119,7 +123,8 @@ func specFrom(c *cli.Context, d compare.Spec) compare.Spec {
 		s.MaxPixels = c.Int64("max-pixels")
 	}
 	for name, dst := range map[string]*bool{"augment": &s.Augment, "freeze-fc": &s.FreezeLoadedHead,
-		"allow-partial-weights": &s.AllowPartialWeights, "strict": &s.Strict, "nesterov": &s.Nesterov} {
+		"allow-partial-weights": &s.AllowPartialWeights, "strict": &s.Strict, "nesterov": &s.Nesterov,
+		"channels-last": &s.ChannelsLast, "cudnn-benchmark": &s.CUDNNBenchmark, "xla": &s.XLA, "deterministic": &s.Deterministic} {
 		if c.IsSet(name) {
 			*dst = c.Bool(name)
 		}
