@@ -11,42 +11,42 @@ const RunSchema = "fwbench.run/v1"
 // RunRecord is one training run of one framework: what `fwbench train --json` writes and what
 // a comparison collects from each child process. Field names are part of the schema.
 type RunRecord struct {
-	Schema           string        `json:"schema"`
-	Framework        string        `json:"framework"`
-	FrameworkVersion string        `json:"framework_version"`
-	Device           string        `json:"device"`
-	Threads          int           `json:"threads"`
-	Model            string        `json:"model"`
-	Head             string        `json:"head,omitempty"` // the model's head, resolved
-	Mode             string        `json:"mode"`
-	ImageSize        int           `json:"image_size"`
-	BatchSize        int           `json:"batch_size"`
-	Optimizer        string        `json:"optimizer"`
-	LR               float64       `json:"lr"`
+	Schema           string  `json:"schema"`
+	Framework        string  `json:"framework"`
+	FrameworkVersion string  `json:"framework_version"`
+	Device           string  `json:"device"`
+	Threads          int     `json:"threads"`
+	Model            string  `json:"model"`
+	Head             string  `json:"head,omitempty"` // the model's head, resolved
+	Mode             string  `json:"mode"`
+	ImageSize        int     `json:"image_size"`
+	BatchSize        int     `json:"batch_size"`
+	Optimizer        string  `json:"optimizer"`
+	LR               float64 `json:"lr"`
 	// Precision is the recipe's precision, resolved (recipe.Precisions): fp32, tf32, bf16 or fp16.
-	Precision string `json:"precision"`
-	Seed             int64         `json:"seed"`
-	Hidden           int           `json:"hidden"`
-	Dataset          DatasetInfo   `json:"dataset"`
-	InitialLoss      float64       `json:"initial_loss"`
-	Epochs           []EpochRecord `json:"epochs"`
-	TotalSeconds     float64       `json:"total_seconds"`
-	WarmupSteps      int           `json:"warmup_steps"`
-	StepSeconds      Quantiles     `json:"step_seconds"`
+	Precision    string        `json:"precision"`
+	Seed         int64         `json:"seed"`
+	Hidden       int           `json:"hidden"`
+	Dataset      DatasetInfo   `json:"dataset"`
+	InitialLoss  float64       `json:"initial_loss"`
+	Epochs       []EpochRecord `json:"epochs"`
+	TotalSeconds float64       `json:"total_seconds"`
+	WarmupSteps  int           `json:"warmup_steps"`
+	StepSeconds  Quantiles     `json:"step_seconds"`
 	// ImagesPerSecond is training throughput over all steps after warm-up, data waits included.
-	ImagesPerSecond     float64   `json:"images_per_second"`
-	DataWaitFraction    float64   `json:"data_wait_fraction"`
-	PeakRSSBytes        int64     `json:"peak_rss_bytes"`
+	ImagesPerSecond  float64 `json:"images_per_second"`
+	DataWaitFraction float64 `json:"data_wait_fraction"`
+	PeakRSSBytes     int64   `json:"peak_rss_bytes"`
 	// PeakGPUBytes is the process's peak device memory as NVML reports it (sampled during the
 	// run), measured the same way for every framework; PeakGPUAllocatorBytes is the framework's
 	// own allocator figure where it has one (libtorch's CUDA caching allocator: peak allocated).
-	PeakGPUBytes          *int64 `json:"peak_gpu_bytes,omitempty"`
-	PeakGPUAllocatorBytes *int64 `json:"peak_gpu_allocator_bytes,omitempty"`
-	TimeToTargetSeconds *float64  `json:"time_to_target_seconds,omitempty"`
-	StepTimesSeconds    []float64 `json:"step_times_seconds"`
-	Partial             bool      `json:"partial,omitempty"`
-	InterruptedAt       *Position `json:"interrupted_at,omitempty"`
-	ResumedFrom         *Position `json:"resumed_from,omitempty"`
+	PeakGPUBytes          *int64    `json:"peak_gpu_bytes,omitempty"`
+	PeakGPUAllocatorBytes *int64    `json:"peak_gpu_allocator_bytes,omitempty"`
+	TimeToTargetSeconds   *float64  `json:"time_to_target_seconds,omitempty"`
+	StepTimesSeconds      []float64 `json:"step_times_seconds"`
+	Partial               bool      `json:"partial,omitempty"`
+	InterruptedAt         *Position `json:"interrupted_at,omitempty"`
+	ResumedFrom           *Position `json:"resumed_from,omitempty"`
 	// Error is why the run failed, when it did (the record is then Partial too).
 	Error string `json:"error,omitempty"`
 	// Evidence for the fairness conditions of a comparison.
@@ -72,7 +72,7 @@ type RunRecord struct {
 	TimedSteps       int `json:"timed_steps"`
 	SyncedTimerReads int `json:"synced_timer_reads"`
 	// WeightsSHA256 is the hash of the final weights file, when the run saved one.
-	WeightsSHA256 string            `json:"weights_sha256,omitempty"`
+	WeightsSHA256 string `json:"weights_sha256,omitempty"`
 	// Settings are the framework's settings that decide speed, as the driver reports them:
 	// every recipe.SettingKeys key, on every device, and the driver's others (threads, oneDNN...).
 	Settings map[string]string `json:"settings,omitempty"`

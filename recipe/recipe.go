@@ -286,7 +286,7 @@ func (c Config) Map() map[string]string {
 		"optimizer": r.Optimizer, "lr": f(r.LR), "weight_decay": f(r.WeightDecay),
 		"dropout": f(r.Dropout), "dropout_masks": "model.DropoutMask(seed, step, layer)",
 		"precision": r.Precision, "device": device, "threads": strconv.Itoa(r.Threads),
-		"seed": strconv.FormatInt(r.Seed, 10),
+		"seed":          strconv.FormatInt(r.Seed, 10),
 		"channels_last": strconv.FormatBool(r.ChannelsLast), "cudnn_benchmark": strconv.FormatBool(r.CUDNNBenchmark),
 		"xla": strconv.FormatBool(r.XLA), "deterministic": strconv.FormatBool(r.Deterministic),
 	}
