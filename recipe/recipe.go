@@ -61,6 +61,19 @@ const (
 	SettingDeterministic  = "deterministic"
 )
 
+// Dynamic loss scaling for FP16, torch.amp.GradScaler's defaults, which both
+// drivers follow: the loss is multiplied by the scale before the backward
+// pass and the gradients divided by it; a step whose gradients hold an inf or
+// a NaN is skipped (no parameter nor optimizer slot changes) and the scale
+// multiplied by LossScaleBackoff; after LossScaleGrowthInterval finite steps
+// in a row it is multiplied by LossScaleGrowth.
+const (
+	LossScaleInit           = 65536.0 // 2^16
+	LossScaleGrowth         = 2.0
+	LossScaleBackoff        = 0.5
+	LossScaleGrowthInterval = 2000
+)
+
 // NotApplicable is a setting's value where the framework has no such switch.
 const NotApplicable = "n/a"
 
@@ -305,6 +318,11 @@ const (
 	MetaModel    = "model"
 	MetaHead     = "head"
 	MetaMode     = "mode"
+	// FP16's loss scale and the count of finite steps since it last changed
+	// (GradScaler's growth tracker), so that a resumed run scales as the
+	// uninterrupted one would.
+	MetaLossScale        = "loss_scale"
+	MetaLossScaleTracker = "loss_scale_growth_tracker"
 )
 
 // Info is what a driver reports about itself and its run.
