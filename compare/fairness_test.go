@@ -22,17 +22,28 @@ func fairRuns() (Config, *Report) {
 			Framework: fw, PID: 1000 + i, Recipe: cfg.Spec.Recipe(2), FirstBatchSHA256: "batch-sha",
 			InitialWeightsSHA256: "file-sha", LoadedWeightsSHA256: "tensors-sha", WarmupSteps: 2,
 			StepLosses: make([]float64, steps), StepTimesSeconds: make([]float64, steps-2), TimedSteps: steps - 2,
-			SyncedTimerReads: steps,
+			SyncedTimerReads: steps, Precision: "fp32", Settings: fairSettings(fw),
 		})
 	}
 	return cfg, rep
 }
 
+// fairSettings are the settings a framework reports for testSpec on the CPU, as the drivers
+// report them (torchrun has no XLA; tfrun builds NHWC).
+func fairSettings(fw string) map[string]string {
+	s := map[string]string{"precision": "fp32", "tf32": "false", "memory_format": "contiguous",
+		"cudnn_benchmark": "false", "xla": "n/a", "deterministic": "false"}
+	if fw == TensorFlow {
+		s["memory_format"], s["xla"], s["cudnn_benchmark"] = "NHWC", "false", "n/a"
+	}
+	return s
+}
+
 func TestFairnessHoldsOnFairRuns(t *testing.T) {
 	cfg, rep := fairRuns()
 	cs := fairness(cfg, rep)
-	if len(cs) != 7 {
-		t.Fatalf("got %d conditions, want 7", len(cs))
+	if len(cs) != 8 {
+		t.Fatalf("got %d conditions, want 8", len(cs))
 	}
 	for _, c := range cs {
 		if !c.Held {
@@ -75,6 +86,11 @@ func TestFairnessRowsFail(t *testing.T) {
 			r.Runs[0].StepTimesSeconds = append(r.Runs[0].StepTimesSeconds, 1) // a warm-up step timed
 		}},
 		{"GPU synchronised before every timer read", func(_ *Config, r *Report) { r.Runs[2].SyncedTimerReads-- }},
+		{"same precision and speed settings", func(_ *Config, r *Report) { r.Runs[1].Precision = "bf16" }},
+		{"same precision and speed settings", func(_ *Config, r *Report) { r.Runs[0].Settings["tf32"] = "true" }},
+		{"same precision and speed settings", func(_ *Config, r *Report) { delete(r.Runs[2].Settings, "deterministic") }},
+		{"same precision and speed settings", func(_ *Config, r *Report) { r.Runs[3].Settings["precision"] = "bf16" }},
+		{"same precision and speed settings", func(_ *Config, r *Report) { r.Runs[1].Settings["cudnn_benchmark"] = "true" }},
 	}
 	for _, tc := range tests {
 		cfg, rep := fairRuns()
@@ -143,5 +159,68 @@ func TestTrajectoryAndLogits(t *testing.T) {
 	lp = compareLogits([]string{TensorFlow, Torch}, map[string][]float32{TensorFlow: {2, -4}, Torch: {2, -4, 1}}, 1e-3)
 	if lp.Passed {
 		t.Errorf("logits of different lengths: got passed, want failed")
+	}
+}
+
+// TestSettingsRow: the settings row follows the recipe, not a fixed table: with --xla and
+// bf16 asked for, TensorFlow must report xla=true and every run bf16 with TF32 off, while
+// torch's n/a for XLA (libtorch has none) holds.
+func TestSettingsRow(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		spoil func(r *Report)
+		held  bool
+	}{
+		{"as asked", func(*Report) {}, true},
+		{"tensorflow without xla", func(r *Report) { r.Runs[0].Settings["xla"] = "false" }, false},
+		{"torch in fp32", func(r *Report) { r.Runs[1].Settings["precision"] = "fp32" }, false},
+		{"tf32 on in bf16", func(r *Report) { r.Runs[2].Settings["tf32"] = "true" }, false},
+	} {
+		cfg, rep := fairRuns()
+		cfg.Spec.XLA, cfg.Spec.Precision = true, "bf16"
+		for i := range rep.Runs {
+			rep.Runs[i].Precision = "bf16"
+			rep.Runs[i].Settings["precision"] = "bf16"
+			if rep.Runs[i].Framework == TensorFlow {
+				rep.Runs[i].Settings["xla"] = "true"
+			}
+		}
+		tc.spoil(rep)
+		if c := settingsCondition(cfg.Spec, rep.Runs); c.Held != tc.held {
+			t.Errorf("%s: held=%v, want %v (%s)", tc.name, c.Held, tc.held, c.Evidence)
+		}
+	}
+}
+
+// TestDefaultTolerances: each precision has its own default, and the 16-bit ones are no
+// tighter than fp32's (their rounding unit is larger: bf16 2^-9, fp16 2^-12 against 2^-24).
+func TestDefaultTolerances(t *testing.T) {
+	fp32, _ := DefaultTolerances("fp32")
+	if p, _ := DefaultTolerances(""); p != fp32 {
+		t.Errorf(`DefaultTolerances(""): got %g, want fp32's %g`, p, fp32)
+	}
+	for _, p := range []string{"tf32", "bf16", "fp16"} {
+		if got, _ := DefaultTolerances(p); !(got > fp32) {
+			t.Errorf("DefaultTolerances(%s): got %g, want more than fp32's %g", p, got, fp32)
+		}
+	}
+	if cfg := withDefaults(Config{Spec: func() Spec { s := testSpec(); s.Precision = "bf16"; return s }()}); cfg.ParityTolerance != defaultTolerances["bf16"][0] {
+		t.Errorf("withDefaults with bf16: parity tolerance %g, want bf16's %g", cfg.ParityTolerance, defaultTolerances["bf16"][0])
+	}
+}
+
+// TestSettingsInReport: report.md shows each framework's settings, XLA marked as a
+// one-framework option, and the terminal table shows the precision.
+func TestSettingsInReport(t *testing.T) {
+	r := sampleReport()
+	md := r.Markdown()
+	for _, want := range []string{"## Settings that decide speed", "| setting | tensorflow | torch | note |",
+		"| xla | false | n/a | TensorFlow only", "| tf32 | false | false |", "same precision and speed settings"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report.md lacks %q", want)
+		}
+	}
+	if tab := r.Table(); !strings.Contains(tab, "fp32 / NHWC") || !strings.Contains(tab, "fp32 / contiguous") {
+		t.Errorf("terminal table lacks the precision / memory format row:\n%s", tab)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/fwbench/fwbench/recipe"
 	"github.com/fwbench/fwbench/weights"
 )
 
@@ -404,7 +405,7 @@ func fairness(cfg Config, r *Report) []Condition {
 		what = "CUDA run (torch: torch::cuda::synchronize; TF: Session.Run returns after the device work)"
 	}
 	add("GPU synchronised before every timer read", syncOK, what+"; timer reads after a successful Trainer.Sync, per run: "+strings.Join(syncs, "; "))
-	return cs
+	return append(cs, settingsCondition(cfg.Spec, runs))
 }
 
 // ErrUnfair is returned by Run when a fairness condition did not hold; the report is written.
@@ -530,6 +531,12 @@ func (r *Report) Table() string {
 	row("final val accuracy", func(s FWSummary) string { return spread(s.FinalValAccuracy, "%", 100, 1) })
 	row("final val loss", func(s FWSummary) string { return spread(s.FinalValLoss, "", 1, 4) })
 	row("peak RSS (MiB)", func(s FWSummary) string { return spread(s.PeakRSSBytes, "", 1.0/(1<<20), 0) })
+	rowFW("precision / memory format", func(fw string, _ FWSummary) string {
+		if runs := r.byFW[fw]; len(runs) > 0 {
+			return runs[0].Settings[recipe.SettingPrecision] + " / " + runs[0].Settings[recipe.SettingMemoryFormat]
+		}
+		return "-"
+	})
 	rowFW("first-batch loss (parity)", func(fw string, _ FWSummary) string { return fmt.Sprintf("%.6f", r.Parity.Losses[fw]) })
 	row("version", func(s FWSummary) string { return s.Version })
 	row("device / threads", func(s FWSummary) string { return fmt.Sprintf("%s / %d", s.Device, s.Threads) })
@@ -608,7 +615,8 @@ func (r *Report) Markdown() string {
 	for _, c := range r.Fairness {
 		fmt.Fprintf(&b, "| %s | %v | %s |\n", c.Name, c.Held, strings.ReplaceAll(c.Evidence, "|", "/"))
 	}
-	fmt.Fprintf(&b, "\n## Parity\n\n%s: %s\n\n", passFail(r.Parity.Passed), r.Parity.Message)
+	b.WriteString("\n" + r.settingsMarkdown())
+	fmt.Fprintf(&b, "## Parity\n\n%s: %s\n\n", passFail(r.Parity.Passed), r.Parity.Message)
 	if tp := r.Parity.Trajectory; tp != nil {
 		fmt.Fprintf(&b, "Trajectory %s: the per-step training losses of %s over %d steps differ by at most %.3g relative (tolerance %.3g, first step beyond it: %d).\n\n",
 			passFail(tp.Passed), strings.Join(tp.Frameworks, " and "), tp.Steps, tp.MaxRelDiff, tp.Tolerance, tp.FirstStepBeyond)

@@ -198,11 +198,12 @@ func withDefaults(cfg Config) Config {
 	if cfg.Out == "" {
 		cfg.Out = "fwbench-report"
 	}
+	parity, trajectory := DefaultTolerances(cfg.Spec.Config.Resolved().Precision)
 	if cfg.ParityTolerance == 0 {
-		cfg.ParityTolerance = 1e-3
+		cfg.ParityTolerance = parity
 	}
 	if cfg.TrajectoryTolerance == 0 {
-		cfg.TrajectoryTolerance = 1e-3
+		cfg.TrajectoryTolerance = trajectory
 	}
 	if cfg.SynthClasses == 0 {
 		cfg.SynthClasses = 3
@@ -424,6 +425,12 @@ func differences(s Spec) []string {
 	}
 	if depthwise {
 		d = append(d, "depthwise convolutions: TensorFlow's DepthwiseConv2dNative and torch's grouped convolution are different kernels with different summation orders")
+	}
+	switch s.Config.Resolved().Precision {
+	case recipe.BF16, recipe.FP16:
+		d = append(d, "mixed precision ("+s.Config.Resolved().Precision+"): both frameworks round the inputs, weights and outputs of convolutions and matrix products to the 16-bit type (torch autocast; tfrun's explicit casts) and keep float32 master weights; their 16-bit kernels accumulate in different orders, so the differences start near the 16-bit type's rounding (bf16 2^-9 ≈ 2e-3, fp16 2^-12 ≈ 2.4e-4 relative) instead of float32's")
+	case recipe.TF32:
+		d = append(d, "TF32: cuBLAS and cuDNN round products' inputs to a 10-bit significand (2^-11 ≈ 4.9e-4 relative) in both frameworks")
 	}
 	if s.Optimizer == recipe.Adam {
 		d = append(d, "Adam: TensorFlow's ApplyAdam folds the bias correction into the step size (ε̂ = ε·√(1−β2^t), fed per step); equal to torch's Adam in exact arithmetic, not bit for bit in float32")

@@ -20,8 +20,8 @@ func compareCommand() *cli.Command {
 		&cli.StringFlag{Name: "out", Value: "fwbench-report", Usage: "report folder"},
 		&cli.StringFlag{Name: "preset", Usage: "paper: the study's setup (VGG16, features mode, torchvision head with the file's fc6/fc7 and a new last layer, augmentation, normalisation from the weights' origin)"},
 		&cli.BoolFlag{Name: "allow-mismatch", Usage: "warn instead of stopping when the first-batch losses disagree"},
-		&cli.Float64Flag{Name: "parity-tolerance", Value: 1e-3, Usage: "largest relative difference of the first-batch losses, and of the logits (relative to the largest |logit|), that passes"},
-		&cli.Float64Flag{Name: "trajectory-tolerance", Value: 1e-3, Usage: "largest relative difference of the per-step training losses that the trajectory check passes"},
+		&cli.Float64Flag{Name: "parity-tolerance", Usage: "largest relative difference of the first-batch losses, and of the logits (relative to the largest |logit|), that passes (0: the precision's default, compare.DefaultTolerances)"},
+		&cli.Float64Flag{Name: "trajectory-tolerance", Usage: "largest relative difference of the per-step training losses that the trajectory check passes (0: the precision's default)"},
 	)
 	for _, f := range flags { // specFlags made these flags for this command alone
 		if sf, ok := f.(*cli.StringFlag); ok && sf.Name == "resume" {
