@@ -16,6 +16,15 @@ import sys
 import numpy as np
 
 # The ops of model.Op (its String()), as net.json spells them.
+# recipe.Precisions and recipe.SettingKeys: the precisions the runs take and the settings
+# that decide speed, recorded in every run record's "settings" (as the Go drivers report
+# them in Info().Settings) with recipe.NotApplicable where a framework has no such switch.
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+SETTING_KEYS = ("precision", "tf32", "memory_format", "cudnn_benchmark", "xla", "deterministic")
+NOT_APPLICABLE = "n/a"
+# recipe.LossScaleInit, LossScaleGrowth, LossScaleBackoff, LossScaleGrowthInterval: fp16's
+# dynamic loss scaling, GradScaler's defaults.
+LOSS_SCALE_INIT, LOSS_SCALE_GROWTH, LOSS_SCALE_BACKOFF, LOSS_SCALE_GROWTH_INTERVAL = 65536.0, 2.0, 0.5, 2000
 OPS = ("conv", "batch_norm", "relu", "relu6", "max_pool", "adaptive_avg_pool", "add", "flatten", "linear", "dropout")
 IMAGE = -1  # model.Image: the input index of a layer that reads the image
 BN_EPS, BN_MOMENTUM = 1e-5, 0.1  # model.BNEps, model.BNMomentum (torch's convention)
@@ -232,11 +241,37 @@ def minor_faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
+def flag(v):
+    """A switch as the Go drivers write it in Info().Settings: "true" or "false"."""
+    return "true" if v else "false"
+
+
+def speed_settings(*, precision, tf32, memory_format, cudnn_benchmark, xla, deterministic):
+    """The recipe.SettingKeys entries of a run record's settings. Booleans become "true" /
+    "false" (read back from the framework by the caller), None becomes "n/a" (the framework
+    has no such switch), strings stay."""
+    vals = {"precision": precision, "tf32": tf32, "memory_format": memory_format,
+            "cudnn_benchmark": cudnn_benchmark, "xla": xla, "deterministic": deterministic}
+    return {k: NOT_APPLICABLE if v is None else flag(v) if isinstance(v, bool) else str(v) for k, v in vals.items()}
+
+
+def check_precision(args, gpu):
+    """Exits on what recipe.Validate refuses: tf32 needs a CUDA device (TF32 is a tensor-core
+    format); on the CPU fp32, bf16 or fp16."""
+    if args.precision == "tf32" and not gpu:
+        sys.exit("reference: precision tf32 needs a CUDA device (TF32 is a tensor-core format); "
+                 "on the cpu use fp32, bf16 or fp16")
+
+
 def make_record(*, framework, version, threads, man, args, initial_loss, losses, step_times,
-                total_seconds, weights_sha, settings, faults_per_step=None):
+                total_seconds, weights_sha, settings, faults_per_step=None, device="cpu"):
     """A run record with the fields of compare.RunRecord (fwbench.run/v1) and driver "python".
     Step times and throughput cover the steps after warm-up; batches are in memory before
-    the clock starts, so data_wait_fraction is 0 by construction."""
+    the clock starts, so data_wait_fraction is 0 by construction. settings must hold every
+    SETTING_KEYS key (speed_settings); "precision" is also the record's top-level field."""
+    missing = [k for k in SETTING_KEYS if k not in settings]
+    if missing:
+        sys.exit(f"reference: the run record's settings lack {missing}")
     timed = step_times[args.warmup_steps:]
     bs = man["batch_size"]
     ips = len(timed) * bs / sum(timed) if timed else 0.0
@@ -246,7 +281,7 @@ def make_record(*, framework, version, threads, man, args, initial_loss, losses,
         "driver": "python",
         "framework": framework,
         "framework_version": version,
-        "device": "cpu",
+        "device": device,
         "threads": threads,
         "model": man["model"],
         "head": man["head"],
@@ -255,6 +290,7 @@ def make_record(*, framework, version, threads, man, args, initial_loss, losses,
         "batch_size": bs,
         "optimizer": "sgd",
         "lr": args.lr,
+        "precision": args.precision,
         "seed": man["seed"],
         "hidden": man["hidden"],
         "dataset": {"path": man["data"], "classes": man["classes"], "train_images": len(losses) * bs, "val_images": 0},
@@ -296,4 +332,13 @@ def common_args(p):
     p.add_argument("--dropout", type=float, default=0.5)
     p.add_argument("--json", help="write the run record here")
     p.add_argument("--profile", help="profile one extra step after the run; write a per-op-class split here")
+    # The settings that decide speed, spelled as `fwbench train`'s flags (recipe.Config).
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="fp32 (TF32 off), tf32 (CUDA only), bf16 or fp16: mixed precision with float32 master "
+                        "weights, fp16 with dynamic loss scaling (2^16, x2 every 2000 finite steps, x0.5 on inf/nan)")
+    p.add_argument("--channels-last", action="store_true", help="torch: model and input in torch.channels_last")
+    p.add_argument("--cudnn-benchmark", action="store_true",
+                   help="autotune convolutions: torch.backends.cudnn.benchmark; TF_CUDNN_USE_AUTOTUNE=1 (else 0)")
+    p.add_argument("--xla", action="store_true", help="TensorFlow: jit_compile=True (torch: n/a, ignored)")
+    p.add_argument("--deterministic", action="store_true", help="deterministic algorithms where the framework has them")
     return p

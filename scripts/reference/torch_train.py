@@ -22,6 +22,25 @@ step i multiplies each dropout layer's input by the exported mask of step i and 
 (0 or 1 / (1 - p)), as the drivers multiply the masks Go draws, so the losses of both runs
 can be compared step by step. In features mode (the manifest's mode) the layers outside
 the head are frozen and their batch norms stay in eval mode.
+
+The settings that decide speed are `fwbench train`'s (recipe.Config), spelled the same:
+  --precision fp32|tf32|bf16|fp16  bf16/fp16: the forward pass inside
+      torch.autocast(device_type, dtype) (conv2d and linear in the low type, every other op
+      in the type that reaches it), the loss cross_entropy(logits.float(), y) outside it;
+      parameters, gradients, optimizer state and running statistics stay float32. fp16 adds
+      torch.amp.GradScaler with its defaults (2^16, x2 after 2000 finite steps, x0.5 and the
+      step skipped on inf/nan). torch.backends.cuda.matmul.allow_tf32 and
+      torch.backends.cudnn.allow_tf32 are True for tf32 (CUDA only) and False otherwise.
+      The initial (evaluation) loss runs under the same precision.
+  --channels-last      model and input in torch.channels_last
+  --cudnn-benchmark    torch.backends.cudnn.benchmark
+  --deterministic      torch.use_deterministic_algorithms(True, warn_only=True): deterministic
+                       kernels where torch has them
+  --xla                not applicable (recorded "n/a"): libtorch, which fwbench drives, has no
+                       counterpart of torch.compile
+  --device cpu|cuda[:N]  where to train (default cpu)
+The record's settings hold the six keys of recipe.SettingKeys as read back from torch
+(tf32 "false" on the CPU, where TF32 does not exist), and its top-level "precision".
 """
 
 import argparse
@@ -133,9 +152,24 @@ class Net(nn.Module):
         return outs[-1]
 
 
-def to_input(x):
-    # NHWC float32 from Go's dataset -> NCHW contiguous, as the shim does.
-    return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
+LOW = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def to_input(x, device="cpu", channels_last=False):
+    # NHWC float32 from Go's dataset -> NCHW contiguous, as the shim does; in channels_last
+    # the permuted NHWC array already has the strides torch wants (no copy on the CPU).
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return torch.from_numpy(x).permute(0, 3, 1, 2).to(device).contiguous(memory_format=fmt)
+
+
+def memory_format(model):
+    """The model's memory format as torch has it: "channels_last" when the first conv weight
+    whose layout tells (more than one input channel and a kernel over 1) is channels_last
+    contiguous, else "contiguous"."""
+    for p in model.parameters():
+        if p.dim() == 4 and p.shape[1] > 1 and p.shape[2] > 1:
+            return "channels_last" if p.is_contiguous(memory_format=torch.channels_last) else "contiguous"
+    return "contiguous"
 
 
 def load_weights(model, w):
@@ -147,38 +181,83 @@ def load_weights(model, w):
 
 
 def main():
-    args = benchlib.common_args(argparse.ArgumentParser(description=__doc__.split("\n")[0])).parse_args()
+    p = benchlib.common_args(argparse.ArgumentParser(description=__doc__.split("\n")[0]))
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    args = p.parse_args()
+    dev = torch.device(args.device)
+    gpu = dev.type == "cuda"
+    benchlib.check_precision(args, gpu)
+    if args.xla:
+        print("torch_train: --xla is TensorFlow's; libtorch has no counterpart (recorded n/a)", file=sys.stderr)
+    # The settings that decide speed, before any kernel runs.
+    tf32 = args.precision == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
+    if args.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS' condition for determinism
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    low = LOW.get(args.precision)
     interop = args.interop_threads or args.threads
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(interop)
     t_start = time.perf_counter()
     man, net, batches, w, wsum = benchlib.load_export(args.export, args.steps)
     masks = benchlib.load_masks(args.export, man, net, args.steps, args.dropout)
-    masks = None if masks is None else [torch.from_numpy(m) for m in masks]
+    masks = None if masks is None else [torch.from_numpy(m).to(dev) for m in masks]
 
     model = Net(net, frozen_base=man["mode"] == "features")
     load_weights(model, w)
     del w
+    model.to(dev)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=args.lr, momentum=args.momentum,
                           weight_decay=0.0)
+    scaler = None
+    if args.precision == "fp16":
+        scaler = torch.amp.GradScaler(dev.type, init_scale=benchlib.LOSS_SCALE_INIT,
+                                      growth_factor=benchlib.LOSS_SCALE_GROWTH,
+                                      backoff_factor=benchlib.LOSS_SCALE_BACKOFF,
+                                      growth_interval=benchlib.LOSS_SCALE_GROWTH_INTERVAL)
+
+    def forward(xt):
+        """The logits in float32: the model under autocast in bf16/fp16 (its low logits cast
+        back), as is in fp32/tf32."""
+        with torch.autocast(dev.type, dtype=low or torch.float32, enabled=low is not None):
+            logits = model(xt)
+        logits_dtype[0] = str(logits.dtype).removeprefix("torch.")
+        return logits.float()
+
+    logits_dtype = [None]  # what the model's last linear returned: bfloat16/float16 under autocast
 
     # The parity value: the first batch, dropout off, no update (compare.Train does the same).
     model.eval()
     with torch.no_grad():
         x0, y0 = batches[0]
-        initial_loss = F.cross_entropy(model(to_input(x0)), torch.from_numpy(y0).long()).item()
+        initial_loss = F.cross_entropy(forward(to_input(x0, dev, args.channels_last)),
+                                       torch.from_numpy(y0).long().to(dev)).item()
+
+    skipped = [0]
 
     def step(i, x, y):
-        xt = to_input(x)
-        yt = torch.from_numpy(y).to(torch.int64)
+        xt = to_input(x, dev, args.channels_last)
+        yt = torch.from_numpy(y).to(torch.int64).to(dev)
         if masks is not None:
             # The profiled extra step (i = steps) reuses step 0's masks with batch 0.
             model.set_masks(masks[i % len(masks)])
         model.train()
         opt.zero_grad()
-        loss = F.cross_entropy(model(xt), yt)
-        loss.backward()
-        opt.step()
+        loss = F.cross_entropy(forward(xt), yt)
+        if scaler is None:
+            loss.backward()
+            opt.step()
+        else:
+            before = scaler.get_scale()
+            scaler.scale(loss).backward()
+            scaler.step(opt)  # skipped when a gradient is inf/nan
+            scaler.update()
+            skipped[0] += scaler.get_scale() < before
         return loss.item()
 
     losses, times = [], []
@@ -194,14 +273,23 @@ def main():
     total = time.perf_counter() - t_start
     faults = (benchlib.minor_faults() - flt0) / max(1, len(batches) - args.warmup_steps)
 
-    settings = {
+    settings = benchlib.speed_settings(
+        precision=args.precision,
+        tf32=gpu and torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32,
+        memory_format=memory_format(model), cudnn_benchmark=torch.backends.cudnn.benchmark, xla=None,
+        deterministic=torch.are_deterministic_algorithms_enabled())
+    if scaler is not None:
+        settings |= {"loss_scale": scaler.get_scale(), "loss_scale_skipped_steps": skipped[0]}
+    settings |= {
         "threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
-        "memory_format": "contiguous (NCHW), input permuted from NHWC every step",
+        "autocast": f"torch.autocast({dev.type!r}, {low})" if low else "off", "logits_dtype": logits_dtype[0],
+        "input": "NHWC permuted to NCHW every step" + (", channels_last strides" if args.channels_last else ", copied contiguous"),
+        "deterministic_warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
         "mkldnn_enabled": torch.backends.mkldnn.enabled, "mkldnn_available": torch.backends.mkldnn.is_available(),
         "model": man["model"], "head": man["head"], "builder": "torch_train.Net (net.json, torch.nn.functional)",
         "dropout": args.dropout, "hidden": man["hidden"], "momentum": args.momentum, "weight_decay": 0.0,
         "optimizer_impl": "torch.optim.SGD (foreach default: for-loop on CPU)",
-        "grad": "enabled", "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "grad": "enabled",
         "python": sys.version.split()[0], "numpy": np.__version__,
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "(unset)"),
         "cpu": benchlib.cpu_model(),
@@ -209,7 +297,7 @@ def main():
     rec = benchlib.make_record(framework="torch", version=torch.__version__.split("+")[0], threads=torch.get_num_threads(),
                                man=man, args=args, initial_loss=initial_loss, losses=losses, step_times=times,
                                total_seconds=total, weights_sha=wsum, settings=settings,
-                               faults_per_step=faults)
+                               faults_per_step=faults, device="cuda" if gpu else "cpu")
     if args.json:
         benchlib.write_json(args.json, rec)
     if args.profile:
