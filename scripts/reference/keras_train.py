@@ -42,6 +42,29 @@ multiplies each dropout layer's input by the exported mask of step i and that la
 (model.DropoutMask, 0 or 1/(1−rate)), the masks tfrun feeds its graph, so the losses can be
 compared step by step with the Go run. In features mode (the manifest's mode) the layers
 outside the head are not trainable (their batch norms run in inference mode).
+
+The settings that decide speed are `fwbench train`'s (recipe.Config), spelled the same:
+  --precision fp32|tf32|bf16|fp16  bf16/fp16: every layer of the model gets the Keras dtype
+      policy "mixed_bfloat16"/"mixed_float16" (float32 variables, computation in the low
+      type), which is what torch's autocast does op by op: Conv2D, DepthwiseConv2D and
+      Dense cast input and weights to the low type; BatchNormalization computes its
+      statistics in float32 and returns the low type (torch: low in, low out, float32
+      statistics); ReLU, pooling, padding and Add run in the type that reaches them. Two
+      layers are placed by hand so that the types match torch's: the dropout Multiply is
+      float32 (torch: low activation × float32 mask -> float32, the next linear casts it
+      back), and the adaptive pooling matrix is cast to the activation's type. The logits are
+      cast to float32 before the loss. fp16 wraps SGD in keras.optimizers.LossScaleOptimizer
+      (dynamic: 2^16, x2 after 2000 finite steps, x0.5 and the step skipped on inf/nan,
+      GradScaler's defaults). tf.config.experimental.enable_tensor_float_32_execution is
+      True for tf32 (CUDA only) and False otherwise. The initial (evaluation) loss runs under
+      the same precision.
+  --xla                jit_compile=True for the training and evaluation steps
+  --deterministic      tf.config.experimental.enable_op_determinism()
+  --cudnn-benchmark    TF_CUDNN_USE_AUTOTUNE=1 (else 0), set before TensorFlow loads: TF's
+                       convolution autotuning on a GPU (recorded "n/a" without one)
+  --channels-last      nothing to do: Keras runs NHWC (recorded memory_format "NHWC")
+The record's settings hold the six keys of recipe.SettingKeys as read back from TensorFlow
+and Keras, and its top-level "precision".
 """
 
 import argparse
@@ -55,7 +78,10 @@ import benchlib  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def build(net, keras, masks=False, frozen_base=False):
+POLICY = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+
+
+def build(net, keras, masks=False, frozen_base=False, precision="fp32"):
     """The model of net.json (model.Net) as one Keras functional model in NHWC, built by one
     generic loop over the layer list (see the module doc for each op's Keras form). Returns
     (model, tensors): tensors maps each Keras layer holding tensors to its net.json layer
@@ -63,8 +89,12 @@ def build(net, keras, masks=False, frozen_base=False):
     after the image (mask_shape gives its layout, masks_for converts the exported ones) and
     multiplies it in, in training and evaluation alike (pass ones to evaluate); without,
     dropout is the identity. frozen_base (features mode) makes the layers outside the head
-    untrainable, which keeps their batch norms in inference mode."""
+    untrainable, which keeps their batch norms in inference mode. precision bf16/fp16 gives
+    every layer the mixed policy of POLICY (see the module doc), the dropout Multiply float32;
+    fp32 and tf32 leave Keras' default policy."""
     L = keras.layers
+    dt = POLICY.get(precision)  # None: the global policy (float32 unless changed)
+    mul_dt = "float32" if dt else None
     NegInfPad, AdaptiveAvgPool = extra_layers(keras)
     layers = net["layers"]
     image = keras.Input((net["image_size"], net["image_size"], 3), name="image")
@@ -83,43 +113,43 @@ def build(net, keras, masks=False, frozen_base=False):
             if p and not same:
                 src = layers[l["inputs"][0]]["op"] if l["inputs"][0] != benchlib.IMAGE else None
                 if op == "conv" or src in ("relu", "relu6"):
-                    h = L.ZeroPadding2D(p)(h)  # a max pool's input from a ReLU is >= 0: a zero never wins alone
+                    h = L.ZeroPadding2D(p, dtype=dt)(h)  # a max pool's input from a ReLU is >= 0: a zero never wins alone
                 else:
-                    h = NegInfPad(p)(h)
+                    h = NegInfPad(p, dtype=dt)(h)
             pad = "same" if same else "valid"
             if op == "max_pool":
-                lay = L.MaxPooling2D(k, s, padding=pad, name=name)
+                lay = L.MaxPooling2D(k, s, padding=pad, name=name, dtype=dt)
             elif l["groups"] == 1:
-                lay = L.Conv2D(l["out"], k, strides=s, padding=pad, use_bias=l["bias"], name=name)
+                lay = L.Conv2D(l["out"], k, strides=s, padding=pad, use_bias=l["bias"], name=name, dtype=dt)
             elif l["groups"] == c == l["out"]:
-                lay = L.DepthwiseConv2D(k, strides=s, padding=pad, use_bias=l["bias"], name=name)
+                lay = L.DepthwiseConv2D(k, strides=s, padding=pad, use_bias=l["bias"], name=name, dtype=dt)
             else:
                 sys.exit(f"keras_train: {l['name']}: {l['groups']} groups over {c} -> {l['out']} channels")
         elif op == "batch_norm":
-            lay = L.BatchNormalization(momentum=1 - benchlib.BN_MOMENTUM, epsilon=benchlib.BN_EPS, name=name)
+            lay = L.BatchNormalization(momentum=1 - benchlib.BN_MOMENTUM, epsilon=benchlib.BN_EPS, name=name, dtype=dt)
         elif op == "relu":
-            lay = L.ReLU(name=name)
+            lay = L.ReLU(name=name, dtype=dt)
         elif op == "relu6":
-            lay = L.ReLU(max_value=6.0, name=name)
+            lay = L.ReLU(max_value=6.0, name=name, dtype=dt)
         elif op == "adaptive_avg_pool":
-            lay = (L.GlobalAveragePooling2D(keepdims=True, name=name) if l["size"] == 1
-                   else AdaptiveAvgPool(l["in"][1], l["in"][2], l["size"], name=name))
+            lay = (L.GlobalAveragePooling2D(keepdims=True, name=name, dtype=dt) if l["size"] == 1
+                   else AdaptiveAvgPool(l["in"][1], l["in"][2], l["size"], name=name, dtype=dt))
         elif op == "add":
-            lay = L.Add(name=name)
+            lay = L.Add(name=name, dtype=dt)
             h = ins
         elif op == "flatten":
             if l["in"][1] * l["in"][2] > 1:
-                h = L.Permute((3, 1, 2))(h)  # NHWC -> NCHW: torch's C×H×W order, so no weight permutation
-            lay = L.Flatten(name=name)
+                h = L.Permute((3, 1, 2), dtype=dt)(h)  # NHWC -> NCHW: torch's C×H×W order, so no weight permutation
+            lay = L.Flatten(name=name, dtype=dt)
         elif op == "linear":
-            lay = L.Dense(l["out"], name=name)
+            lay = L.Dense(l["out"], name=name, dtype=dt)
         elif op == "dropout":
             if masks:
                 m = keras.Input(mask_shape(l), name=f"mask{l['mask']}")
                 inputs.append(m)
-                h, lay = [h, m], L.Multiply(name=name)
+                h, lay = [h, m], L.Multiply(name=name, dtype=mul_dt)
             else:
-                lay = L.Identity(name=name)
+                lay = L.Identity(name=name, dtype=dt)
         h = lay(h)
         if op in ("conv", "batch_norm", "linear"):
             tensors[lay] = l
@@ -192,7 +222,10 @@ def extra_layers(keras):
             self.P, self.Q = pool_matrix(h, size), pool_matrix(w, size)
 
         def call(self, x):
-            return keras.ops.einsum("ih,jw,nhwc->nijc", self.P, self.Q, x)
+            # The matrices in the activation's type: bf16/fp16 in, bf16/fp16 out, as torch's
+            # adaptive_avg_pool2d under autocast.
+            P, Q = keras.ops.cast(self.P, x.dtype), keras.ops.cast(self.Q, x.dtype)
+            return keras.ops.einsum("ih,jw,nhwc->nijc", P, Q, x)
 
     return NegInfPad, AdaptiveAvgPool
 
@@ -209,35 +242,52 @@ def main():
     args = benchlib.common_args(argparse.ArgumentParser(description=__doc__.split("\n")[0])).parse_args()
     interop = args.interop_threads or args.threads
     t_start = time.perf_counter()
+    # TF reads its autotuning switch from the environment (default on): set it before TF loads.
+    os.environ["TF_CUDNN_USE_AUTOTUNE"] = "1" if args.cudnn_benchmark else "0"
     import tensorflow as tf
     import keras
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(interop)
+    gpu = bool(tf.config.list_physical_devices("GPU"))
+    benchlib.check_precision(args, gpu)
+    tf.config.experimental.enable_tensor_float_32_execution(args.precision == "tf32")
+    if args.deterministic:
+        tf.config.experimental.enable_op_determinism()
     man, net, batches, w, wsum = benchlib.load_export(args.export, args.steps)
     masks = benchlib.load_masks(args.export, man, net, args.steps, args.dropout)
     masks = None if masks is None else [masks_for(net, m) for m in masks]
     classes = man["classes"]
 
-    model, tensors = build(net, keras, masks=masks is not None, frozen_base=man["mode"] == "features")
+    model, tensors = build(net, keras, masks=masks is not None, frozen_base=man["mode"] == "features",
+                           precision=args.precision)
     load_weights(tensors, w)
     del w
     variables = model.trainable_variables
     opt = keras.optimizers.SGD(learning_rate=args.lr, momentum=args.momentum)
+    if args.precision == "fp16":
+        # Keras' dynamic scaling: x2 after dynamic_growth_steps finite steps, x0.5 and the step
+        # skipped on inf/nan (the factors are fixed at GradScaler's 2 and 0.5).
+        opt = keras.optimizers.LossScaleOptimizer(opt, initial_scale=benchlib.LOSS_SCALE_INIT,
+                                                  dynamic_growth_steps=benchlib.LOSS_SCALE_GROWTH_INTERVAL)
     opt.build(variables)
+    scaled = isinstance(opt, keras.optimizers.LossScaleOptimizer)
 
     def xent(logits, y):
+        # The loss in float32 on the logits cast to float32 (low logits under bf16/fp16).
+        logits = tf.cast(logits, tf.float32)
         return tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=tf.one_hot(y, classes), logits=logits))
 
-    @tf.function(jit_compile=False, reduce_retracing=True)
+    @tf.function(jit_compile=args.xla, reduce_retracing=True)
     def train_step(inputs, y):
         with tf.GradientTape() as tape:
             loss = xent(model(inputs, training=True), y)
-        grads = tape.gradient(loss, variables)
-        opt.apply_gradients(zip(grads, variables))
+            target = opt.scale_loss(loss) if scaled else loss
+        grads = tape.gradient(target, variables)
+        opt.apply_gradients(zip(grads, variables))  # LossScaleOptimizer: unscale, skip on inf/nan
         return loss
 
-    @tf.function(jit_compile=False, reduce_retracing=True)
+    @tf.function(jit_compile=args.xla, reduce_retracing=True)
     def eval_loss(inputs, y):
         return xent(model(inputs, training=False), y)
 
@@ -251,7 +301,11 @@ def main():
     def step(i, x, y):
         # The profiled extra step (i = steps) reuses step 0's masks with batch 0.
         ms = None if masks is None else masks[i % len(masks)]
-        return float(train_step(feed(x, ms), tf.constant(y)).numpy())
+        try:
+            return float(train_step(feed(x, ms), tf.constant(y)).numpy())
+        except tf.errors.UnimplementedError as e:
+            # e.g. --xla with --deterministic: XLA has no deterministic MaxPool gradient.
+            sys.exit(f"keras_train: {e.message.splitlines()[0]}")
 
     losses, times = [], []
     flt0 = 0
@@ -266,11 +320,20 @@ def main():
     total = time.perf_counter() - t_start
     faults = (benchlib.minor_faults() - flt0) / max(1, len(batches) - args.warmup_steps)
 
-    settings = {
+    settings = benchlib.speed_settings(
+        precision=args.precision, tf32=gpu and tf.config.experimental.tensor_float_32_execution_enabled(),
+        memory_format="NHWC" if keras.config.image_data_format() == "channels_last" else "NCHW",
+        # No cuDNN without a GPU; on one, TF autotunes unless TF_CUDNN_USE_AUTOTUNE is 0/false.
+        cudnn_benchmark=os.environ["TF_CUDNN_USE_AUTOTUNE"].lower() not in ("0", "false") if gpu else None,
+        xla=bool(train_step._jit_compile), deterministic=op_determinism(tf, args.deterministic))
+    if scaled:
+        settings |= {"loss_scale": float(opt.dynamic_scale.numpy()), "loss_scale_growth_steps": opt.dynamic_growth_steps}
+    settings |= {
         "threads": tf.config.threading.get_intra_op_parallelism_threads(),
         "interop_threads": tf.config.threading.get_inter_op_parallelism_threads(),
         "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "(unset: on by default on x86 Linux)"),
-        "memory_format": "NHWC (channels_last)", "jit_compile": False, "keras": keras.__version__,
+        "dtype_policy": POLICY.get(args.precision, keras.config.dtype_policy().name),
+        "logits_dtype": model.outputs[0].dtype, "keras": keras.__version__,
         "keras_backend": keras.backend.backend(), "model": man["model"], "head": man["head"],
         "builder": "keras_train.build (net.json, Keras functional model)",
         "dropout": args.dropout, "hidden": man["hidden"], "momentum": args.momentum,
@@ -279,13 +342,25 @@ def main():
     }
     rec = benchlib.make_record(framework="tensorflow", version=tf.__version__, threads=args.threads, man=man, args=args,
                                initial_loss=initial_loss, losses=losses, step_times=times, total_seconds=total,
-                               weights_sha=wsum, settings=settings, faults_per_step=faults)
+                               weights_sha=wsum, settings=settings, faults_per_step=faults,
+                               device="cuda" if gpu else "cpu")
     if args.json:
         benchlib.write_json(args.json, rec)
     if args.profile:
         benchlib.write_json(args.profile, profile(tf, step, batches, len(batches)))
     print(f"tensorflow {tf.__version__}: initial loss {initial_loss:.6f}, step p50 {rec['step_seconds']['p50']:.3f} s, "
           f"{rec['images_per_second']:.2f} images/s, peak RSS {rec['peak_rss_bytes'] >> 20} MiB", file=sys.stderr)
+
+
+def op_determinism(tf, asked):
+    """Whether TF's op determinism is on, read back where TF says (a module outside tf's public
+    API; the flag asked for where it is missing)."""
+    try:
+        from tensorflow.python.framework import config as tfconfig
+
+        return bool(tfconfig.is_op_determinism_enabled())
+    except (ImportError, AttributeError):
+        return asked
 
 
 def classify(op_type, name):
