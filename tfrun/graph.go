@@ -107,17 +107,19 @@ func buildGraph(cfg recipe.Config, net *model.Net, prefix string) (m *netGraph, 
 	// Dropout with a mask, and every layer downstream of one) and shares
 	// the training pass's outputs of all others. With dropout 0 and no
 	// trained BatchNorm one pass serves both.
-	f := &forward{net: net, mode: cfg.Mode, vars: byName}
+	f := &forward{net: net, mode: cfg.Mode, vars: byName, low: lowType(cfg.Precision)}
 	f.differs = f.trainOnly(masks)
 	f.image = op.EnsureShape(root.SubScope("images"), m.x, tf.MakeShape(-1, int64(net.ImageSize), int64(net.ImageSize), 3))
 	trainOut, bnUpdates := f.pass(root.SubScope("forward"), true, masks, nil)
 	m.bnUpdates = bnUpdates
 	evalOut, _ := f.pass(root.SubScope("eval"), false, nil, trainOut)
 	last, shape := net.Output(), net.Layers[net.Output()].Shape
-	trainLogits := f.toFlat(root.SubScope("logits"), trainOut[last], shape).out
+	// The loss and the returned logits are float32: a mixed-precision
+	// pass's low logits are cast up (torch: logits.float()).
+	trainLogits := f.logits(root.SubScope("logits"), trainOut[last], shape)
 	evalLogits := trainLogits
 	if evalOut[last] != trainOut[last] {
-		evalLogits = f.toFlat(root.SubScope("eval_logits"), evalOut[last], shape).out
+		evalLogits = f.logits(root.SubScope("eval_logits"), evalOut[last], shape)
 	}
 	m.logits = evalLogits
 
@@ -227,6 +229,10 @@ type forward struct {
 	mode  string
 	vars  map[string]*variable
 	image tf.Output // the NHWC input, its size checked
+	// low is the type convolutions and matrix products compute in:
+	// tf.Float, or tf.Bfloat16 / tf.Half under mixed precision (see
+	// lowType).
+	low tf.DataType
 	// differs marks the layers whose output differs between the training
 	// and the evaluation pass (see trainOnly).
 	differs []bool
@@ -304,13 +310,17 @@ func (f *forward) pass(s *op.Scope, train bool, masks map[int]tf.Output, shared 
 		case model.Add:
 			a := in(0)
 			b := f.convert(ls, in(1), a.form, l.In)
+			if a.out.DataType() != b.out.DataType() { // torch's type promotion
+				a.out, b.out = castTo(ls, a.out, tf.Float), castTo(ls, b.out, tf.Float)
+			}
 			outs[i] = value{op.AddV2(ls, a.out, b.out), a.form}
 		case model.Flatten:
 			outs[i] = f.toFlat(ls, in(0), l.In)
 		case model.Linear:
 			x := f.toFlat(ls, in(0), l.In)
 			w, b := f.vars[l.Name+".weight"], f.vars[l.Name+".bias"]
-			outs[i] = value{op.BiasAdd(ls, op.MatMul(ls, x.out, w.read), b.read), flat}
+			mm := op.MatMul(ls, f.lowIn(ls, x.out), f.lowIn(ls, w.read))
+			outs[i] = value{op.BiasAdd(ls, mm, f.lowIn(ls, b.read)), flat}
 		case model.Dropout:
 			outs[i] = f.dropout(ls, l, in(0), masks[i])
 		default:
@@ -328,7 +338,7 @@ func (f *forward) pass(s *op.Scope, train bool, masks map[int]tf.Output, shared 
 // with zeros explicitly and convolved VALID. A depthwise convolution is
 // DepthwiseConv2dNative with a [k, k, C, 1] filter.
 func (f *forward) conv(s *op.Scope, l model.Layer, x value) value {
-	h, padding := x.out, "SAME"
+	h, padding := f.lowIn(s, x.out), "SAME"
 	if l.Stride != 1 || l.Kernel%2 == 0 || l.Pad != (l.Kernel-1)/2 {
 		padding = "VALID"
 		if l.Pad > 0 {
@@ -336,16 +346,59 @@ func (f *forward) conv(s *op.Scope, l model.Layer, x value) value {
 		}
 	}
 	strides := []int64{1, int64(l.Stride), int64(l.Stride), 1}
-	w := f.vars[l.Name+".weight"]
+	w := f.lowIn(s, f.vars[l.Name+".weight"].read)
 	if l.Depthwise() {
-		h = op.DepthwiseConv2dNative(s, h, w.read, strides, padding)
+		h = op.DepthwiseConv2dNative(s, h, w, strides, padding)
 	} else {
-		h = op.Conv2D(s, h, w.read, strides, padding)
+		h = op.Conv2D(s, h, w, strides, padding)
 	}
 	if l.Bias {
-		h = op.BiasAdd(s, h, f.vars[l.Name+".bias"].read)
+		h = op.BiasAdd(s, h, f.lowIn(s, f.vars[l.Name+".bias"].read))
 	}
 	return value{h, nhwc}
+}
+
+// lowType is the type in which a precision computes convolutions and
+// matrix products: bfloat16 for BF16, float16 for FP16, float32 otherwise
+// (FP32 and TF32, whose TF32 products are a switch of the library, not a
+// type).
+func lowType(precision string) tf.DataType {
+	switch precision {
+	case recipe.BF16:
+		return tf.Bfloat16
+	case recipe.FP16:
+		return tf.Half
+	}
+	return tf.Float
+}
+
+// castTo returns x as type dt: x itself when it has that type already,
+// else a Cast (whose gradient the C++ registry has: the incoming gradient
+// cast back).
+func castTo(s *op.Scope, x tf.Output, dt tf.DataType) tf.Output {
+	if x.Op == nil || x.DataType() == dt { // nil: the scope has failed already
+		return x
+	}
+	return op.Cast(s.SubScope("cast"), x, dt)
+}
+
+// lowIn is an input of a convolution or a matrix product (activation,
+// weight or bias) in the compute type: torch autocast casts all three to
+// the low type, whatever type reaches the op.
+func (f *forward) lowIn(s *op.Scope, x tf.Output) tf.Output { return castTo(s, x, f.low) }
+
+// inFloat32 runs g, a reduction (pooling), in float32 on x and returns its
+// result in x's type: low in, low out, accumulated in float32 and rounded
+// once, as torch's CPU pooling of a bfloat16 or float16 map does.
+func inFloat32(s *op.Scope, x tf.Output, g func(tf.Output) tf.Output) tf.Output {
+	dt := x.DataType()
+	return castTo(s, g(castTo(s, x, tf.Float)), dt)
+}
+
+// logits returns the last layer's output x (of shape sh) as float32 logits
+// [N, classes].
+func (f *forward) logits(s *op.Scope, x value, sh model.Shape) tf.Output {
+	return castTo(s, f.toFlat(s, x, sh).out, tf.Float)
 }
 
 // padding4 is the Pad paddings of an NHWC map padded by p on each side of H
@@ -360,7 +413,8 @@ func padding4(s *op.Scope, p int) tf.Output {
 func (f *forward) maxPool(s *op.Scope, l model.Layer, x value) value {
 	h := x.out
 	if l.Pad > 0 {
-		h = op.PadV2(s, h, padding4(s, l.Pad), op.Const(s.SubScope("minus_inf"), float32(math.Inf(-1))))
+		minusInf := castTo(s, op.Const(s.SubScope("minus_inf"), float32(math.Inf(-1))), h.DataType())
+		h = op.PadV2(s, h, padding4(s, l.Pad), minusInf)
 	}
 	k, st := int64(l.Kernel), int64(l.Stride)
 	return value{op.MaxPool(s, h, []int64{1, k, k, 1}, []int64{1, st, st, 1}, "VALID"), nhwc}
@@ -372,11 +426,13 @@ func (f *forward) maxPool(s *op.Scope, l model.Layer, x value) value {
 func (f *forward) adaptiveAvgPool(s *op.Scope, l model.Layer, x value) value {
 	switch {
 	case l.Size == 1:
-		return value{op.Mean(s, x.out, op.Const(s.SubScope("hw"), []int32{1, 2}), op.MeanKeepDims(true)), nhwc}
+		return value{inFloat32(s, x.out, func(h tf.Output) tf.Output {
+			return op.Mean(s, h, op.Const(s.SubScope("hw"), []int32{1, 2}), op.MeanKeepDims(true))
+		}), nhwc}
 	case l.In.H == l.Size && l.In.W == l.Size:
 		return x
 	}
-	return value{adaptivePool(s, x.out, l.In, l.Size), nchw}
+	return value{inFloat32(s, x.out, func(h tf.Output) tf.Output { return adaptivePool(s, h, l.In, l.Size) }), nchw}
 }
 
 // dropout multiplies x by the step's mask (model.DropoutMask over the
@@ -394,7 +450,9 @@ func (f *forward) dropout(s *op.Scope, l model.Layer, x value, mask tf.Output) v
 		x = f.convert(s, x, nchw, sh)
 		mask = op.Reshape(s, mask, shapeConst(s, nchw, sh))
 	}
-	return value{op.Mul(s, x.out, mask), x.form}
+	// A low activation times the float32 mask is float32 (torch's type
+	// promotion); the next Linear casts it back down.
+	return value{op.Mul(s, castTo(s, x.out, tf.Float), mask), x.form}
 }
 
 // shapeConst is the Reshape shape of a map sh held in form fm.
