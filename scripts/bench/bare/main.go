@@ -91,6 +91,11 @@ func run() error {
 		momentum  = flag.Float64("momentum", 0.9, "SGD momentum")
 		dropout   = flag.Float64("dropout", 0.5, "dropout")
 		out       = flag.String("json", "", "write the run record here")
+		precision = flag.String("precision", recipe.FP32, strings.Join(recipe.Precisions(), "|")+": as fwbench train --precision")
+		chLast    = flag.Bool("channels-last", false, "as fwbench train --channels-last")
+		cudnnB    = flag.Bool("cudnn-benchmark", false, "as fwbench train --cudnn-benchmark")
+		xla       = flag.Bool("xla", false, "as fwbench train --xla")
+		determ    = flag.Bool("deterministic", false, "as fwbench train --deterministic")
 	)
 	flag.Parse()
 	start := time.Now()
@@ -131,6 +136,10 @@ func run() error {
 	c.Model, c.Head, c.ImageSize, c.Classes, c.Hidden = m.Model, m.Head, m.ImageSize, m.Classes, m.Hidden
 	c.Mode, c.Optimizer, c.LR, c.Momentum, c.WeightDecay, c.Nesterov = m.Mode, recipe.SGD, *lr, *momentum, 0, false
 	c.Dropout, c.Seed, c.Device, c.Threads, c.InterOpThreads = *dropout, m.Seed, "cpu", *threads, *threads
+	c.Precision, c.ChannelsLast, c.CUDNNBenchmark, c.XLA, c.Deterministic = *precision, *chLast, *cudnnB, *xla, *determ
+	if err := c.Validate(); err != nil {
+		return err
+	}
 	ctx := context.Background()
 	tr, err := newTrainer(ctx, *framework, c, init)
 	if err != nil {
@@ -182,10 +191,20 @@ func run() error {
 		ips = float64(len(times)*m.BatchSize) / sum
 	}
 	info := tr.Info()
+	// The driver's settings (recipe.SettingKeys among them, as the framework has them), then bare's own.
+	settings := map[string]string{}
+	for k, v := range info.Settings {
+		settings[k] = v
+	}
+	for k, v := range map[string]string{"threads": fmt.Sprint(*threads), "interop_threads": fmt.Sprint(*threads),
+		"go": runtime.Version(), "GOGC": os.Getenv("GOGC"),
+		"TF_ENABLE_ONEDNN_OPTS": os.Getenv("TF_ENABLE_ONEDNN_OPTS"), "args": strings.Join(os.Args[1:], " ")} {
+		settings[k] = v
+	}
 	rec := map[string]any{
 		"schema": compare.RunSchema, "driver": "go-bare", "framework": info.Framework, "framework_version": info.Version,
 		"device": info.Device, "threads": info.Threads, "model": m.Model, "head": c.Resolved().Head, "mode": m.Mode, "image_size": m.ImageSize,
-		"batch_size": m.BatchSize, "optimizer": "sgd", "lr": *lr, "seed": m.Seed, "hidden": m.Hidden,
+		"batch_size": m.BatchSize, "optimizer": "sgd", "lr": *lr, "precision": c.Resolved().Precision, "seed": m.Seed, "hidden": m.Hidden,
 		"dataset":      map[string]any{"path": m.Data, "classes": m.Classes, "train_images": len(batches) * m.BatchSize, "val_images": 0},
 		"initial_loss": initialLoss,
 		"epochs": []map[string]any{{"epoch": 1, "train_loss": lsum / float64(len(losses)), "train_accuracy": 0,
@@ -198,9 +217,7 @@ func run() error {
 		"go_gc": map[string]any{"cycles_in_timed_steps": ms1.NumGC - ms0.NumGC,
 			"pause_ms_in_timed_steps": float64(ms1.PauseTotalNs-ms0.PauseTotalNs) / 1e6,
 			"gogc":                    os.Getenv("GOGC"), "gomaxprocs": runtime.GOMAXPROCS(0)},
-		"settings": map[string]string{"threads": fmt.Sprint(*threads), "interop_threads": fmt.Sprint(*threads),
-			"go": runtime.Version(), "GOGC": os.Getenv("GOGC"),
-			"TF_ENABLE_ONEDNN_OPTS": os.Getenv("TF_ENABLE_ONEDNN_OPTS"), "args": strings.Join(os.Args[1:], " ")},
+		"settings": settings,
 	}
 	fmt.Fprintf(os.Stderr, "%s %s (bare Go driver): initial loss %.6f, step p50 %.3f s, %d GC cycles in the timed steps\n",
 		info.Framework, info.Version, initialLoss, compare.Quantile(times, 0.5), ms1.NumGC-ms0.NumGC)
