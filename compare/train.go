@@ -59,7 +59,8 @@ type Syncer interface {
 	Sync() error
 }
 
-// GPUMemory is implemented by drivers that report the peak GPU memory they allocated.
+// GPUMemory is implemented by drivers that report the peak GPU memory their
+// allocator handed out (RunRecord.PeakGPUAllocatorBytes).
 type GPUMemory interface {
 	PeakGPUBytes() int64
 }
@@ -104,6 +105,8 @@ func Train(ctx context.Context, tr Trainer, spec Spec, data Loaders, onProgress 
 	}
 	info := tr.Info()
 	rec := newRecord(info, spec, data)
+	gpu := startGPU(rec, info.Device) // NVML's peak over the whole run, on every return
+	defer gpu.stop(rec)
 	ck, canCheckpoint := tr.(Checkpointer)
 	if !canCheckpoint && (spec.Checkpoint != "" || spec.Resume != "") {
 		return rec, fmt.Errorf("compare: %w: %s cannot write or read checkpoints", ErrInvalid, info.Framework)
@@ -348,9 +351,10 @@ func (r *RunRecord) finish(start time.Time, stepTimes []float64, wait, total tim
 		r.ImagesPerSecond = float64(images) / total.Seconds()
 	}
 	r.PeakRSSBytes = PeakRSS()
+	// PeakGPUBytes is NVML's (gpuSampler.stop); the allocator's figure is a second column.
 	if gm, ok := tr.(GPUMemory); ok {
 		if g := gm.PeakGPUBytes(); g > 0 {
-			r.PeakGPUBytes = &g
+			r.PeakGPUAllocatorBytes = &g
 		}
 	}
 }
