@@ -6,10 +6,21 @@
 Reads DIR/runs.tsv (one line per process), the run records it names (fwbench.run/v1 from
 `fwbench train --json`, the same fields plus "driver": "python" from the reference
 scripts), the Go runs' GODEBUG=gctrace=1 logs, DIR/peak-gemm.json, the profiles and
-DIR/settings.txt. Prints the markdown table; with --doc it replaces the text between
-the markers <!-- bench:table:begin --> and <!-- bench:table:end --> of that file, and with
---raw it writes one JSON per cell (every run record and its context), peak-gemm.json,
-profiles.json and summary.json there.
+DIR/settings.txt. Prints the markdown table and writes DIR/summary.json (always); with
+--doc it replaces the text between the markers <!-- bench:table:begin --> and
+<!-- bench:table:end --> of that file, and with --raw it writes one JSON per cell (every run
+record and its context), peak-gemm.json, profiles.json and summary.json there too.
+
+summary.json (schema fwbench.bench-summary/v1) holds "rows": one per cell, precision and
+framework (in the table's order), with the table's numbers: "cell", "framework",
+"precision", "model", "head", "image_size", "batch_size", "go_step_p50" and
+"python_step_p50" (seconds), "ratio_median" (Go/Python, median over repeats) with
+"ratio_min"/"ratio_max", "quiet_ratio_median" over "quiet_pairs", "bare_ratio_median",
+"go_step_vs_fp32" / "python_step_vs_fp32" (this precision's step p50 over the same cell's
+fp32 step p50, null without an fp32 row), images/s, MFU, RSS, loader, GC and load figures;
+"fairness": one entry per Go/Python pair (same first batch, same weights, same precision
+in both records as asked, initial and mean training losses); "settings" (settings.txt)
+and "peak_gemm_gflops". A value that could not be measured is null.
 
 Statistics: a run's step time is its record's step_seconds.p50 (the median of its timed
 steps); a cell's step time is the median of that over repeats. The Go/Python ratio is
@@ -17,7 +28,8 @@ formed per repeat (repeat r's Go run against repeat r's Python run, which ran ne
 and shown as the median with its min–max over repeats. MFU = train FLOPs of one step
 (model.Net.TrainFLOPs, from the export manifest) / step time / measured peak FP32 GEMM FLOP/s.
 Each row names its model and head (from the cell's export manifest; scripts/bench.sh's
-BENCH_MODEL and BENCH_HEAD).
+BENCH_MODEL and BENCH_HEAD) and its precision (runs.tsv's column, BENCH_PRECISION; fp32 for
+run folders written before it).
 """
 
 import argparse
@@ -111,16 +123,19 @@ def main():
         for row in csv.DictReader(f, delimiter="\t"):
             rec = load_json(row["json"]) if row["status"] == "ok" else None
             row["record"] = rec
+            row["precision"] = row.get("precision") or "fp32"
             row["repeat"] = int(row["repeat"])
             row["wall_seconds"] = float(row["wall_seconds"])
             if row["driver"] == "go" and rec:
                 row["gc"] = gc_stats(row["gc_log"], row["wall_seconds"], rec.get("total_seconds", 0))
             runs.append(row)
 
-    cells = []
+    cells, precisions = [], []
     for r in runs:
         if r["cell"] not in cells:
             cells.append(r["cell"])
+        if r["precision"] not in precisions:
+            precisions.append(r["precision"])
 
     rows, raw_cells, profiles, checks = [], {}, {}, []
     for cell in cells:
@@ -128,14 +143,15 @@ def main():
         flops = man.get("train_flops_per_step")
         cell_runs = [r for r in runs if r["cell"] == cell]
         raw_cells[cell] = {"cell": cell, "manifest": man, "runs": [
-            {k: r.get(k) for k in ("framework", "driver", "repeat", "status", "wall_seconds", "load1_before", "load1_after",
-                                   "busy_before", "others_cpu")}
+            {k: r.get(k) for k in ("framework", "precision", "driver", "repeat", "status", "wall_seconds", "load1_before",
+                                   "load1_after", "busy_before", "others_cpu")}
             | {"gc": r.get("gc"), "record": r["record"]} for r in cell_runs]}
-        for fw in ("torch", "tensorflow"):
-            go = {r["repeat"]: r for r in cell_runs if r["framework"] == fw and r["driver"] == "go" and r["record"]}
-            py = {r["repeat"]: r for r in cell_runs if r["framework"] == fw and r["driver"] == "python" and r["record"]}
-            bare = {r["repeat"]: r for r in cell_runs if r["framework"] == fw and r["driver"] == "go-bare" and r["record"]}
-            tried = [r for r in cell_runs if r["framework"] == fw]
+        for prec, fw in ((p, f) for p in precisions for f in ("torch", "tensorflow")):
+            mine = [r for r in cell_runs if r["framework"] == fw and r["precision"] == prec]
+            go = {r["repeat"]: r for r in mine if r["driver"] == "go" and r["record"]}
+            py = {r["repeat"]: r for r in mine if r["driver"] == "python" and r["record"]}
+            bare = {r["repeat"]: r for r in mine if r["driver"] == "go-bare" and r["record"]}
+            tried = mine
             if not tried:
                 continue
             g50 = [r["record"]["step_seconds"]["p50"] for r in go.values()]
@@ -159,7 +175,7 @@ def main():
             loads = [float(r["load1_before"]) for r in tried]
             others = [float(r["others_cpu"]) for r in tried if r.get("others_cpu") not in (None, "")]
             row = {
-                "cell": cell, "framework": fw, "model": man.get("model"), "head": man.get("head"),
+                "cell": cell, "framework": fw, "precision": prec, "model": man.get("model"), "head": man.get("head"),
                 "image_size": man.get("image_size"), "batch_size": man.get("batch_size"),
                 "warmup_steps": next((r["record"]["warmup_steps"] for r in go.values()), None),
                 "timed_steps": med(steps_timed), "repeats_go": len(go), "repeats_python": len(py),
@@ -202,18 +218,36 @@ def main():
                 gl = g["epochs"][0]["train_loss"] if g.get("epochs") else None
                 ql = q["epochs"][0]["train_loss"] if q.get("epochs") else None
                 checks.append({
-                    "cell": cell, "framework": fw, "repeat": k,
+                    "cell": cell, "framework": fw, "precision": prec, "repeat": k,
+                    # Both records say they ran in the precision asked for (a driver that ignored
+                    # --precision would time the wrong thing).
+                    "same_precision": g.get("precision") == q.get("precision") == prec
+                    and (g.get("settings") or {}).get("precision") == (q.get("settings") or {}).get("precision") == prec,
+                    "precision_go": g.get("precision"), "precision_python": q.get("precision"),
                     "same_first_batch": g.get("first_batch_sha256") == q.get("first_batch_sha256") == man.get("batch_sha256", [None])[0],
                     "same_weights": g.get("initial_weights_sha256") == q.get("initial_weights_sha256") == man.get("weights_sha256"),
                     "initial_loss_go": g.get("initial_loss"), "initial_loss_python": q.get("initial_loss"),
                     "train_loss_go": gl, "train_loss_python": ql,
                 })
-            prof = load_json(os.path.join(d, cell, f"{fw}-python-profile.json"))
+            prof = load_json(os.path.join(d, cell, f"{fw}-{prec}-python-profile.json"))
+            if prof is None and prec == "fp32":
+                prof = load_json(os.path.join(d, cell, f"{fw}-python-profile.json"))  # run folders before precisions
             if prof:
-                profiles[f"{cell}-{fw}"] = prof
+                profiles[f"{cell}-{fw}" if prec == "fp32" else f"{cell}-{prec}-{fw}"] = prof | {"cell": cell, "precision": prec}
+
+    # Each precision's step time against fp32's in the same cell and framework (bf16 vs fp32).
+    fp32 = {(r["cell"], r["framework"]): r for r in rows if r["precision"] == "fp32"}
+    for r in rows:
+        base = fp32.get((r["cell"], r["framework"]))
+        for side in ("go", "python"):
+            a, b = r[f"{side}_step_p50"], base and base[f"{side}_step_p50"]
+            r[f"{side}_step_vs_fp32"] = a / b if a is not None and b else None
 
     table = render(rows, checks, profiles, peak, settings)
     print(table)
+    summary = {"schema": "fwbench.bench-summary/v1", "settings": settings,
+               "peak_gemm_gflops": peak and peak["peak_gflops"], "rows": rows, "fairness": checks}
+    write(os.path.join(d, "summary.json"), summary)
     if args.raw:
         os.makedirs(args.raw, exist_ok=True)
         for cell, obj in raw_cells.items():
@@ -221,9 +255,7 @@ def main():
         if peak:
             write(os.path.join(args.raw, "peak-gemm.json"), peak)
         write(os.path.join(args.raw, "profiles.json"), profiles)
-        write(os.path.join(args.raw, "summary.json"), {"schema": "fwbench.bench-summary/v1", "settings": settings,
-                                                       "peak_gemm_gflops": peak and peak["peak_gflops"],
-                                                       "rows": rows, "fairness": checks})
+        write(os.path.join(args.raw, "summary.json"), summary)
     if args.doc:
         with open(args.doc) as f:
             text = f.read()
@@ -265,10 +297,10 @@ def render(rows, checks, profiles, peak, settings):
           f"{peak['peak_gflops']:.1f} GFLOP/s.")
         w("")
     has_bare = any(r["bare_ratio_median"] is not None for r in rows)
-    w("| device | model | S | batch | framework | steps × repeats | Go step p50 (s) | Python step p50 (s) "
+    w("| device | model | S | batch | precision | framework | steps × repeats | Go step p50 (s) | Python step p50 (s) "
       "| **Go/Python** median (min–max) | quiet pairs: median |" + (" bare Go driver/Python |" if has_bare else "")
       + " images/s Go / Py | MFU Go / Py |")
-    w("|---|---|---|---|---|---|---|---|---|---|" + ("---|" if has_bare else "") + "---|---|")
+    w("|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if has_bare else "") + "---|---|")
     for r in rows:
         steps = f"{r['warmup_steps']}+{fmt(r['timed_steps'], '.0f')} × {r['repeats_go']}/{r['repeats_python']}"
         ratio = (f"**{r['ratio_median']:.3f}** ({r['ratio_min']:.3f}–{r['ratio_max']:.3f})"
@@ -278,19 +310,19 @@ def render(rows, checks, profiles, peak, settings):
         if has_bare:
             mm = r["bare_ratio_min_max"]
             bare = (f" {r['bare_ratio_median']:.3f} ({mm[0]:.3f}–{mm[1]:.3f}) |" if mm else " – |")
-        w(f"| CPU | {model_name(r)} | {r['image_size']} | {r['batch_size']} | {r['framework']}{fail} | {steps} "
+        w(f"| CPU | {model_name(r)} | {r['image_size']} | {r['batch_size']} | {r['precision']} | {r['framework']}{fail} | {steps} "
           f"| {fmt(r['go_step_p50'], '.3f')} | {fmt(r['python_step_p50'], '.3f')} | {ratio} "
           f"| {r['quiet_pairs']}: {fmt(r['quiet_ratio_median'], '.3f')} |{bare} "
           f"{fmt(r['go_images_per_second'], '.2f')} / {fmt(r['python_images_per_second'], '.2f')} "
           f"| {fmt(pct(r['mfu_go']), '.1f')}% / {fmt(pct(r['mfu_python']), '.1f')}% |")
-    w("| GPU | – | – | – | both | – | not run: no GPU was lent to this session |" + " |" * (6 if has_bare else 5))
+    w("| GPU | – | – | – | – | both | – | not run: no GPU was lent to this session |" + " |" * (6 if has_bare else 5))
     w("")
-    w("| model | S | batch | framework | peak RSS Go / Py (MiB) | RSS ratio | data stall Go (median, max) "
+    w("| model | S | batch | precision | framework | peak RSS Go / Py (MiB) | RSS ratio | data stall Go (median, max) "
       "| Go loader CPU per batch (share of a step's CPU) | GC in a Go training loop (max): cycles, STW ms, GC CPU ms "
       "| others' CPU during runs (median, max) |")
-    w("|---|---|---|---|---|---|---|---|---|---|")
+    w("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        w(f"| {model_name(r)} | {r['image_size']} | {r['batch_size']} | {r['framework']} "
+        w(f"| {model_name(r)} | {r['image_size']} | {r['batch_size']} | {r['precision']} | {r['framework']} "
           f"| {fmt(r['go_peak_rss_bytes'] and r['go_peak_rss_bytes'] / 2**20, '.0f')} / "
           f"{fmt(r['python_peak_rss_bytes'] and r['python_peak_rss_bytes'] / 2**20, '.0f')} "
           f"| {fmt(r['rss_ratio'], '.2f')} "
@@ -314,17 +346,33 @@ def render(rows, checks, profiles, peak, settings):
       "Others' CPU: the CPU time other processes on the machine used while a run of the row ran, as a share of the "
       "machine (wall time × cores); near 0% means a quiet machine; quiet pairs are the repeats in which both runs "
       f"had at most {100 * QUIET:.0f}% of it.")
+    others = [r for r in rows if r["precision"] != "fp32"]
+    if others:
+        w("")
+        w("Each precision against fp32 (step p50 of the row / step p50 of the same cell's fp32 row; below 1 is "
+          "faster than fp32):")
+        w("")
+        w("| model | S | batch | precision | framework | Go: step p50 (s), vs fp32 | Python: step p50 (s), vs fp32 "
+          "| Go/Python in this precision |")
+        w("|---|---|---|---|---|---|---|---|")
+        for r in others:
+            w(f"| {model_name(r)} | {r['image_size']} | {r['batch_size']} | {r['precision']} | {r['framework']} "
+              f"| {fmt(r['go_step_p50'], '.3f')}, {fmt(r['go_step_vs_fp32'], '.3f')} "
+              f"| {fmt(r['python_step_p50'], '.3f')}, {fmt(r['python_step_vs_fp32'], '.3f')} "
+              f"| {fmt(r['ratio_median'], '.3f')} |")
     if checks:
         ok_batch = all(c["same_first_batch"] for c in checks)
         ok_w = all(c["same_weights"] for c in checks)
-        dl = max(abs(c["initial_loss_go"] - c["initial_loss_python"]) for c in checks
-                 if c["initial_loss_go"] is not None and c["initial_loss_python"] is not None)
+        ok_p = all(c["same_precision"] for c in checks)
+        dl = max((abs(c["initial_loss_go"] - c["initial_loss_python"]) for c in checks
+                  if c["initial_loss_go"] is not None and c["initial_loss_python"] is not None), default=None)
         dt = max((abs(c["train_loss_go"] - c["train_loss_python"]) for c in checks
                   if c["train_loss_go"] is not None and c["train_loss_python"] is not None), default=None)
         w("")
         w(f"Fairness checks over {len(checks)} Go/Python pairs: same first batch (SHA-256) in every pair: "
           f"{'yes' if ok_batch else 'NO'}; same initial weights file (SHA-256): {'yes' if ok_w else 'NO'}; "
-          f"largest |initial loss Go − Python| {dl:.2e}; largest |mean training loss Go − Python| "
+          f"both records in the precision asked for (top-level and settings): {'yes' if ok_p else 'NO'}; "
+          f"largest |initial loss Go − Python| {fmt(dl, '.2e')}; largest |mean training loss Go − Python| "
           f"{fmt(dt, '.2e')} (both sides multiply the dropout masks the Go exporter wrote with model.DropoutMask, "
           f"and build the model from the exporter's description of model.Net).")
     if profiles:
@@ -332,15 +380,15 @@ def render(rows, checks, profiles, peak, settings):
         w("Where a Python step's time goes (each framework's own profiler, one extra step after the run; "
           "op time summed over threads, so TF's can exceed the wall time when inter-op threads overlap ops):")
         w("")
-        w("| cell | framework | profiler | step wall (s) | conv | linear | optimizer | other |")
-        w("|---|---|---|---|---|---|---|---|")
+        w("| cell | precision | framework | profiler | step wall (s) | conv | linear | optimizer | other |")
+        w("|---|---|---|---|---|---|---|---|---|")
         for k, pr in profiles.items():
             s = pr["split_us"]
             tot = sum(s.values()) or 1
-            cell, fw = k.rsplit("-", 1)
+            cell, fw, prec = pr.get("cell") or k.rsplit("-", 1)[0], pr["framework"], pr.get("precision", "fp32")
             cols = " | ".join(f"{s.get(c, 0) / 1e6:.3f} s ({100 * s.get(c, 0) / tot:.0f}%)"
                               for c in ("conv", "linear", "optimizer", "other"))
-            w(f"| {cell} | {fw} | {pr['profiler']} | {pr['wall_seconds']:.3f} | {cols} |")
+            w(f"| {cell} | {prec} | {fw} | {pr['profiler']} | {pr['wall_seconds']:.3f} | {cols} |")
     return "\n".join(out)
 
 
