@@ -6,6 +6,15 @@
 #
 #   scripts/bench.sh            # the CPU grid below; writes docs/bench/*.json and the table in docs/benchmarks.md
 #   scripts/bench.sh --quick    # a smoke run (64 px, batch 8, 2 repeats); writes only to the output folder
+#   BENCH_PRECISION=fp32,bf16 BENCH_CELLS="64x8:2:6:5 224x8:1:2:5" scripts/bench.sh   # bf16 against fp32
+#
+# Every run, --quick and BENCH_DOC=0 included, leaves BENCH_OUT/summary.json (schema
+# fwbench.bench-summary/v1): "rows", one per cell, precision and framework with the table's
+# numbers (ratio_median and quiet_ratio_median: Go/Python step time, over all pairs and over
+# quiet pairs; go_step_p50, python_step_p50, their ratios to the same cell's fp32 run,
+# images/s, MFU, ...), "fairness" (one check per Go/Python pair: same first batch, weights
+# and precision), "settings" (settings.txt) and "peak_gemm_gflops", so that the table can be
+# re-checked by a program (scripts/bench/table.py writes it; see its doc).
 #
 # Environment (all optional):
 #   BENCH_MODEL       the models to time, space-separated model.Names() entries (default vgg16,
@@ -14,6 +23,15 @@
 #                     the model has: VGG's two, MobileNetV2's one, ResNet's none)
 #   BENCH_HEAD        the head of every model (default: each model's own, model.Heads)
 #   BENCH_CELLS       "SxB:warmup:timed:repeats ..." (default below)
+#   BENCH_PRECISION   fp32 (default), bf16 or fp16 (tf32 needs a GPU), or a comma list such as
+#                     "fp32,bf16": every cell runs in each, in the same repeats (repeat r runs
+#                     every precision before repeat r+1), passed to `fwbench train --precision`,
+#                     the bare driver and the Python references (--precision: torch autocast /
+#                     Keras mixed policies, scripts/reference/README.md); the table has one row
+#                     per cell, precision and framework, each with its own Go/Python ratio, and
+#                     the step time of each precision against fp32's
+#   BENCH_SPEED_FLAGS other settings that decide speed, passed to every Go and Python run alike:
+#                     any of --channels-last --cudnn-benchmark --xla --deterministic (default none)
 #   BENCH_THREADS     intra- and inter-op threads of every run (default: nproc)
 #   BENCH_FRAMEWORKS  "torch tensorflow"
 #   BENCH_OUT         output folder (default $FWBENCH_CACHE/bench/<UTC time>)
@@ -60,6 +78,22 @@ doc=${BENCH_DOC:-$((1 - quick))}
 out=${BENCH_OUT:-$FWBENCH_CACHE/bench/$(date -u +%Y%m%dT%H%M%SZ)}
 seed=1 lr=0.01 hidden=4096
 models=${BENCH_MODEL:-vgg16}
+precisions=$(tr ',' ' ' <<<"${BENCH_PRECISION:-fp32}")
+for prec in $precisions; do
+	case $prec in fp32 | tf32 | bf16 | fp16) ;; *)
+		echo "bench: BENCH_PRECISION: $prec: want fp32, tf32, bf16 or fp16" >&2
+		exit 2
+		;;
+	esac
+done
+read -r -a speed_flags <<<"${BENCH_SPEED_FLAGS:-}"
+for f in "${speed_flags[@]}"; do
+	case $f in --channels-last | --cudnn-benchmark | --xla | --deterministic) ;; *)
+		echo "bench: BENCH_SPEED_FLAGS: $f: want --channels-last, --cudnn-benchmark, --xla or --deterministic" >&2
+		exit 2
+		;;
+	esac
+done
 head=${BENCH_HEAD:-}
 
 log() { printf 'bench: %s\n' "$*" >&2; }
@@ -108,12 +142,14 @@ data=$FWBENCH_CACHE/bench-data-c3-n64-s224-seed$seed
 	echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 	echo "cells=$cells"
 	echo "models=$models"
+	echo "precisions=$precisions"
+	echo "speed_flags=${speed_flags[*]:-(none)}"
 	echo "head=${head:-(default of each model)}"
 	echo "command=$(env | grep -E '^(BENCH_[A-Z_]+|FWBENCH_BIN)=' | sort | tr '\n' ' ')scripts/bench.sh${1:+ $1}"
 } >"$out/settings.txt"
 
 index=$out/runs.tsv
-printf 'cell\tframework\tdriver\trepeat\tjson\tstatus\twall_seconds\tload1_before\tload1_after\tgc_log\tbusy_before\tothers_cpu\n' >"$index"
+printf 'cell\tframework\tprecision\tdriver\trepeat\tjson\tstatus\twall_seconds\tload1_before\tload1_after\tgc_log\tbusy_before\tothers_cpu\n' >"$index"
 
 # busy: the share of CPU time (all cores) that was not idle over the last second, in percent:
 # what other processes take from a run that starts now. The load average lags by minutes.
@@ -148,14 +184,14 @@ cpu_busy_ticks() {
 }
 hz=$(getconf CLK_TCK)
 
-# run_one CELL FW DRIVER REPEAT CMD...: run one process, log it in the index. Besides its
+# run_one CELL FW PRECISION DRIVER REPEAT CMD...: run one process, log it in the index. Besides its
 # wall time it records how busy the machine was just before it (busy_before, %) and how
 # much CPU other processes used while it ran (others_cpu: their CPU seconds divided by
 # wall time × cores): a run with a large others_cpu was measured on a shared machine.
 run_one() {
-	local cell=$1 fw=$2 driver=$3 rep=$4
-	shift 4
-	local base=$out/$cell/$fw-$driver-r$rep
+	local cell=$1 fw=$2 prec=$3 driver=$4 rep=$5
+	shift 5
+	local base=$out/$cell/$fw-$prec-$driver-r$rep
 	local l0 l1 t0 t1 b0 k0 k1 wall own others status=ok
 	b0=$(wait_quiet)
 	l0=$(cut -d' ' -f1 /proc/loadavg)
@@ -163,7 +199,7 @@ run_one() {
 	t0=$(date +%s.%N)
 	if ! /usr/bin/time -f '%U %S' -o "$base.time" "$@" >"$base.out" 2>"$base.err"; then
 		status=failed
-		log "  $cell $fw $driver r$rep FAILED (see $base.err)"
+		log "  $cell $fw $prec $driver r$rep FAILED (see $base.err)"
 	fi
 	t1=$(date +%s.%N)
 	k1=$(cpu_busy_ticks)
@@ -171,9 +207,9 @@ run_one() {
 	wall=$(awk "BEGIN{print $t1 - $t0}")
 	own=$(awk '{s = $1 + $2} END {print s + 0}' "$base.time")
 	others=$(awk "BEGIN{o = ($k1 - $k0) / $hz - $own; if (o < 0) o = 0; printf \"%.3f\", o / ($wall * $(nproc))}")
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$cell" "$fw" "$driver" "$rep" "$base.json" "$status" \
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$cell" "$fw" "$prec" "$driver" "$rep" "$base.json" "$status" \
 		"$wall" "$l0" "$l1" "$base.err" "$b0" "$others" >>"$index"
-	log "  $cell $fw $driver r$rep: $status in $(awk "BEGIN{printf \"%.1f\", $wall}") s (busy before $b0%, others' CPU during ${others}, load $l0 -> $l1)"
+	log "  $cell $fw $prec $driver r$rep: $status in $(awk "BEGIN{printf \"%.1f\", $wall}") s (busy before $b0%, others' CPU during ${others}, load $l0 -> $l1)"
 }
 
 b0=$(wait_quiet)
@@ -195,40 +231,44 @@ for c in $cells; do
 		"$out/export" --data "$data" --out "$out/$cell/export" --model "$model" --head "$head" --image-size "$S" \
 			--batch-size "$B" --steps "$steps" --hidden $hidden --seed $seed --normalize rescale
 		for rep in $(seq 1 "$reps"); do
-			for fw in $frameworks; do
-				# Every setting spelled out: the defaults of `fwbench train` may change.
-				go_cmd=(env GODEBUG=gctrace=1 "$fwbench" train --framework "$fw" --data "$data" --model "$model"
-					--head "$head" --image-size "$S" --batch-size "$B" --hidden $hidden --dropout 0.5 --epochs 1
-					--steps-per-epoch "$steps" --warmup-steps "$warm" --threads "$threads" --mode scratch
-					--optimizer sgd --lr $lr --momentum 0.9 --weight-decay 0 --nesterov=false
-					--normalize rescale --augment=false --device cpu
-					--weights "$out/$cell/export/init.safetensors" --seed $seed --quiet --json "$out/$cell/$fw-go-r$rep.json")
-				script=torch_train.py
-				[ "$fw" = tensorflow ] && script=keras_train.py
-				py_cmd=("$PY" "$ref/$script" --export "$out/$cell/export" --steps "$steps" --warmup-steps "$warm"
-					--threads "$threads" --interop-threads "$threads" --lr $lr --momentum 0.9 --dropout 0.5
-					--json "$out/$cell/$fw-python-r$rep.json")
-				if [ "$profile" = 1 ] && [ "$rep" = "$reps" ]; then
-					py_cmd+=(--profile "$out/$cell/$fw-python-profile.json")
-				fi
-				bare_cmd=(env GODEBUG=gctrace=1 "$out/bare" --framework "$fw" --export "$out/$cell/export" --steps "$steps"
-					--warmup-steps "$warm" --threads "$threads" --lr $lr --momentum 0.9 --dropout 0.5
-					--json "$out/$cell/$fw-go-bare-r$rep.json")
-				if [ $((rep % 2)) = 1 ]; then
-					run_one "$cell" "$fw" go "$rep" "${go_cmd[@]}"
-					[ "$bare" = 1 ] && run_one "$cell" "$fw" go-bare "$rep" "${bare_cmd[@]}"
-					run_one "$cell" "$fw" python "$rep" "${py_cmd[@]}"
-				else
-					run_one "$cell" "$fw" python "$rep" "${py_cmd[@]}"
-					[ "$bare" = 1 ] && run_one "$cell" "$fw" go-bare "$rep" "${bare_cmd[@]}"
-					run_one "$cell" "$fw" go "$rep" "${go_cmd[@]}"
-				fi
+			for prec in $precisions; do
+				for fw in $frameworks; do
+					name=$fw-$prec
+					# Every setting spelled out: the defaults of `fwbench train` may change.
+					go_cmd=(env GODEBUG=gctrace=1 "$fwbench" train --framework "$fw" --data "$data" --model "$model"
+						--head "$head" --image-size "$S" --batch-size "$B" --hidden $hidden --dropout 0.5 --epochs 1
+						--steps-per-epoch "$steps" --warmup-steps "$warm" --threads "$threads" --mode scratch
+						--optimizer sgd --lr $lr --momentum 0.9 --weight-decay 0 --nesterov=false
+						--normalize rescale --augment=false --device cpu --precision "$prec" "${speed_flags[@]}"
+						--weights "$out/$cell/export/init.safetensors" --seed $seed --quiet --json "$out/$cell/$name-go-r$rep.json")
+					script=torch_train.py
+					[ "$fw" = tensorflow ] && script=keras_train.py
+					py_cmd=("$PY" "$ref/$script" --export "$out/$cell/export" --steps "$steps" --warmup-steps "$warm"
+						--threads "$threads" --interop-threads "$threads" --lr $lr --momentum 0.9 --dropout 0.5
+						--precision "$prec" "${speed_flags[@]}" --json "$out/$cell/$name-python-r$rep.json")
+					if [ "$profile" = 1 ] && [ "$rep" = "$reps" ]; then
+						py_cmd+=(--profile "$out/$cell/$name-python-profile.json")
+					fi
+					bare_cmd=(env GODEBUG=gctrace=1 "$out/bare" --framework "$fw" --export "$out/$cell/export" --steps "$steps"
+						--warmup-steps "$warm" --threads "$threads" --lr $lr --momentum 0.9 --dropout 0.5
+						--precision "$prec" "${speed_flags[@]}" --json "$out/$cell/$name-go-bare-r$rep.json")
+					if [ $((rep % 2)) = 1 ]; then
+						run_one "$cell" "$fw" "$prec" go "$rep" "${go_cmd[@]}"
+						[ "$bare" = 1 ] && run_one "$cell" "$fw" "$prec" go-bare "$rep" "${bare_cmd[@]}"
+						run_one "$cell" "$fw" "$prec" python "$rep" "${py_cmd[@]}"
+					else
+						run_one "$cell" "$fw" "$prec" python "$rep" "${py_cmd[@]}"
+						[ "$bare" = 1 ] && run_one "$cell" "$fw" "$prec" go-bare "$rep" "${bare_cmd[@]}"
+						run_one "$cell" "$fw" "$prec" go "$rep" "${go_cmd[@]}"
+					fi
+				done
 			done
 		done
 	done
 done
 echo "load_end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$out/settings.txt"
 
+# table.py always writes $out/summary.json; with BENCH_DOC=1 also the doc's table and raw JSON.
 table_args=(--run-dir "$out" --section "$section")
 if [ "$doc" = 1 ]; then
 	raw=$root/docs/bench
