@@ -203,7 +203,8 @@ func sampleReport() *Report {
 			InitialLoss: 1.0986, TotalSeconds: total, ImagesPerSecond: 100 / total, DataWaitFraction: 0.01, PeakRSSBytes: 1 << 28,
 			StepSeconds: Quantiles{0.1, 0.2}, StepTimesSeconds: []float64{0.1, 0.12, 0.2}, PID: 1000 + i,
 			StepLosses: []float64{1.1, 1.0, 0.95, 0.9, 0.85}, TimedSteps: 3, SyncedTimerReads: 5, Precision: "fp32", Settings: fairSettings(fw),
-			Epochs: []EpochRecord{{1, 1.1, 0.3, 1.0, 0.4, total / 2, 50}, {2, 0.9, 0.5, 0.8, 0.6, total / 2, 55}}})
+			TimeBreakdownSeconds: &TimeBreakdown{Startup: 0.5, Build: 1, WarmupSteps: 1, TimedSteps: total - 3, Evaluation: 0.5, Total: total},
+			Epochs:               []EpochRecord{{1, 1.1, 0.3, 1.0, 0.4, total / 2, 50}, {2, 0.9, 0.5, 0.8, 0.6, total / 2, 55}}})
 	}
 	r.Fairness = fairness(cfg, r)
 	r.summarise()

@@ -215,12 +215,17 @@ func TestSettingsInReport(t *testing.T) {
 	r := sampleReport()
 	md := r.Markdown()
 	for _, want := range []string{"## Settings that decide speed", "| setting | tensorflow | torch | note |",
-		"| xla | false | n/a | TensorFlow only", "| tf32 | false | false |", "same precision and speed settings"} {
+		"| xla | false | n/a | TensorFlow only", "| tf32 | false | false |", "same precision and speed settings",
+		// TF's totals 12 and 15 (median 13.5) with build 1 s: 7.4%; torch's 11 and 12.
+		"## Where the time went", "| build | 1.00 (7.4%) | 1.00 (8.7%) |"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report.md lacks %q", want)
 		}
 	}
 	if tab := r.Table(); !strings.Contains(tab, "fp32 / NHWC") || !strings.Contains(tab, "fp32 / contiguous") {
 		t.Errorf("terminal table lacks the precision / memory format row:\n%s", tab)
+	}
+	if tab := r.Table(); !strings.Contains(tab, "start-up / library / build (s)") || !strings.Contains(tab, "0.50 / 0.00 / 1.00") {
+		t.Errorf("terminal table lacks the time breakdown:\n%s", tab)
 	}
 }

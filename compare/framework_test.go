@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/fwbench/fwbench/dataset"
 	"github.com/fwbench/fwbench/recipe"
@@ -24,6 +25,10 @@ const (
 // fakeNews records, per framework, the recipe and initial weights the last New got.
 var fakeNews = map[string]*fakeTrainer{}
 
+// fakeBuildDelay and fakeStepDelay make the fakes' New and TrainStep take time (zero unless a
+// test of the time breakdown sets them).
+var fakeBuildDelay, fakeStepDelay time.Duration
+
 func init() {
 	for _, f := range []Framework{
 		{Name: TensorFlow, Aliases: []string{"tf"}},
@@ -34,6 +39,7 @@ func init() {
 			if err := cfg.Validate(); err != nil {
 				return nil, err
 			}
+			time.Sleep(fakeBuildDelay)
 			ft := &fakeTrainer{name: name, cfg: cfg, init: init}
 			fakeNews[name] = ft
 			return ft, nil
@@ -61,6 +67,7 @@ type fakeTrainer struct {
 // TrainStep returns 1/step as the loss and one hit per batch.
 func (f *fakeTrainer) TrainStep(ctx context.Context, b *dataset.Batch) (float64, int, error) {
 	f.steps++
+	time.Sleep(fakeStepDelay)
 	return 1 / float64(f.steps), 1, nil
 }
 func (f *fakeTrainer) Evaluate(ctx context.Context, b *dataset.Batch) (float64, int, error) {

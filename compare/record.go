@@ -31,8 +31,11 @@ type RunRecord struct {
 	InitialLoss  float64       `json:"initial_loss"`
 	Epochs       []EpochRecord `json:"epochs"`
 	TotalSeconds float64       `json:"total_seconds"`
-	WarmupSteps  int           `json:"warmup_steps"`
-	StepSeconds  Quantiles     `json:"step_seconds"`
+	// TimeBreakdownSeconds is where the process's time went, from its start to the record
+	// (TimeBreakdown); its parts sum to its total.
+	TimeBreakdownSeconds *TimeBreakdown `json:"time_breakdown_seconds,omitempty"`
+	WarmupSteps          int            `json:"warmup_steps"`
+	StepSeconds          Quantiles      `json:"step_seconds"`
 	// ImagesPerSecond is training throughput over all steps after warm-up, data waits included.
 	ImagesPerSecond  float64 `json:"images_per_second"`
 	DataWaitFraction float64 `json:"data_wait_fraction"`

@@ -147,6 +147,12 @@ type FWSummary struct {
 	FinalValLoss     Stat   `json:"final_val_loss"`
 	PeakRSSBytes     Stat   `json:"peak_rss_bytes"`
 	TimeToTarget     *Stat  `json:"time_to_target_seconds,omitempty"`
+	// TimeBreakdown is each part of the runs' TimeBreakdownSeconds ("total" too), across runs.
+	TimeBreakdown map[string]Stat `json:"time_breakdown_seconds,omitempty"`
+	// PeakGPUBytes (NVML, every framework) and PeakGPUAllocatorBytes (the framework's
+	// allocator, where it has one), across the runs that report them.
+	PeakGPUBytes          *Stat `json:"peak_gpu_bytes,omitempty"`
+	PeakGPUAllocatorBytes *Stat `json:"peak_gpu_allocator_bytes,omitempty"`
 }
 
 // Ratio is the first framework's median total time over the second's, the report's
@@ -270,6 +276,9 @@ func (r *Report) summarise() {
 			st := stat(ttt)
 			s.TimeToTarget = &st
 		}
+		s.TimeBreakdown = breakdownStats(runs)
+		s.PeakGPUBytes = optionalStat(runs, func(x RunRecord) *int64 { return x.PeakGPUBytes })
+		s.PeakGPUAllocatorBytes = optionalStat(runs, func(x RunRecord) *int64 { return x.PeakGPUAllocatorBytes })
 		r.Summary[fw] = s
 	}
 	r.Ratio = nil
@@ -531,6 +540,21 @@ func (r *Report) Table() string {
 	row("final val accuracy", func(s FWSummary) string { return spread(s.FinalValAccuracy, "%", 100, 1) })
 	row("final val loss", func(s FWSummary) string { return spread(s.FinalValLoss, "", 1, 4) })
 	row("peak RSS (MiB)", func(s FWSummary) string { return spread(s.PeakRSSBytes, "", 1.0/(1<<20), 0) })
+	if r.anySummary(func(s FWSummary) bool { return s.PeakGPUBytes != nil || s.PeakGPUAllocatorBytes != nil }) {
+		opt := func(st *Stat) string {
+			if st == nil {
+				return "-"
+			}
+			return spread(*st, "", 1.0/(1<<20), 0)
+		}
+		row("peak GPU, NVML (MiB)", func(s FWSummary) string { return opt(s.PeakGPUBytes) })
+		row("peak GPU, allocator (MiB)", func(s FWSummary) string { return opt(s.PeakGPUAllocatorBytes) })
+	}
+	if r.anySummary(func(s FWSummary) bool { return len(s.TimeBreakdown) > 0 }) {
+		for _, g := range breakdownRows {
+			row(g.label, func(s FWSummary) string { return g.cell(s.TimeBreakdown) })
+		}
+	}
 	rowFW("precision / memory format", func(fw string, _ FWSummary) string {
 		if runs := r.byFW[fw]; len(runs) > 0 {
 			return runs[0].Settings[recipe.SettingPrecision] + " / " + runs[0].Settings[recipe.SettingMemoryFormat]
@@ -616,6 +640,7 @@ func (r *Report) Markdown() string {
 		fmt.Fprintf(&b, "| %s | %v | %s |\n", c.Name, c.Held, strings.ReplaceAll(c.Evidence, "|", "/"))
 	}
 	b.WriteString("\n" + r.settingsMarkdown())
+	b.WriteString(r.breakdownMarkdown())
 	fmt.Fprintf(&b, "## Parity\n\n%s: %s\n\n", passFail(r.Parity.Passed), r.Parity.Message)
 	if tp := r.Parity.Trajectory; tp != nil {
 		fmt.Fprintf(&b, "Trajectory %s: the per-step training losses of %s over %d steps differ by at most %.3g relative (tolerance %.3g, first step beyond it: %d).\n\n",

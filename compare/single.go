@@ -37,7 +37,8 @@ type TrainOptions struct {
 // registered framework's Trainer, trains (Train), and exports the trained weights. The record
 // is returned whenever training started, with the error of a failed or interrupted run
 // (ErrInterrupted).
-func TrainOne(ctx context.Context, s Spec, opts TrainOptions) (*RunRecord, error) {
+func TrainOne(ctx context.Context, s Spec, opts TrainOptions) (rec *RunRecord, err error) {
+	clk := newLapClock(ProcessAge())
 	if err := s.Validate(); err != nil {
 		return nil, err
 	}
@@ -65,6 +66,11 @@ func TrainOne(ctx context.Context, s Spec, opts TrainOptions) (*RunRecord, error
 	if err != nil {
 		return nil, err
 	}
+	clk.lap(partSetup)
+	if fw.Version != nil {
+		fw.Version() // the first call into the native library
+	}
+	clk.lap(partLibraryLoad)
 	s.Classes = net.Classes
 	init, prov, err := initialWeights(s, net)
 	if err != nil {
@@ -76,6 +82,7 @@ func TrainOne(ctx context.Context, s Spec, opts TrainOptions) (*RunRecord, error
 			return nil, fmt.Errorf("compare: %w", err)
 		}
 	}
+	clk.lap(partWeightLoad)
 	tr, err := fw.New(ctx, s.Config, init)
 	if err != nil {
 		return nil, err
@@ -91,8 +98,10 @@ func TrainOne(ctx context.Context, s Spec, opts TrainOptions) (*RunRecord, error
 	if os.Getenv("GOGC") == "" {
 		defer debug.SetGCPercent(debug.SetGCPercent(400))
 	}
-	rec, err := Train(ctx, tr, s, data, opts.OnProgress)
+	clk.lap(partBuild)
+	rec, err = train(ctx, tr, s, data, opts.OnProgress, clk)
 	if rec != nil {
+		defer func() { rec.TimeBreakdownSeconds = clk.done(partReport) }()
 		rec.InitialWeightsSHA256 = initSum
 		rec.WeightsProvenance = &prov
 		rec.Dataset.SkippedCount = len(skipped)

@@ -100,6 +100,17 @@ type Loaders struct {
 // continues from that checkpoint; batches and dropout masks derive from (seed, epoch, step), so
 // the result equals an uninterrupted run.
 func Train(ctx context.Context, tr Trainer, spec Spec, data Loaders, onProgress func(Progress)) (*RunRecord, error) {
+	clk := newLapClock(0)
+	rec, err := train(ctx, tr, spec, data, onProgress, clk)
+	if rec != nil {
+		rec.TimeBreakdownSeconds = clk.done(partReport)
+	}
+	return rec, err
+}
+
+// train is Train with the run's clock: TrainOne starts it at the run's first statement and
+// laps the rest of the record's time (exports) after it.
+func train(ctx context.Context, tr Trainer, spec Spec, data Loaders, onProgress func(Progress), clk *lapClock) (*RunRecord, error) {
 	if onProgress == nil {
 		onProgress = func(Progress) {}
 	}
@@ -121,6 +132,7 @@ func Train(ctx context.Context, tr Trainer, spec Spec, data Loaders, onProgress 
 			rec.LoadedWeightsSHA256 = weights.CanonicalSHA256(ts)
 		}
 	}
+	clk.lap(partParity)
 	start := time.Now()
 	startEpoch, skip := 0, 0
 	if spec.Resume != "" {
@@ -130,6 +142,7 @@ func Train(ctx context.Context, tr Trainer, spec Spec, data Loaders, onProgress 
 		}
 		startEpoch, skip = e, s
 		rec.ResumedFrom = &Position{Epoch: e, Step: s}
+		clk.lap(partCheckpoints)
 	}
 	steps := data.Train.BatchesPerEpoch()
 	if spec.StepsPerEpoch > 0 && spec.StepsPerEpoch < steps {
@@ -159,13 +172,14 @@ func Train(ctx context.Context, tr Trainer, spec Spec, data Loaders, onProgress 
 			}
 		}
 		onProgress(Progress{Phase: "parity", Framework: info.Framework, Loss: loss})
+		clk.lap(partParity)
 	}
 
 	var stepTimes []float64
 	var waitTotal, stepTotal time.Duration
 	globalStep := 0
 	for epoch := startEpoch; epoch < spec.Epochs; epoch++ {
-		er, interrupted, err := trainEpoch(ctx, tr, info, spec, data, epoch, steps, skip, &globalStep, rec, &stepTimes, &waitTotal, &stepTotal, onProgress)
+		er, interrupted, err := trainEpoch(ctx, tr, info, spec, data, epoch, steps, skip, &globalStep, rec, &stepTimes, &waitTotal, &stepTotal, onProgress, clk)
 		skip = 0
 		if err != nil {
 			rec.finish(start, stepTimes, waitTotal, stepTotal, tr)
@@ -176,7 +190,9 @@ func Train(ctx context.Context, tr Trainer, spec Spec, data Loaders, onProgress 
 			rec.Partial = true
 			rec.InterruptedAt = interrupted
 			if spec.Checkpoint != "" {
-				if err := ck.SaveCheckpoint(spec.Checkpoint, interrupted.Epoch, interrupted.Step); err != nil {
+				err := ck.SaveCheckpoint(spec.Checkpoint, interrupted.Epoch, interrupted.Step)
+				clk.lap(partCheckpoints)
+				if err != nil {
 					err = fmt.Errorf("compare: checkpoint on interrupt: %w", err)
 					rec.Error = err.Error()
 					return rec, err
@@ -188,6 +204,7 @@ func Train(ctx context.Context, tr Trainer, spec Spec, data Loaders, onProgress 
 			rec.finish(start, stepTimes, waitTotal, stepTotal, tr)
 			return rec, err
 		}
+		clk.lap(partEvaluation)
 		er.Seconds = time.Since(start).Seconds() - rec.elapsedBefore()
 		rec.Epochs = append(rec.Epochs, er)
 		if spec.TargetAccuracy > 0 && rec.TimeToTargetSeconds == nil && er.ValAccuracy >= spec.TargetAccuracy {
@@ -197,7 +214,9 @@ func Train(ctx context.Context, tr Trainer, spec Spec, data Loaders, onProgress 
 		onProgress(Progress{Phase: "eval", Framework: info.Framework, Epoch: epoch + 1, Epochs: spec.Epochs,
 			Loss: er.ValLoss, Accuracy: er.ValAccuracy, ImagesPS: er.ImagesPerSecond})
 		if spec.Checkpoint != "" {
-			if err := ck.SaveCheckpoint(spec.Checkpoint, epoch+1, 0); err != nil {
+			err := ck.SaveCheckpoint(spec.Checkpoint, epoch+1, 0)
+			clk.lap(partCheckpoints)
+			if err != nil {
 				rec.finish(start, stepTimes, waitTotal, stepTotal, tr)
 				err = fmt.Errorf("compare: checkpoint: %w", err)
 				rec.Partial, rec.Error = true, err.Error()
@@ -211,7 +230,7 @@ func Train(ctx context.Context, tr Trainer, spec Spec, data Loaders, onProgress 
 }
 
 func trainEpoch(ctx context.Context, tr Trainer, info recipe.Info, spec Spec, data Loaders, epoch, steps, skip int,
-	globalStep *int, rec *RunRecord, stepTimes *[]float64, waitTotal, stepTotal *time.Duration, onProgress func(Progress)) (EpochRecord, *Position, error) {
+	globalStep *int, rec *RunRecord, stepTimes *[]float64, waitTotal, stepTotal *time.Duration, onProgress func(Progress), clk *lapClock) (EpochRecord, *Position, error) {
 	er := EpochRecord{Epoch: epoch + 1}
 	it := data.Train.Epoch(ctx, epoch)
 	defer it.Close()
@@ -271,6 +290,11 @@ func trainEpoch(ctx context.Context, tr Trainer, info recipe.Info, spec Spec, da
 		}
 		onProgress(Progress{Phase: "train", Framework: info.Framework, Epoch: epoch + 1, Epochs: spec.Epochs,
 			Step: i + 1, Steps: steps, Loss: lossSum / float64(seen), Accuracy: er.TrainAccuracy, ImagesPS: er.ImagesPerSecond})
+		if *globalStep > spec.WarmupSteps {
+			clk.lap(partTimed)
+		} else {
+			clk.lap(partWarmup)
+		}
 	}
 	if seen > 0 {
 		er.TrainLoss = lossSum / float64(seen)
