@@ -213,8 +213,27 @@ func TestCompareEndToEnd(t *testing.T) {
 	if got := strings.Join(r.Order, " "); got != "tensorflow torch torch tensorflow" {
 		t.Errorf("order: got %s, want tensorflow torch torch tensorflow", got)
 	}
-	if len(r.Fairness) < 6 {
-		t.Errorf("fairness: got %d conditions, want at least 6", len(r.Fairness))
+	if len(r.Fairness) < 8 {
+		t.Errorf("fairness: got %d conditions, want at least 8", len(r.Fairness))
+	}
+	// Each real run's time breakdown: no part negative, the parts sum to the total within 1%
+	// (the precision issue's bound), and the study's training time fits inside the total.
+	for _, run := range r.Runs {
+		b := run.TimeBreakdownSeconds
+		if b == nil {
+			t.Errorf("%s run %d: no time_breakdown_seconds", run.Framework, run.PID)
+			continue
+		}
+		var sum float64
+		for _, p := range b.Parts() {
+			if p.Seconds < 0 {
+				t.Errorf("%s run %d: %s = %g s", run.Framework, run.PID, p.Name, p.Seconds)
+			}
+			sum += p.Seconds
+		}
+		if math.Abs(sum-b.Total) > 0.01*b.Total || b.Total < run.TotalSeconds || !(b.Build > 0) || !(b.Startup > 0) {
+			t.Errorf("%s run %d: parts sum to %g s, total %g s, training time %g s, build %g s, start-up %g s", run.Framework, run.PID, sum, b.Total, run.TotalSeconds, b.Build, b.Startup)
+		}
 	}
 	for _, c := range r.Fairness {
 		if !c.Held {
