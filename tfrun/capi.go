@@ -2,7 +2,10 @@ package tfrun
 
 // #cgo LDFLAGS: -ltensorflow
 // #include <stdint.h>
+// #include <stdlib.h>
 // #include "tensorflow/c/c_api.h"
+// #include "tensorflow/c/c_api_experimental.h"
+// #include "switches.h"
 import "C"
 
 import (
@@ -12,9 +15,12 @@ import (
 	"reflect"
 	"runtime"
 	"slices"
+	"sync"
 	"unsafe"
 
 	tf "github.com/galeone/tensorflow/tensorflow/go"
+	config "github.com/galeone/tensorflow/tensorflow/go/core/protobuf/for_core_protos_go_proto"
+	"google.golang.org/protobuf/proto"
 )
 
 // The Go binding frees a tf.Tensor and a tf.Graph only from a GC finalizer,
@@ -39,6 +45,34 @@ type tensorLayout struct {
 type graphLayout struct {
 	c *C.TF_Graph
 }
+
+// sessionLayout and operationLayout mirror the pinned binding's
+//
+//	type Session struct { c *C.TF_Session; wg sync.WaitGroup; mu sync.Mutex }
+//	type Operation struct { c *C.TF_Operation; g *Graph }
+//
+// runTraced reaches through them.
+type sessionLayout struct {
+	c  *C.TF_Session
+	wg sync.WaitGroup
+	mu sync.Mutex
+}
+
+type operationLayout struct {
+	c *C.TF_Operation
+	g *tf.Graph
+}
+
+// runLayoutOK reports whether tf.Session and tf.Operation have the layout
+// above.
+var runLayoutOK = func() bool {
+	st := reflect.TypeFor[tf.Session]()
+	ot := reflect.TypeFor[tf.Operation]()
+	return st.Size() == unsafe.Sizeof(sessionLayout{}) && st.NumField() == 3 &&
+		st.Field(0).Name == "c" && st.Field(0).Type.Kind() == reflect.Pointer &&
+		ot.Size() == unsafe.Sizeof(operationLayout{}) && ot.NumField() == 2 &&
+		ot.Field(0).Name == "c" && ot.Field(0).Type.Kind() == reflect.Pointer
+}()
 
 // layoutOK reports whether tf.Tensor and tf.Graph have the layout above.
 var layoutOK = func() bool {
@@ -278,4 +312,119 @@ func scalar(t *tf.Tensor) (float64, error) {
 		return float64(v), nil
 	}
 	return 0, fmt.Errorf("fetched tensor of type %v is not a float32 or int32 scalar", t.DataType())
+}
+
+// runTraced runs fetches and targets with feeds, as Session.Run does, under
+// RunOptions that ask for a full trace and the partition graphs (the graphs
+// the executors really ran, after grappler, XLA clustering and placement),
+// and returns the fetches, which must be float32 scalars, and the
+// RunMetadata. The binding's Session.Run passes no RunOptions, so runTraced
+// calls TF_SessionRun itself; the caller must not close s meanwhile (a
+// Trainer holds its lock).
+func runTraced(s *tf.Session, feeds map[tf.Output]*tf.Tensor, fetches []tf.Output, targets []*tf.Operation) ([]float32, *config.RunMetadata, error) {
+	if !runLayoutOK || !layoutOK {
+		return nil, nil, errors.New("traced run: the binding's Session or Operation layout is unknown")
+	}
+	sess := (*sessionLayout)(unsafe.Pointer(s)).c
+	if sess == nil {
+		return nil, nil, errors.New("traced run: session is closed")
+	}
+	opts, err := proto.Marshal(&config.RunOptions{TraceLevel: config.RunOptions_FULL_TRACE, OutputPartitionGraphs: true})
+	if err != nil {
+		return nil, nil, err
+	}
+	copts := C.CBytes(opts)
+	defer C.free(copts)
+	runOpts := C.TF_NewBufferFromString(copts, C.size_t(len(opts)))
+	defer C.TF_DeleteBuffer(runOpts)
+	meta := C.TF_NewBuffer()
+	defer C.TF_DeleteBuffer(meta)
+	// Arrays of C pointers in C memory (cgo forbids Go memory that holds
+	// pointers, even C ones, from being kept by C; these are read only
+	// during the call, but C memory keeps the rule simple).
+	n := max(len(feeds), 1)
+	ins := (*[1 << 20]C.TF_Output)(C.malloc(C.size_t(n) * C.size_t(unsafe.Sizeof(C.TF_Output{}))))[:n:n]
+	defer C.free(unsafe.Pointer(&ins[0]))
+	vals := (*[1 << 20]*C.TF_Tensor)(C.malloc(C.size_t(n) * C.size_t(unsafe.Sizeof((*C.TF_Tensor)(nil)))))[:n:n]
+	defer C.free(unsafe.Pointer(&vals[0]))
+	i := 0
+	for o, t := range feeds {
+		ins[i] = C.TF_Output{oper: (*operationLayout)(unsafe.Pointer(o.Op)).c, index: C.int(o.Index)}
+		vals[i] = cTensor(t)
+		i++
+	}
+	k := max(len(fetches), 1)
+	outs := (*[1 << 20]C.TF_Output)(C.malloc(C.size_t(k) * C.size_t(unsafe.Sizeof(C.TF_Output{}))))[:k:k]
+	defer C.free(unsafe.Pointer(&outs[0]))
+	outVals := (*[1 << 20]*C.TF_Tensor)(C.calloc(C.size_t(k), C.size_t(unsafe.Sizeof((*C.TF_Tensor)(nil)))))[:k:k]
+	defer C.free(unsafe.Pointer(&outVals[0]))
+	for j, o := range fetches {
+		outs[j] = C.TF_Output{oper: (*operationLayout)(unsafe.Pointer(o.Op)).c, index: C.int(o.Index)}
+	}
+	m := max(len(targets), 1)
+	tgts := (*[1 << 20]*C.TF_Operation)(C.malloc(C.size_t(m) * C.size_t(unsafe.Sizeof((*C.TF_Operation)(nil)))))[:m:m]
+	defer C.free(unsafe.Pointer(&tgts[0]))
+	for j, o := range targets {
+		tgts[j] = (*operationLayout)(unsafe.Pointer(o)).c
+	}
+	status := C.TF_NewStatus()
+	defer C.TF_DeleteStatus(status)
+	C.TF_SessionRun(sess, runOpts, &ins[0], &vals[0], C.int(len(feeds)), &outs[0], &outVals[0], C.int(len(fetches)),
+		&tgts[0], C.int(len(targets)), meta, status)
+	runtime.KeepAlive(feeds)
+	runtime.KeepAlive(fetches)
+	runtime.KeepAlive(targets)
+	runtime.KeepAlive(s)
+	var got []float32
+	var errs []error
+	for j := range fetches {
+		o := outVals[j]
+		if o == nil {
+			continue
+		}
+		if C.TF_TensorType(o) != C.TF_FLOAT || C.TF_TensorElementCount(o) != 1 {
+			errs = append(errs, fmt.Errorf("traced run: fetch %d is not a float32 scalar", j))
+		} else {
+			got = append(got, *(*float32)(C.TF_TensorData(o)))
+		}
+		C.TF_DeleteTensor(o)
+	}
+	if code := C.TF_GetCode(status); code != C.TF_OK {
+		return nil, nil, fmt.Errorf("traced run: %s", C.GoString(C.TF_Message(status)))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, nil, err
+	}
+	md := &config.RunMetadata{}
+	if err := proto.Unmarshal(C.GoBytes(meta.data, C.int(meta.length)), md); err != nil {
+		return nil, nil, fmt.Errorf("traced run: metadata: %w", err)
+	}
+	return got, md, nil
+}
+
+// The process-wide switches (see switches.cc).
+
+func setOpDeterminism(on bool) { C.tfrun_enable_op_determinism(cBool(on)) }
+func opDeterminism() bool      { return C.tfrun_op_determinism_required() != 0 }
+func setTF32(on bool)          { C.tfrun_enable_tf32(cBool(on)) }
+func tf32Enabled() bool        { return C.tfrun_tf32_enabled() != 0 }
+func cudnnAutotune() bool      { return C.tfrun_cudnn_use_autotune() != 0 }
+
+// enableCPUGlobalJit turns on XLA's auto-clustering of CPU ops
+// (MarkForCompilationPassFlags.tf_xla_cpu_global_jit, what
+// TF_XLA_FLAGS=--tf_xla_cpu_global_jit sets: TF_SetTfXlaCpuGlobalJit parses
+// TF_XLA_FLAGS first, then sets the flag), without which a session's
+// global_jit_level compiles only GPU clusters. It is process-wide and
+// harmless to sessions that do not ask for XLA (their jit level is OFF). It
+// reports whether the flag reads back as set.
+func enableCPUGlobalJit() bool {
+	C.TF_SetTfXlaCpuGlobalJit(1)
+	return C.TF_SetTfXlaCpuGlobalJit(1) != 0 // returns the value it replaces
+}
+
+func cBool(b bool) C.int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 
 	tf "github.com/galeone/tensorflow/tensorflow/go"
@@ -52,6 +53,8 @@ type netGraph struct {
 
 	params []*variable // in Net.Params order
 	slots  []*variable // optimizer state, in params order
+	// scaler is FP16's dynamic loss scaling; nil for every other precision.
+	scaler *lossScaler
 
 	logits       tf.Output // evaluation mode: dropout off, BatchNorm running statistics
 	loss         tf.Output // evaluation-mode mean cross-entropy
@@ -137,6 +140,12 @@ func buildGraph(cfg recipe.Config, net *model.Net, prefix string) (m *netGraph, 
 		ce, _ := op.SoftmaxCrossEntropyWithLogits(es, evalLogits, oneHot)
 		m.loss = op.Mean(es, ce, axis)
 	}
+	// FP16 differentiates the loss times the scale (see lossScaler).
+	objective := m.trainLoss
+	if cfg.Precision == recipe.FP16 {
+		m.scaler = newLossScaler(root.SubScope("loss_scale"), prefix)
+		objective = op.Mul(ls.SubScope("scaled"), m.trainLoss, m.scaler.scale.read)
+	}
 	pred := op.ArgMax(ls, m.logits, op.Const(ls.SubScope("class_axis"), int32(1)), op.ArgMaxOutputType(tf.Int32))
 	m.correct = op.Sum(ls, op.Cast(ls, op.Equal(ls, pred, m.labels), tf.Int32), axis)
 	// Training accuracy as Keras reports it: the training forward pass (dropout on).
@@ -165,7 +174,7 @@ func buildGraph(cfg recipe.Config, net *model.Net, prefix string) (m *netGraph, 
 	if err != nil {
 		return nil, scopeError(err)
 	}
-	grads, err := g.AddGradients("gradients", []tf.Output{m.trainLoss}, reads, nil)
+	grads, err := g.AddGradients("gradients", []tf.Output{objective}, reads, nil)
 	if err != nil {
 		freeGraph(g)
 		return nil, fmt.Errorf("gradients: %w", err)
@@ -180,14 +189,32 @@ func buildGraph(cfg recipe.Config, net *model.Net, prefix string) (m *netGraph, 
 		}
 	}
 
+	// Every update waits for the whole backward pass. Without this an update can run while
+	// a gradient still reads the variable's value, and TensorFlow then copies the variable
+	// before updating it (copy-on-write): 411 MB per step for VGG16's classifier.0 at 224 px,
+	// measured as the page-zeroing that made tfrun 5-12% slower than Keras (docs/benchmarks.md).
+	backward := make([]*tf.Operation, len(grads))
+	for i, gr := range grads {
+		backward[i] = gr.Op
+	}
+	if m.scaler != nil {
+		us := op.NewScopeWithGraph(g).SubScope("loss_scale_update")
+		grads = m.scaler.unscale(us, grads)
+		m.train = append(m.train, m.scaler.update(us)...)
+		if err := us.Err(); err != nil {
+			freeGraph(g)
+			return nil, scopeError(err)
+		}
+	}
+
 	// The scope is finalized; the optimizer continues on the graph itself.
 	opt := op.NewScopeWithGraph(g).SubScope("optimizer")
-	if err := m.buildOptimizer(cfg, opt, trained, grads, newSlotFunc(opt, prefix)); err != nil {
+	if err := m.buildOptimizer(cfg, opt, trained, grads, backward, newSlotFunc(opt, prefix)); err != nil {
 		freeGraph(g)
 		return nil, err
 	}
 	del := op.NewScopeWithGraph(g).SubScope("destroy")
-	for _, v := range append(append([]*variable(nil), m.params...), m.slots...) {
+	for _, v := range m.variables() {
 		m.destroy = append(m.destroy, op.DestroyResourceOp(del.SubScope(v.name), v.handle, op.DestroyResourceOpIgnoreLookupError(true)))
 	}
 	if err := del.Err(); err != nil {
@@ -602,7 +629,7 @@ func newSlotFunc(opt *op.Scope, prefix string) func(p *variable, slot string) (*
 // a relative 1e-5 in the step size. m and v are updated as in torch
 // (m ← β1·m + (1−β1)·g, v ← β2·v + (1−β2)·g²).
 func (m *netGraph) buildOptimizer(cfg recipe.Config, s *op.Scope, trained []*variable, grads []tf.Output,
-	newSlot func(*variable, string) (*variable, *tf.Operation)) error {
+	backward []*tf.Operation, newSlot func(*variable, string) (*variable, *tf.Operation)) error {
 	lr := op.Const(s.SubScope("lr"), float32(cfg.LR))
 	var wd tf.Output
 	if cfg.WeightDecay != 0 {
@@ -619,15 +646,7 @@ func (m *netGraph) buildOptimizer(cfg recipe.Config, s *op.Scope, trained []*var
 		m.adamLR = op.Placeholder(s.SubScope("adam_lr"), tf.Float, op.PlaceholderShape(tf.ScalarShape()))
 		m.adamEps = op.Placeholder(s.SubScope("adam_eps"), tf.Float, op.PlaceholderShape(tf.ScalarShape()))
 	}
-	// Every update waits for the whole backward pass. Without this an update can run while
-	// a gradient still reads the variable's value, and TensorFlow then copies the variable
-	// before updating it (copy-on-write): 411 MB per step for VGG16's classifier.0 at 224 px,
-	// measured as the page-zeroing that made tfrun 5-12% slower than Keras (docs/benchmarks.md).
-	backward := make([]*tf.Operation, len(grads))
-	for i, g := range grads {
-		backward[i] = g.Op
-	}
-	us := s.WithControlDependencies(backward...)
+	us := s.WithControlDependencies(backward...) // the whole backward pass: see buildGraph
 	for i, v := range trained {
 		vs := us.SubScope(v.name)
 		g := grads[i]
@@ -656,6 +675,89 @@ func (m *netGraph) buildOptimizer(cfg recipe.Config, s *op.Scope, trained []*var
 		return scopeError(err)
 	}
 	return nil
+}
+
+// variables lists every variable of the graph: parameters, optimizer
+// slots, and the loss scale's.
+func (m *netGraph) variables() []*variable {
+	vs := append(slices.Clone(m.params), m.slots...)
+	if m.scaler != nil {
+		vs = append(vs, m.scaler.scale, m.scaler.tracker)
+	}
+	return vs
+}
+
+// lossScaler is FP16's dynamic loss scaling, torch.amp.GradScaler's rule
+// with its defaults (recipe.LossScale*), in the graph: the gradients are
+// taken of the loss times scale, multiplied by 1/scale (GradScaler's
+// float32 inv_scale), and checked for an inf or a NaN. On a step with a
+// non-finite gradient no optimizer update runs: each update's gradient
+// passes a Switch on finite (tf.cond v1's dead-tensor control flow), whose
+// true output is dead on such a step, and an op with a dead input is not
+// executed, so no weight, momentum or Adam slot changes (BatchNorm's
+// running statistics still do, as in torch, whose forward pass updates
+// them). The scale and its growth tracker are float32 scalar variables
+// updated in the same step by torch._amp_update_scale_'s rule: a
+// non-finite step multiplies the scale by LossScaleBackoff and zeroes the
+// tracker; a finite one counts, and the LossScaleGrowthInterval-th in a row
+// multiplies the scale by LossScaleGrowth (if that stays finite) and zeroes
+// the tracker. The tracker counts up to 2000, exact in float32.
+type lossScaler struct {
+	scale, tracker *variable
+	finite         tf.Output // bool scalar: every gradient of the step is finite
+}
+
+// newLossScaler makes the scale and tracker variables under s.
+func newLossScaler(s *op.Scope, prefix string) *lossScaler {
+	v := func(name string) *variable {
+		vs := s.SubScope(name)
+		v := &variable{name: name}
+		v.handle = op.VarHandleOp(vs, tf.Float, tf.ScalarShape(), op.VarHandleOpSharedName(prefix+name))
+		v.read = op.ReadVariableOp(vs, v.handle, tf.Float)
+		v.value = op.Placeholder(vs.SubScope("value"), tf.Float, op.PlaceholderShape(tf.ScalarShape()))
+		v.assign = op.AssignVariableOp(vs, v.handle, v.value)
+		return v
+	}
+	return &lossScaler{scale: v(recipe.MetaLossScale), tracker: v(recipe.MetaLossScaleTracker)}
+}
+
+// unscale returns the gradients of the scaled loss divided by the scale,
+// each behind a Switch on their common finiteness (see lossScaler).
+func (ls *lossScaler) unscale(s *op.Scope, grads []tf.Output) []tf.Output {
+	inv := op.Reciprocal(s.SubScope("inv_scale"), ls.scale.read)
+	flat := op.Const(s.SubScope("flat"), []int32{-1})
+	axis := op.Const(s.SubScope("axis"), int32(0))
+	unscaled := make([]tf.Output, len(grads))
+	finite := make([]tf.Output, len(grads))
+	for i, g := range grads {
+		gs := s.SubScope("grad")
+		unscaled[i] = op.Mul(gs, g, inv)
+		finite[i] = op.All(gs, op.IsFinite(gs, op.Reshape(gs, unscaled[i], flat)), axis)
+	}
+	fs := s.SubScope("finite")
+	ls.finite = op.All(fs, op.Pack(fs, finite), axis)
+	gated := make([]tf.Output, len(grads))
+	for i, g := range unscaled {
+		_, gated[i] = op.Switch(s.SubScope("gate"), g, ls.finite)
+	}
+	return gated
+}
+
+// update returns the assignments of the next scale and tracker.
+func (ls *lossScaler) update(s *op.Scope) []*tf.Operation {
+	c := func(name string, v float32) tf.Output { return op.Const(s.SubScope(name), v) }
+	scale, zero := ls.scale.read, c("zero", 0)
+	counted := op.AddV2(s.SubScope("counted"), ls.tracker.read, c("one", 1))
+	grow := op.GreaterEqual(s, counted, c("interval", recipe.LossScaleGrowthInterval))
+	grown := op.Mul(s.SubScope("grown"), scale, c("growth", recipe.LossScaleGrowth))
+	grown = op.Select(s.SubScope("grown_finite"), op.IsFinite(s, grown), grown, scale)
+	backedOff := op.Mul(s.SubScope("backed_off"), scale, c("backoff", recipe.LossScaleBackoff))
+	next := op.Select(s.SubScope("next"), ls.finite, op.Select(s.SubScope("if_grow"), grow, grown, scale), backedOff)
+	nextTracker := op.Select(s.SubScope("next_tracker"), ls.finite, op.Select(s.SubScope("tracker_if_grow"), grow, zero, counted), zero)
+	return []*tf.Operation{
+		op.AssignVariableOp(s.SubScope("assign_scale"), ls.scale.handle, next),
+		op.AssignVariableOp(s.SubScope("assign_tracker"), ls.tracker.handle, nextTracker),
+	}
 }
 
 // placeGraph copies m's graph into a new graph whose every node asks for
@@ -702,7 +804,10 @@ func (m *netGraph) placeGraph(dev string) error {
 	for i := range m.masks {
 		out(&m.masks[i])
 	}
-	for _, v := range append(append([]*variable(nil), m.params...), m.slots...) {
+	if m.scaler != nil {
+		out(&m.scaler.finite)
+	}
+	for _, v := range m.variables() {
 		out(&v.handle)
 		out(&v.read)
 		out(&v.value)

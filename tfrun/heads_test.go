@@ -74,7 +74,7 @@ func floatTensor(t *testing.T, shape []int64, data []float32) *tf.Tensor {
 // precision is 6e-8 per operation); a wrong bin changes an output by order 1.
 func TestAdaptivePool(t *testing.T) {
 	const n, c, out = 2, 3, model.PoolSize
-	cfg, err := sessionConfig(1, 1, recipe.Device{}, true)
+	cfg, err := sessionConfig(1, 1, recipe.Device{}, true, false)
 	if err != nil {
 		t.Fatal(err)
 	}

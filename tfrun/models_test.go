@@ -399,7 +399,7 @@ func TestModelGraphs(t *testing.T) {
 // layout, padding or stride changes values by order 1.
 func TestDepthwiseGradient(t *testing.T) {
 	const n, c, k, S = 2, 4, 3, 8 // S even: TensorFlow's SAME would pad a stride-2 map asymmetrically
-	cfg, err := sessionConfig(1, 1, recipe.Device{}, true)
+	cfg, err := sessionConfig(1, 1, recipe.Device{}, true, false)
 	if err != nil {
 		t.Fatal(err)
 	}

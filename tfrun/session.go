@@ -1,12 +1,14 @@
 package tfrun
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	tf "github.com/galeone/tensorflow/tensorflow/go"
 	config "github.com/galeone/tensorflow/tensorflow/go/core/protobuf/for_core_protos_go_proto"
@@ -29,7 +31,18 @@ func init() {
 	if _, ok := os.LookupEnv(envOwnPool); !ok {
 		os.Setenv(envOwnPool, "1")
 	}
+	cpuJit = enableCPUGlobalJit()
 }
+
+// cpuJit says whether XLA may auto-cluster CPU ops, for a session that asks
+// for it (see sessionConfig). TensorFlow fixes the CPU's autoclustering
+// policy the first time any graph is optimized, from
+// MarkForCompilationPassFlags.tf_xla_cpu_global_jit as it is then
+// (XlaOpRegistry::GetCompilationDevice registers the CPU's JIT device
+// lazily, once), so tfrun's init sets the flag before any session exists:
+// the policy becomes "when the session enables XLA", and sessions without
+// --xla set the jit level OFF, so they are not affected.
+var cpuJit bool
 
 // Version returns the version of the loaded TensorFlow library (TF_Version),
 // e.g. "2.21.0".
@@ -39,14 +52,22 @@ func Version() string { return tf.Version() }
 // explicit intra- and inter-op thread counts in per-session pools, soft
 // placement (ops without a kernel for the chosen GPU run on the CPU), GPU
 // memory that grows on demand instead of being reserved whole, and, on the
-// CPU, no GPU devices at all.
-func sessionConfig(intra, inter int, dev recipe.Device, soft bool) ([]byte, error) {
+// CPU, no GPU devices at all. With xla the graph is auto-clustered and
+// compiled by XLA (global_jit_level ON_1, what tf.config.optimizer.set_jit
+// and TF_XLA_FLAGS=--tf_xla_auto_jit=1 set; on the CPU it also needs
+// enableCPUGlobalJit); without, the jit level is OFF explicitly.
+func sessionConfig(intra, inter int, dev recipe.Device, soft, xla bool) ([]byte, error) {
+	jit := config.OptimizerOptions_OFF
+	if xla {
+		jit = config.OptimizerOptions_ON_1
+	}
 	c := &config.ConfigProto{
 		IntraOpParallelismThreads: int32(intra),
 		InterOpParallelismThreads: int32(inter),
 		UsePerSessionThreads:      true,
 		AllowSoftPlacement:        soft,
 		GpuOptions:                &config.GPUOptions{AllowGrowth: true},
+		GraphOptions:              &config.GraphOptions{OptimizerOptions: &config.OptimizerOptions{GlobalJitLevel: jit}},
 	}
 	if !dev.GPU {
 		c.DeviceCount = map[string]int32{"GPU": 0}
@@ -57,7 +78,7 @@ func sessionConfig(intra, inter int, dev recipe.Device, soft bool) ([]byte, erro
 // listDevices returns the devices that the library offers to a session: full
 // names such as "/job:localhost/replica:0/task:0/device:CPU:0", sorted.
 func listDevices() ([]tf.Device, error) {
-	cfg, err := sessionConfig(1, 1, recipe.Device{GPU: true}, true)
+	cfg, err := sessionConfig(1, 1, recipe.Device{GPU: true}, true, false)
 	if err != nil {
 		return nil, err
 	}
@@ -104,7 +125,7 @@ func checkDevice(dev recipe.Device) error {
 	if !dev.GPU {
 		return nil
 	}
-	cfg, err := sessionConfig(1, 1, dev, false)
+	cfg, err := sessionConfig(1, 1, dev, false, false)
 	if err != nil {
 		return err
 	}
@@ -144,6 +165,95 @@ func tfDevice(d recipe.Device) string {
 		return "/device:CPU:0"
 	}
 	return "/device:GPU:" + strconv.Itoa(d.Index)
+}
+
+// The process-wide switches. TensorFlow keeps op determinism, TF32
+// execution and cuDNN autotuning per process, not per session: TF32 is read
+// at every cuBLAS and cuDNN call, determinism by kernels as they are made
+// and run, and TF_CUDNN_USE_AUTOTUNE by each convolution kernel when it is
+// made. A Trainer sets them in New (before its session runs anything) and
+// holds them until Close; a Trainer that asks for other values while
+// another holds them is refused (ErrSwitches), since changing them would
+// change the other Trainer's run. Once no Trainer lives they may change.
+type switches struct {
+	deterministic bool
+	tf32          bool
+	// autotune is TF_CUDNN_USE_AUTOTUNE's value, "1" or "0", for a GPU
+	// Trainer; "" for a CPU one, which runs no cuDNN and does not care.
+	autotune string
+}
+
+// ErrSwitches is wrapped by New's error when the recipe asks for
+// process-wide settings (deterministic, TF32, cuDNN autotuning) other than
+// those that a live Trainer of the same process holds.
+var ErrSwitches = errors.New("process-wide settings differ from those a live Trainer holds")
+
+// envAutotune is read by TensorFlow's GPU convolution kernels when they are
+// made (tsl::CudnnUseAutotune); unset means on.
+const envAutotune = "TF_CUDNN_USE_AUTOTUNE"
+
+// process holds the switches in force and how many Trainers hold them.
+var process struct {
+	sync.Mutex
+	holders int
+	in      switches
+}
+
+// acquireSwitches sets want (when no Trainer holds switches) or checks it
+// against those in force, and counts the caller as a holder; the caller
+// calls releaseSwitches once when it no longer relies on them. It returns
+// the values read back from the library.
+func acquireSwitches(want switches) (switches, error) {
+	process.Lock()
+	defer process.Unlock()
+	in := process.in
+	if process.holders > 0 {
+		var diff []string
+		if want.deterministic != in.deterministic {
+			diff = append(diff, fmt.Sprintf("deterministic %t (in force: %t)", want.deterministic, in.deterministic))
+		}
+		if want.tf32 != in.tf32 {
+			diff = append(diff, fmt.Sprintf("tf32 %t (in force: %t)", want.tf32, in.tf32))
+		}
+		if want.autotune != "" && in.autotune != "" && want.autotune != in.autotune {
+			diff = append(diff, fmt.Sprintf("cudnn autotune %s (in force: %s)", want.autotune, in.autotune))
+		}
+		if len(diff) > 0 {
+			return switches{}, fmt.Errorf("%w: %s; close the other Trainers first", ErrSwitches, strings.Join(diff, ", "))
+		}
+	} else {
+		in = switches{}
+	}
+	if process.holders == 0 || want.deterministic != opDeterminism() {
+		setOpDeterminism(want.deterministic)
+	}
+	if process.holders == 0 || want.tf32 != tf32Enabled() {
+		setTF32(want.tf32)
+	}
+	if want.autotune != "" && in.autotune == "" {
+		if err := os.Setenv(envAutotune, want.autotune); err != nil {
+			return switches{}, fmt.Errorf("set %s: %w", envAutotune, err)
+		}
+	}
+	got := switches{deterministic: opDeterminism(), tf32: tf32Enabled(), autotune: in.autotune}
+	if want.autotune != "" {
+		got.autotune = map[bool]string{true: "1", false: "0"}[cudnnAutotune()]
+	}
+	if got.deterministic != want.deterministic || got.tf32 != want.tf32 || (want.autotune != "" && got.autotune != want.autotune) {
+		return switches{}, fmt.Errorf("process-wide settings: asked for %+v, the library reads back %+v", want, got)
+	}
+	process.in = got
+	process.holders++
+	return got, nil
+}
+
+// releaseSwitches undoes one acquireSwitches.
+func releaseSwitches() {
+	process.Lock()
+	defer process.Unlock()
+	if process.holders > 0 {
+		process.holders--
+	}
 }
 
 // threads resolves 0 to runtime.NumCPU().

@@ -64,6 +64,12 @@ type Trainer struct {
 	m    *netGraph
 	sess *tf.Session
 
+	// sw are the process-wide switches in force, read back from the
+	// library; holdsSwitches says this Trainer counts as their holder (see
+	// acquireSwitches) until release.
+	sw            switches
+	holdsSwitches bool
+
 	step     int64 // completed training steps (restored by LoadCheckpoint): the dropout mask index
 	adamStep int64 // Adam's t before the next step
 
@@ -135,6 +141,25 @@ func (t *Trainer) start(ctx context.Context, init []*weights.Tensor) error {
 	if err := checkDevice(t.dev); err != nil {
 		return fmt.Errorf("device: %w", err)
 	}
+	// The process-wide switches, before this Trainer's session makes any
+	// kernel: determinism as asked, TF32 only for precision tf32 (TF's
+	// default is on), and on a GPU cuDNN autotuning as asked (TF's default
+	// is on).
+	want := switches{deterministic: t.cfg.Deterministic, tf32: t.cfg.Precision == recipe.TF32}
+	if t.dev.GPU {
+		want.autotune = "0"
+		if t.cfg.CUDNNBenchmark {
+			want.autotune = "1"
+		}
+	}
+	sw, err := acquireSwitches(want)
+	if err != nil {
+		return err
+	}
+	t.sw, t.holdsSwitches = sw, true
+	if t.cfg.XLA && !t.dev.GPU && !cpuJit {
+		return errors.New("xla: TF_SetTfXlaCpuGlobalJit did not turn on XLA's CPU auto-clustering")
+	}
 	m, err := buildGraph(t.cfg, t.net, "tfrun"+strconv.FormatInt(trainerSeq.Add(1), 10)+"/")
 	if err != nil {
 		return err
@@ -143,7 +168,7 @@ func (t *Trainer) start(ctx context.Context, init []*weights.Tensor) error {
 	if err := m.placeGraph(tfDevice(t.dev)); err != nil {
 		return fmt.Errorf("place graph on %s: %w", tfDevice(t.dev), err)
 	}
-	cfg, err := sessionConfig(t.intra, t.inter, t.dev, true)
+	cfg, err := sessionConfig(t.intra, t.inter, t.dev, true, t.cfg.XLA)
 	if err != nil {
 		return fmt.Errorf("session config: %w", err)
 	}
@@ -154,7 +179,61 @@ func (t *Trainer) start(ctx context.Context, init []*weights.Tensor) error {
 	if err := t.assign(ctx, m.params, init); err != nil {
 		return err
 	}
+	if m.scaler != nil {
+		if err := t.setLossScale(recipe.LossScaleInit, 0); err != nil {
+			return err
+		}
+	}
 	return t.clearOptimizer()
+}
+
+// setLossScale sets FP16's loss scale and growth tracker.
+func (t *Trainer) setLossScale(scale, tracker float64) error {
+	ls := t.m.scaler
+	feeds := map[tf.Output]*tf.Tensor{}
+	for v, x := range map[*variable]float64{ls.scale: scale, ls.tracker: tracker} {
+		val, err := tf.NewTensor(float32(x))
+		if err != nil {
+			return fmt.Errorf("loss scale: %w", err)
+		}
+		defer freeTensor(val)
+		feeds[v.value] = val
+	}
+	if _, err := t.sess.Run(feeds, nil, []*tf.Operation{ls.scale.assign, ls.tracker.assign}); err != nil {
+		return fmt.Errorf("loss scale: %w", err)
+	}
+	return nil
+}
+
+// lossScale reads FP16's loss scale and growth tracker.
+func (t *Trainer) lossScale() (scale, tracker float64, err error) {
+	ls := t.m.scaler
+	out, err := t.sess.Run(nil, []tf.Output{ls.scale.read, ls.tracker.read}, nil)
+	if err != nil {
+		return 0, 0, fmt.Errorf("loss scale: %w", err)
+	}
+	defer freeTensors(out)
+	scale, err1 := scalar(out[0])
+	tracker, err2 := scalar(out[1])
+	return scale, tracker, errors.Join(err1, err2)
+}
+
+// LossScale returns FP16's current loss scale (torch.amp.GradScaler's
+// scale: recipe.LossScaleInit at first, halved after each step with a
+// non-finite gradient, doubled after LossScaleGrowthInterval finite steps
+// in a row), and 0 for every other precision, after Close, or if the
+// scale cannot be read. It waits for a call in flight.
+func (t *Trainer) LossScale() float64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed || t.m == nil || t.m.scaler == nil {
+		return 0
+	}
+	scale, _, err := t.lossScale()
+	if err != nil {
+		return 0
+	}
+	return scale
 }
 
 // assign loads canonical tensors (vars[i] from ts[i]) into the variables,
@@ -284,9 +363,54 @@ func (t *Trainer) TrainStep(ctx context.Context, b *dataset.Batch) (loss float64
 	defer t.mu.Unlock()
 	defer recoverTo(&err, "train step")
 	fail := func(err error) (float64, int, error) { return 0, 0, fmt.Errorf("tfrun: train step: %w", err) }
-	x, l, err := t.feedBatch(b, true)
+	feeds, err := t.stepFeeds(b)
 	if err != nil {
 		return fail(err)
+	}
+	// The loss and the batch's top-1 hits (two scalars) are the only
+	// fetches, and under FP16 whether the step's gradients were finite.
+	fetches := []tf.Output{t.m.trainLoss, t.m.trainCorrect}
+	if t.m.scaler != nil {
+		fetches = append(fetches, t.m.scaler.finite)
+	}
+	runStart := time.Now()
+	out, err := t.sess.Run(feeds, fetches, t.m.train)
+	run := time.Since(runStart)
+	if err != nil {
+		return fail(err)
+	}
+	defer freeTensors(out)
+	// The step counts for the dropout masks even when FP16 skipped the
+	// update (torch's mask index is the global step); Adam's t counts only
+	// the updates made, as torch's optimizer state does.
+	t.step++
+	applied := true
+	if t.m.scaler != nil {
+		f, ok := out[2].Value().(bool)
+		if !ok {
+			return fail(errors.New("finiteness flag is not a bool"))
+		}
+		applied = f
+	}
+	if applied {
+		t.adamStep++
+	}
+	loss, err1 := scalar(out[0])
+	c, err2 := scalar(out[1])
+	if err := errors.Join(err1, err2); err != nil {
+		return fail(err)
+	}
+	t.goOverhead.Add(int64(time.Since(start) - run))
+	t.steps.Add(1)
+	return loss, int(c), nil
+}
+
+// stepFeeds fills the reused input tensors of training step Step() on b:
+// the batch, the dropout masks and Adam's step size and epsilon.
+func (t *Trainer) stepFeeds(b *dataset.Batch) (map[tf.Output]*tf.Tensor, error) {
+	x, l, err := t.feedBatch(b, true)
+	if err != nil {
+		return nil, err
 	}
 	feeds := map[tf.Output]*tf.Tensor{t.m.x: x, t.m.labels: l}
 	for i, li := range t.dropout {
@@ -295,7 +419,7 @@ func (t *Trainer) TrainStep(ctx context.Context, b *dataset.Batch) (loss float64
 			model.DropoutMask(dst, t.cfg.Seed, t.step, layer.Mask, t.cfg.Dropout)
 		})
 		if err != nil {
-			return fail(err)
+			return nil, err
 		}
 		feeds[t.m.masks[i]] = m
 	}
@@ -304,28 +428,11 @@ func (t *Trainer) TrainStep(ctx context.Context, b *dataset.Batch) (loss float64
 		a, err1 := t.adamLR.set(nil, asBytes([]float32{lr}))
 		e, err2 := t.adamEps.set(nil, asBytes([]float32{eps}))
 		if err := errors.Join(err1, err2); err != nil {
-			return fail(err)
+			return nil, err
 		}
 		feeds[t.m.adamLR], feeds[t.m.adamEps] = a, e
 	}
-	runStart := time.Now()
-	// The loss and the batch's top-1 hits (two scalars) are the only fetches.
-	out, err := t.sess.Run(feeds, []tf.Output{t.m.trainLoss, t.m.trainCorrect}, t.m.train)
-	run := time.Since(runStart)
-	if err != nil {
-		return fail(err)
-	}
-	t.step++
-	t.adamStep++
-	loss, err1 := scalar(out[0])
-	c, err2 := scalar(out[1])
-	freeTensors(out)
-	if err := errors.Join(err1, err2); err != nil {
-		return fail(err)
-	}
-	t.goOverhead.Add(int64(time.Since(start) - run))
-	t.steps.Add(1)
-	return loss, int(c), nil
+	return feeds, nil
 }
 
 // adamFeeds returns the step size and epsilon that make TF's
@@ -444,6 +551,14 @@ func (t *Trainer) SaveCheckpoint(dir string, epoch, step int) (err error) {
 	if t.cfg.Optimizer == recipe.Adam {
 		meta.Extra[recipe.MetaAdamStep] = strconv.FormatInt(t.adamStep, 10)
 	}
+	if t.m.scaler != nil {
+		scale, tracker, err := t.lossScale()
+		if err != nil {
+			return fmt.Errorf("tfrun: save checkpoint: %w", err)
+		}
+		meta.Extra[recipe.MetaLossScale] = strconv.FormatFloat(scale, 'g', -1, 32)
+		meta.Extra[recipe.MetaLossScaleTracker] = strconv.FormatInt(int64(tracker), 10)
+	}
 	n := len(t.m.params)
 	if err := weights.SaveCheckpoint(dir, all[:n], all[n:], meta); err != nil {
 		return fmt.Errorf("tfrun: save checkpoint: %w", err)
@@ -508,11 +623,31 @@ func (t *Trainer) LoadCheckpoint(dir string) (epoch, step int, err error) {
 	if err := errors.Join(err1, err2); err != nil {
 		return fail(err)
 	}
+	// FP16's scale and tracker; a checkpoint without them (another
+	// precision's) starts from GradScaler's initial state.
+	scale, tracker := recipe.LossScaleInit, int64(0)
+	if t.m.scaler != nil {
+		if s, ok := meta.Extra[recipe.MetaLossScale]; ok {
+			v, err := strconv.ParseFloat(s, 64)
+			if err != nil || !(v > 0) || math.IsInf(v, 0) {
+				return fail(fmt.Errorf("%s %q: want a positive finite number", recipe.MetaLossScale, s))
+			}
+			scale = v
+		}
+		if tracker, err = counter(recipe.MetaLossScaleTracker, 0); err != nil {
+			return fail(err)
+		}
+	}
 	if err := t.assign(context.Background(), t.m.params, full); err != nil {
 		return fail(err)
 	}
 	if err := t.assign(context.Background(), t.m.slots, slots); err != nil {
 		return fail(err)
+	}
+	if t.m.scaler != nil {
+		if err := t.setLossScale(scale, float64(tracker)); err != nil {
+			return fail(err)
+		}
 	}
 	t.step, t.adamStep = gstep, astep
 	return meta.Epoch, meta.Step, nil
@@ -534,19 +669,37 @@ func (t *Trainer) PeakGPUBytes() int64 { return 0 }
 
 // Info reports the framework, the loaded library's version, the device
 // ("cpu" or "cuda:N"), the session's intra-op threads, and settings that
-// affect speed: the inter-op threads and TensorFlow's oneDNN switch
-// (TF_ENABLE_ONEDNN_OPTS as the process has it; unset means TensorFlow's
-// default, on for x86 CPUs).
+// affect speed: every recipe.SettingKeys key, the inter-op threads and
+// TensorFlow's oneDNN switch (TF_ENABLE_ONEDNN_OPTS as the process has it;
+// unset means TensorFlow's default, on for x86 CPUs).
+//
+// The keys' values: precision as trained; tf32 and deterministic as the
+// library reads them back (tsl::tensor_float_32_execution_enabled,
+// tsl::OpDeterminismRequired); memory_format "NHWC", the layout of the
+// graph tfrun builds; cudnn_benchmark on a GPU as the convolution kernels
+// read TF_CUDNN_USE_AUTOTUNE (tsl::CudnnUseAutotune), "false" on the CPU,
+// where TensorFlow autotunes nothing; xla whether the session compiles with
+// XLA.
 func (t *Trainer) Info() recipe.Info {
 	onednn, ok := os.LookupEnv("TF_ENABLE_ONEDNN_OPTS")
 	if !ok {
 		onednn = "default"
 	}
+	precision := t.cfg.Precision
+	if precision == "" {
+		precision = recipe.FP32
+	}
 	return recipe.Info{
 		Framework: Framework, Version: Version(), Device: t.dev.String(), Threads: t.intra,
 		Settings: map[string]string{
-			"inter_op_threads": strconv.Itoa(t.inter),
-			"onednn":           onednn,
+			recipe.SettingPrecision:      precision,
+			recipe.SettingTF32:           strconv.FormatBool(t.sw.tf32),
+			recipe.SettingMemoryFormat:   "NHWC",
+			recipe.SettingCUDNNBenchmark: strconv.FormatBool(t.sw.autotune == "1"),
+			recipe.SettingXLA:            strconv.FormatBool(t.cfg.XLA),
+			recipe.SettingDeterministic:  strconv.FormatBool(t.sw.deterministic),
+			"inter_op_threads":           strconv.Itoa(t.inter),
+			"onednn":                     onednn,
 		},
 	}
 }
@@ -608,6 +761,10 @@ func (t *Trainer) release() error {
 	if t.m != nil {
 		freeGraph(t.m.graph)
 		t.m = nil
+	}
+	if t.holdsSwitches {
+		releaseSwitches()
+		t.holdsSwitches = false
 	}
 	return err
 }
