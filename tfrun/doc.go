@@ -73,6 +73,67 @@
 // buildOptimizer in graph.go for the derivation; Adam's epsilon is fed as
 // ε·√(1−β2^t) because TF adds it outside the bias correction).
 //
+// # Precision and the settings that decide speed
+//
+// recipe.Config.Precision: FP32 (the default) and TF32 build the graph in
+// float32; TF32 only turns TensorFloat-32 products on. BF16 and FP16 are
+// mixed precision with float32 master weights, built as explicit casts
+// with torch autocast's semantics (so that both frameworks round the same
+// values), not by grappler's auto-mixed-precision rewrite: Conv2D,
+// DepthwiseConv2dNative and MatMul (with their BiasAdd) take casts of
+// their input, weight and bias to bfloat16 or float16; FusedBatchNormV3
+// takes the low map with float32 scale, offset and statistics (T low, U
+// float32); ReLU, Relu6, the paddings, MaxPool and the residual AddV2 run
+// in whatever type reaches them (AddV2 of two types promotes both to
+// float32); the adaptive pool accumulates in float32 and rounds its result
+// back to the type it got; a Dropout mask multiply promotes to float32 as
+// torch's does; the logits are cast to float32 before the cross-entropy,
+// and Logits and Evaluate see float32 logits. Variables, gradients as the
+// optimizer sees them (Cast's gradient casts back), optimizer slots and
+// BatchNorm statistics stay float32. The CPU kernels of
+// tensorflow-cpu 2.21 exist for bfloat16 and float16 for every op the
+// graph and its gradients use. Evaluation runs in the training precision.
+//
+// FP16 adds dynamic loss scaling in the graph, torch.amp.GradScaler's rule
+// with its defaults (recipe.LossScale*): the gradients are taken of the
+// loss times a scale variable and multiplied by its float32 reciprocal; a
+// step with an inf or a NaN among them runs no optimizer update (each
+// update's gradient passes a Switch whose live output is dead on such a
+// step, tf.cond v1's control flow), so no weight, momentum or Adam slot
+// changes and Adam's step count stays; BatchNorm's running statistics and
+// the dropout step still advance, as in torch. The scale is halved on such
+// a step and doubled after 2000 finite ones in a row; scale and tracker are
+// variables, saved in checkpoints (recipe.MetaLossScale,
+// MetaLossScaleTracker). Trainer.LossScale reads the scale.
+//
+// XLA (recipe.Config.XLA) compiles the step by auto-clustering: the
+// session's global_jit_level is ON_1 (OFF without --xla). On the CPU XLA
+// also needs MarkForCompilationPassFlags.tf_xla_cpu_global_jit, which
+// TensorFlow reads once, when the first graph of the process is optimized;
+// tfrun's init therefore sets it (TF_SetTfXlaCpuGlobalJit, as
+// TF_XLA_FLAGS=--tf_xla_cpu_global_jit would), which changes nothing for
+// sessions whose jit level is OFF. TestXLA finds the _XlaCompile and
+// _XlaRun nodes in the partition graph and _XlaRun in the step stats.
+// libtorch has no counterpart.
+//
+// Op determinism (recipe.Config.Deterministic, what
+// tf.config.experimental.enable_op_determinism sets), TF32 (on only for
+// precision tf32; TensorFlow's default is on) and, on a GPU, cuDNN
+// autotuning (recipe.Config.CUDNNBenchmark as TF_CUDNN_USE_AUTOTUNE; the
+// default is on) are process-wide in TensorFlow. The C API has no call for
+// them, so switches.cc calls tsl::EnableOpDeterminism,
+// tsl::enable_tensor_float_32_execution and tsl::CudnnUseAutotune, which
+// libtensorflow_framework.so.2 exports (a C++ compiler builds tfrun). New
+// sets them before its session runs and reads them back; while a Trainer
+// lives, a New that asks for other values fails with ErrSwitches.
+//
+// Info().Settings holds every recipe.SettingKeys key: precision; tf32 and
+// deterministic as the library reads them back; memory_format "NHWC", the
+// layout tfrun builds (on a GPU grappler's layout optimizer may still
+// transpose convolutions to NCHW inside the session, which tfrun does not
+// read back); cudnn_benchmark as the kernels read it on a GPU, "false" on
+// the CPU, where TensorFlow autotunes nothing; xla.
+//
 // # Devices and threads
 //
 // Device "cpu", "cuda" or "cuda:N" (TensorFlow's /device:GPU:N): the graph

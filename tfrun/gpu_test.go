@@ -2,8 +2,10 @@ package tfrun
 
 import (
 	"context"
+	"strconv"
 	"testing"
 
+	"github.com/fwbench/fwbench/recipe"
 	"github.com/fwbench/fwbench/weights"
 )
 
@@ -56,5 +58,45 @@ func TestGPU(t *testing.T) {
 	}
 	if err := gpu.Sync(); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestGPUSettings checks the GPU-only switches on the first GPU: TF32 off
+// for fp32 and on for tf32, as the library reads it back
+// (tsl::tensor_float_32_execution_enabled) and as Info reports it, and
+// cuDNN autotuning as the recipe asks (tsl::CudnnUseAutotune, which reads
+// TF_CUDNN_USE_AUTOTUNE). Skipped without a GPU, like TestGPU.
+func TestGPUSettings(t *testing.T) {
+	gpus, err := CUDADevices()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(gpus) == 0 {
+		t.Skip("no GPU in this libtensorflow (CPU build, or no CUDA device): run it in Dockerfile.cuda's build stage, see docs/reliability.md")
+	}
+	for _, c := range []struct {
+		precision string
+		benchmark bool
+		tf32      bool
+	}{{recipe.FP32, false, false}, {recipe.TF32, true, true}, {recipe.BF16, true, false}} {
+		cfg := tinyConfig()
+		cfg.Device, cfg.Precision, cfg.CUDNNBenchmark = gpus[0], c.precision, c.benchmark
+		tr, err := New(context.Background(), cfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := tr.Info().Settings
+		if got, want := s[recipe.SettingTF32], strconv.FormatBool(c.tf32); got != want || tf32Enabled() != c.tf32 {
+			t.Errorf("%s: Settings[tf32] %q, library %t; want %q", c.precision, got, tf32Enabled(), want)
+		}
+		if got, want := s[recipe.SettingCUDNNBenchmark], strconv.FormatBool(c.benchmark); got != want || cudnnAutotune() != c.benchmark {
+			t.Errorf("%s: Settings[cudnn_benchmark] %q, library %t; want %q", c.precision, got, cudnnAutotune(), want)
+		}
+		if _, _, err := tr.TrainStep(context.Background(), synthBatch(0, 8, 3, 32, 1)); err != nil {
+			t.Errorf("%s: %v", c.precision, err)
+		}
+		if err := tr.Close(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
