@@ -26,6 +26,16 @@ non-VGG model and VGG's three heads). Both parts also run the Keras builder in f
 against the torch builder in float64, where rounding cannot hide a difference in what the
 two compute.
 
+Part 3 (bf16) is part 2 in mixed bfloat16, the --precision bf16 of the reference runs: the
+torch builder under torch.autocast("cpu", torch.bfloat16) with the loss on the logits cast
+to float32, the Keras builder with precision="bf16" (its mixed_bfloat16 layers, float32
+dropout multiply and loss). The noise of a quantity is here how far the torch builder's bf16
+result lies from its float32 one (what bfloat16's 8-bit significand does to it); the two
+bf16 runs must agree within NOISE_BF16 times that, and each must differ from its own float32
+run (bf16 really ran).
+
+    check_builders.py --parts bf16    # part 3 alone (about a minute)
+
 It prints the largest absolute and relative differences with the noise each bound allows
 (see ABS, REL, NOISE) and exits 1 when one exceeds its bound. Tests never run this script;
 it is how the reference runs were checked (scripts/reference/README.md has its results).
@@ -64,6 +74,11 @@ PAIR_SPECS = [{"name": n, "image_size": 64, "classes": 3} for n in ("resnet18", 
     for n, h in (("vgg16", "flatten"), ("vgg16_bn", "torchvision"), ("vgg11", "keras"))]
 F64 = (1e-10, 1e-8)  # float64 against float64
 SGD = {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}
+# bf16 against bf16 (part 3): two implementations that each round to bfloat16 where torch's
+# autocast does lie from one another about as far as each lies from float32, in either
+# direction: 2 covers the sum of two such distances, 4 leaves room for rounding points that
+# differ (a conv's output rounded before or after its bias).
+NOISE_BF16 = 4
 
 
 def describe(spec, nets):
@@ -87,7 +102,7 @@ class Diffs:
     def __init__(self):
         self.rows, self.failed = [], False
 
-    def add(self, model, what, got, want, noise=0.0, bound=(ABS, REL)):
+    def add(self, model, what, got, want, noise=0.0, bound=(ABS, REL), factor=NOISE):
         """Bound: ABS + REL·|want| + NOISE·noise elementwise, noise being how far the torch
         builder's own float32 result lies from its float64 one (how well conditioned the
         quantity is: two float32 implementations may each lie that far from the exact value)."""
@@ -98,7 +113,7 @@ class Diffs:
             return
         d = np.abs(got - want)
         rel = float(np.max(d / np.maximum(np.abs(want), 1e-30))) if d.size else 0.0
-        bad = bool(np.any(d > bound[0] + bound[1] * np.abs(want) + NOISE * noise))
+        bad = bool(np.any(d > bound[0] + bound[1] * np.abs(want) + factor * noise))
         self.failed |= bad
         self.rows.append((model, what, float(np.max(d)) if d.size else 0.0, rel, noise, "FAIL" if bad else ""))
 
@@ -108,22 +123,31 @@ class Diffs:
             print(f"{m:<22} {w:<44} {a:>11.3e} {r:>10.3e} {n:>11.3e} {note}")
 
 
-def torch_run(net, x, y, sgd, double=False):
+def torch_run(net, x, y, sgd, double=False, low=None):
     """The torch builder: returns (module, tensor names, eval logits, train logits, train
     loss, state after the step, initial weights); double runs it in float64 from the same
-    float32 start."""
+    float32 start; low (torch.bfloat16) runs the forward passes under CPU autocast in that
+    type and the loss on the logits cast to float32, as torch_train.py --precision bf16."""
     m = torch_train.Net(net)
     names = load_formula(m)
     w0 = {k: v.detach().clone().numpy() for k, v in m.state_dict().items()}
     if double:
         m, x = m.double(), x.double()
+
+    def fwd(x):
+        with torch.autocast("cpu", dtype=low or torch.float32, enabled=low is not None):
+            out = m(x)
+        if low is not None and out.dtype != low:
+            sys.exit(f"check_builders: logits are {out.dtype} under autocast, want {low}")
+        return out.float() if low is not None else out
+
     m.eval()
     with torch.no_grad():
-        ev = m(x)
+        ev = fwd(x)
     m.train()
     opt = torch.optim.SGD(m.parameters(), lr=sgd["lr"], momentum=sgd["momentum"], weight_decay=sgd["weight_decay"])
     opt.zero_grad()
-    tr = m(x)
+    tr = fwd(x)
     loss = torch.nn.functional.cross_entropy(tr, y)
     loss.backward()
     opt.step()
@@ -131,25 +155,26 @@ def torch_run(net, x, y, sgd, double=False):
     return m, names, ev.numpy(), tr.detach().numpy(), float(loss.detach()), after, w0
 
 
-def keras_run(net, w0, x_nhwc, y, classes, sgd, dtype="float32"):
+def keras_run(net, w0, x_nhwc, y, classes, sgd, dtype="float32", precision="fp32"):
     """The Keras builder, as torch_run; dtype "float64" builds it with float64 layers (Keras'
-    floatx) from the same float32 start."""
+    floatx) from the same float32 start; precision "bf16" builds it with keras_train's
+    mixed_bfloat16 layers and casts the logits to float32 before the loss."""
     import keras
     import tensorflow as tf
 
     keras.config.set_floatx(dtype)  # the Inputs' dtype
     keras.config.set_dtype_policy(dtype)  # the layers'
     try:
-        model, tensors = keras_train.build(net, keras)
+        model, tensors = keras_train.build(net, keras, precision=precision)
     finally:
         keras.config.set_floatx("float32")
         keras.config.set_dtype_policy("float32")
     keras_train.load_weights(tensors, {k: v.astype(dtype) for k, v in w0.items()})
     x = tf.constant(x_nhwc.astype(dtype))
-    ev = model([x], training=False).numpy()
+    ev = tf.cast(model([x], training=False), dtype).numpy()
     variables = model.trainable_variables
     with tf.GradientTape() as tape:
-        tr = model([x], training=True)
+        tr = tf.cast(model([x], training=True), dtype)
         loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=tf.one_hot(y, classes, dtype=dtype),
                                                                       logits=tr))
     # torch's first SGD step written out (the momentum buffer starts as the gradient with
@@ -260,6 +285,33 @@ def check_pair(args, diffs):
         print(f"{tag} at 64 px: {len(net['layers'])} layers", file=sys.stderr)
 
 
+def check_bf16(args, diffs):
+    """Part 3: the Keras builder in mixed bfloat16 against the torch builder under bf16
+    autocast, at 64 px × 8 on PAIR_SPECS; noise is the torch builder's bf16-vs-fp32 distance."""
+    for spec in PAIR_SPECS:
+        net = describe(spec, args.nets)
+        benchlib.check_net(net)
+        x, y = make_input(PAIR_BATCH, spec["image_size"], spec["classes"])
+        x_nhwc = np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy())
+        _, _, ev, tr, tl, after, w0 = torch_run(net, x, y, SGD)
+        _, _, bev, btr, btl, bafter, _ = torch_run(net, x, y, SGD, low=torch.bfloat16)
+        kev, ktr, ktl, kafter = keras_run(net, w0, x_nhwc, y.numpy(), spec["classes"], SGD, precision="bf16")
+        ns = [n for n, _ in benchlib.params(net) if n in kafter]
+
+        def flat(a):
+            return np.concatenate([a[n].ravel() for n in ns])
+
+        tag = f"{spec['name']}/{net['head']}"
+        for what, k, b, f in (("eval logits", kev, bev, ev), ("train logits", ktr, btr, tr), ("sgd1 loss", [ktl], [btl], [tl]),
+                              (f"sgd1 {len(ns)} tensors", flat(kafter), flat(bafter), flat(after))):
+            n = noise(b, f)
+            diffs.add(tag, "bf16 keras vs torch @64px×8: " + what, k, b, n, factor=NOISE_BF16)
+            if n == 0 or noise(k, f) == 0:  # bf16 must change the numbers in both builders
+                diffs.rows.append((tag, "bf16 = fp32: " + what, 0.0, 0.0, n, "FAIL"))
+                diffs.failed = True
+        print(f"{tag} at 64 px in bf16: {len(net['layers'])} layers", file=sys.stderr)
+
+
 def f64(diffs, tag, net, w0, x_nhwc, y, classes, sgd, torch32, torch64):
     """The Keras builder in float64 against the torch builder in float64, from the same start:
     rounding no longer hides a difference in what the two compute (F64 bounds). The noise of
@@ -283,12 +335,18 @@ def main():
     ap.add_argument("--fixture", default=FIXTURE)
     ap.add_argument("--nets", help="read the descriptions here (describe's file names) instead of asking scripts/bench/export")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--parts", default="fixture,pair,bf16", help="comma list of fixture (1), pair (2), bf16 (3)")
     args = ap.parse_args()
+    parts = args.parts.split(",")
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
     diffs = Diffs()
-    check_fixture(args, diffs)
-    check_pair(args, diffs)
+    if "fixture" in parts:
+        check_fixture(args, diffs)
+    if "pair" in parts:
+        check_pair(args, diffs)
+    if "bf16" in parts:
+        check_bf16(args, diffs)
     diffs.print()
     if diffs.failed:
         sys.exit(f"check_builders: a difference exceeds {ABS:g} + {REL:g}·|want| + {NOISE:g}·(fp32 noise)")
