@@ -36,6 +36,7 @@
 #   BENCH_FRAMEWORKS  "torch tensorflow"
 #   BENCH_OUT         output folder (default $FWBENCH_CACHE/bench/<UTC time>)
 #   BENCH_PROFILE     1 (default): one extra profiled step in the last Python run of each cell
+#                     and precision
 #   BENCH_DOC         1 (default unless --quick): update docs/benchmarks.md and docs/bench/
 #   BENCH_SECTION     the marked section of docs/benchmarks.md to rewrite (default "table"; raw
 #                     JSON then goes to docs/bench/ for "table", docs/bench/<section>/ otherwise)
@@ -50,7 +51,8 @@
 # builders (scripts/reference/torch_train.py, keras_train.py), so both sides train the same
 # graph; every run record names the model and head. A cell's folder is s<S>-b<B> for vgg16
 # with its default head (the names of docs/bench/cpu-s<S>-b<B>.json) and
-# <model>[-<head>]-s<S>-b<B> otherwise.
+# <model>[-<head>]-s<S>-b<B> otherwise; in it each run leaves <framework>-<precision>-<driver>-r<N>
+# .json/.out/.err/.time (driver go, go-bare or python) and runs.tsv lists them all.
 #
 # Every run is a fresh process. Per cell and framework, repeat r runs Go then Python when r
 # is odd and Python then Go when r is even (G P P G G P ...), so slow drifts of the machine
