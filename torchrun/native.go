@@ -12,10 +12,12 @@ import (
 	"math"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"unsafe"
 
 	"github.com/fwbench/fwbench/model"
+	"github.com/fwbench/fwbench/recipe"
 )
 
 // This file is the only one that talks to C. Every wrapper turns the shim's
@@ -46,6 +48,18 @@ type spec struct {
 	nesterov                  bool
 	beta1, beta2, eps         float64
 	device                    string
+	precision                 string // a recipe precision
+	channelsLast              bool
+	cudnnBenchmark            bool
+	deterministic             bool
+}
+
+// precisionCodes maps recipe's precisions to the shim's (TR_*).
+var precisionCodes = map[string]C.int32_t{
+	recipe.FP32: C.TR_FP32,
+	recipe.TF32: C.TR_TF32,
+	recipe.BF16: C.TR_BF16,
+	recipe.FP16: C.TR_FP16,
 }
 
 func b2i(b bool) C.int32_t {
@@ -138,20 +152,22 @@ func nativeVersion() (string, error) {
 	return C.GoString(out), nil
 }
 
-// nativeSettings returns the libtorch settings that affect speed (tr_settings).
-func nativeSettings() (map[string]string, error) {
+// nativeSettings returns the libtorch settings that affect speed (tr_settings):
+// the process-wide switches as libtorch reads them back, and m's precision and
+// memory format.
+func nativeSettings(m *handle) (map[string]string, error) {
 	var out *C.char
-	if err := nativeErr("settings", C.tr_settings(&out)); err != nil {
+	if err := nativeErr("settings", C.tr_settings(m, &out)); err != nil {
 		return nil, err
 	}
 	defer C.free(unsafe.Pointer(out))
-	m := map[string]string{}
+	s := map[string]string{}
 	for line := range strings.Lines(C.GoString(out)) {
 		if k, v, ok := strings.Cut(strings.TrimSpace(line), "="); ok {
-			m[k] = v
+			s[k] = v
 		}
 	}
-	return m, nil
+	return s, nil
 }
 
 func nativeCUDACount() (int, error) {
@@ -168,6 +184,10 @@ func nativeNew(s *spec) (*handle, error) {
 	defer free()
 	if len(ls) == 0 {
 		return nil, errors.New("torchrun: new: the net has no layers")
+	}
+	prec, ok := precisionCodes[s.precision]
+	if !ok {
+		return nil, fmt.Errorf("torchrun: new: precision %q is not supported", s.precision)
 	}
 	dev := C.CString(s.device)
 	defer C.free(unsafe.Pointer(dev))
@@ -190,6 +210,15 @@ func nativeNew(s *spec) (*handle, error) {
 		bn_momentum:  C.double(model.BNMomentum),
 		bn_eps:       C.double(model.BNEps),
 		device:       dev,
+
+		precision:       prec,
+		channels_last:   b2i(s.channelsLast),
+		cudnn_benchmark: b2i(s.cudnnBenchmark),
+		deterministic:   b2i(s.deterministic),
+		loss_scale:      C.double(recipe.LossScaleInit),
+		scale_growth:    C.double(recipe.LossScaleGrowth),
+		scale_backoff:   C.double(recipe.LossScaleBackoff),
+		scale_interval:  C.int32_t(recipe.LossScaleGrowthInterval),
 	}
 	var m *handle
 	if err := nativeErr("new", C.tr_new(&cs, &m)); err != nil {
@@ -291,6 +320,60 @@ func nativeEvaluate(m *handle, op string, x []float32, labels []int32, n, h, w, 
 	err := nativeErr(op, C.tr_evaluate(m, (*C.float)(&x[0]), pl, C.int64_t(n), C.int64_t(h), C.int64_t(w), C.int64_t(c),
 		&loss, &correct, po, C.int64_t(len(logits))))
 	return float64(loss), int(correct), err
+}
+
+// nativeLossScale returns fp16's loss scale and growth tracker (0, 0 for other precisions).
+func nativeLossScale(m *handle) (scale float64, tracker int64, err error) {
+	var s C.double
+	var n C.int64_t
+	err = nativeErr("loss scale", C.tr_get_loss_scale(m, &s, &n))
+	return float64(s), int64(n), err
+}
+
+// nativeSetLossScale sets fp16's loss scale and growth tracker.
+func nativeSetLossScale(m *handle, op string, scale float64, tracker int64) error {
+	return nativeErr(op, C.tr_set_loss_scale(m, C.double(scale), C.int64_t(tracker)))
+}
+
+// layerRecord is one layer output that tr_record saw.
+type layerRecord struct {
+	layer        int
+	dtype        string // c10's name: "Float", "BFloat16", "Half"
+	channelsLast bool   // channels_last-contiguous (4-D outputs only)
+	contiguous   bool
+}
+
+// tensorRecord is one named tensor after a recorded training step.
+type tensorRecord struct {
+	name, dtype, gradDtype string // gradDtype "-" when it has no gradient
+}
+
+// nativeRecord turns the shim's debug record of later calls on or off.
+func nativeRecord(m *handle, on bool) error { return nativeErr("record", C.tr_record(m, b2i(on))) }
+
+// nativeRecorded returns what the last recorded call saw.
+func nativeRecorded(m *handle) (layers []layerRecord, tensors []tensorRecord, err error) {
+	var out *C.char
+	if err := nativeErr("record", C.tr_recorded(m, &out)); err != nil {
+		return nil, nil, err
+	}
+	defer C.free(unsafe.Pointer(out))
+	for line := range strings.Lines(C.GoString(out)) {
+		f := strings.Fields(line)
+		switch {
+		case len(f) == 5 && f[0] == "layer":
+			i, err := strconv.Atoi(f[1])
+			if err != nil {
+				return nil, nil, fmt.Errorf("torchrun: record: %q: %w", line, err)
+			}
+			layers = append(layers, layerRecord{layer: i, dtype: f[2], channelsLast: f[3] == "1", contiguous: f[4] == "1"})
+		case len(f) == 4 && f[0] == "tensor":
+			tensors = append(tensors, tensorRecord{name: f[1], dtype: f[2], gradDtype: f[3]})
+		default:
+			return nil, nil, fmt.Errorf("torchrun: record: unexpected line %q", line)
+		}
+	}
+	return layers, tensors, nil
 }
 
 func nativeSync(m *handle) error { return nativeErr("sync", C.tr_sync(m)) }

@@ -8,6 +8,9 @@
 // flatten; linear; a multiply by the step's dropout mask). Nothing here knows
 // a model by name.
 // Dropout is not drawn here: Go passes each step's masks (model.DropoutMask).
+// Mixed precision is torch.autocast's C++ state around the forward pass (conv2d
+// and linear in bf16/fp16, every other op in the type that reaches it), with
+// float32 parameters, loss and optimizer; fp16 adds GradScaler's loss scaling.
 // Everything a step allocates is owned by C++ RAII and freed before the call
 // returns; nothing per step is left for Go finalizers.
 #include "shim.h"
@@ -17,6 +20,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/Version.h>
+#include <ATen/autocast_mode.h>
 #include <c10/core/CachingDeviceAllocator.h>
 #include <torch/cuda.h>
 #include <torch/nn/functional/loss.h>
@@ -134,6 +138,13 @@ struct Layer {
 
 struct tr_model {
   torch::Device device{torch::kCPU};
+  int32_t precision = TR_FP32;
+  bool autocast = false;                   // TR_BF16, TR_FP16
+  at::ScalarType low = at::kFloat;         // autocast's type
+  bool channels_last = false;
+  torch::Tensor scale, tracker;            // TR_FP16: GradScaler's _scale (float32) and _growth_tracker (int32)
+  bool record = false;                     // tr_record
+  std::string recorded;
   std::vector<Layer> layers;
   int64_t mask_width = 0;  // the dropout layers' widths summed: mask values per image
   std::map<std::string, torch::Tensor> named;  // parameters and buffers by canonical name
@@ -192,9 +203,11 @@ void build(tr_model *m, const tr_layer *ls, int32_t n) {
     l.size = s.size;
     l.bias = s.bias != 0;
     l.head = s.head != 0;
-    auto param = [&](const std::string &leaf, torch::IntArrayRef shape, bool trainable) {
+    // channels_last: as model.to(memory_format=torch.channels_last) does to 4-D tensors.
+    auto param = [&](const std::string &leaf, torch::IntArrayRef shape, bool trainable, bool cl = false) {
       TORCH_CHECK(!name.empty(), what, ": a layer with tensors needs a name");
-      auto t = torch::zeros(shape, opts);
+      auto t = torch::zeros(shape, opts);  // (zeros ignores a memory format in opts)
+      if (cl) t = t.contiguous(at::MemoryFormat::ChannelsLast);
       if (trainable) {
         t.set_requires_grad(true);
         m->params.push_back(t);
@@ -208,7 +221,7 @@ void build(tr_model *m, const tr_layer *ls, int32_t n) {
                         l.in_c % l.groups == 0 && l.out % l.groups == 0,
                     what, ": conv ", l.in_c, "->", l.out, " kernel ", l.kernel, " stride ", l.stride, " pad ", l.pad,
                     " groups ", l.groups);
-        l.w = param("weight", {l.out, l.in_c / l.groups, l.kernel, l.kernel}, true);
+        l.w = param("weight", {l.out, l.in_c / l.groups, l.kernel, l.kernel}, true, m->channels_last);
         if (l.bias) l.b = param("bias", {l.out}, true);
         break;
       case TR_BATCH_NORM:
@@ -308,20 +321,106 @@ torch::Tensor forward(tr_model *m, const torch::Tensor &x, const float *masks, b
         masks += n * l.width;
         break;
     }
+    if (m->record) {
+      const bool four = y.dim() == 4;
+      m->recorded += "layer " + std::to_string(i) + " " + std::string(c10::toString(y.scalar_type())) + " " +
+                     (four && y.is_contiguous(at::MemoryFormat::ChannelsLast) ? "1" : "0") + " " +
+                     (y.is_contiguous() ? "1" : "0") + "\n";
+    }
     outs[i] = std::move(y);
     for (int j : l.release) outs[j].reset();
   }
   return outs.back();
 }
 
-// input builds the NCHW device tensor from Go's NHWC buffer. The result never
-// aliases Go memory: contiguous() copies the permuted view (clone when it was
-// already contiguous, which only happens for 1x1 images), and to() copies again.
+// input builds the NCHW device tensor from Go's NHWC buffer, in the model's
+// memory format (contiguous, or channels_last as x.contiguous(memory_format=
+// torch.channels_last)). The result never aliases Go memory: clone copies the
+// permuted view (which is already channels_last-strided), and to() keeps the format.
 torch::Tensor input(tr_model *m, const float *x, int64_t n, int64_t h, int64_t w, int64_t c) {
   auto blob = torch::from_blob(const_cast<float *>(x), {n, h, w, c}, torch::kFloat32);
-  auto t = blob.permute({0, 3, 1, 2}).contiguous();
-  if (t.data_ptr() == blob.data_ptr()) t = t.clone();
+  auto t = blob.permute({0, 3, 1, 2}).clone(m->channels_last ? at::MemoryFormat::ChannelsLast
+                                                              : at::MemoryFormat::Contiguous);
   return t.to(m->device);
+}
+
+// Autocast is torch.autocast(device_type, dtype) as a scope: __enter__ saves the
+// device type's enabled flag and type and the cache flag, enables autocast with
+// the model's type and increments the nesting; __exit__ clears the cast cache
+// when the nesting drops to 0 and restores what it saved. Inactive (no change at
+// all) for fp32 and tf32. The state is per thread; every call of a model runs on
+// its worker's thread.
+class Autocast {
+ public:
+  explicit Autocast(const tr_model *m) : active_(m->autocast), type_(m->device.type()) {
+    if (!active_) return;
+    prev_cache_ = at::autocast::is_autocast_cache_enabled();
+    prev_enabled_ = at::autocast::is_autocast_enabled(type_);
+    prev_dtype_ = at::autocast::get_autocast_dtype(type_);
+    at::autocast::set_autocast_enabled(type_, true);
+    at::autocast::set_autocast_dtype(type_, m->low);
+    at::autocast::increment_nesting();
+    at::autocast::set_autocast_cache_enabled(prev_cache_);  // autocast's cache_enabled default
+  }
+  ~Autocast() {
+    if (!active_) return;
+    try {
+      if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+      at::autocast::set_autocast_enabled(type_, prev_enabled_);
+      at::autocast::set_autocast_dtype(type_, prev_dtype_);
+      at::autocast::set_autocast_cache_enabled(prev_cache_);
+    } catch (...) {
+    }
+  }
+  Autocast(const Autocast &) = delete;
+  Autocast &operator=(const Autocast &) = delete;
+
+ private:
+  bool active_;
+  at::DeviceType type_;
+  bool prev_cache_ = true, prev_enabled_ = false;
+  at::ScalarType prev_dtype_ = at::kFloat;
+};
+
+// run_logits runs the forward pass under the model's autocast and returns float32
+// logits (logits.float(), outside autocast).
+torch::Tensor run_logits(tr_model *m, const torch::Tensor &x, const float *masks, bool train) {
+  torch::Tensor out;
+  {
+    Autocast ac(m);
+    out = forward(m, x, masks, train);
+  }
+  return out.to(torch::kFloat32);
+}
+
+// scaled_step is GradScaler's unscale_, step and update after a backward pass of
+// the scaled loss: divide every gradient the optimizer holds by the scale, step
+// only when they are all finite, then grow or back off the scale.
+void scaled_step(tr_model *m) {
+  std::vector<torch::Tensor> grads;
+  for (auto &g : m->opt->param_groups()) {
+    for (auto &p : g.params()) {
+      if (p.grad().defined()) grads.push_back(p.mutable_grad());
+    }
+  }
+  auto f32 = torch::TensorOptions().dtype(torch::kFloat32).device(m->device);
+  auto found_inf = torch::zeros({}, f32);
+  auto inv_scale = m->scale.to(torch::kFloat64).reciprocal().to(torch::kFloat32);
+  {
+    torch::NoGradGuard g;
+    at::_amp_foreach_non_finite_check_and_unscale_(grads, found_inf, inv_scale);
+  }
+  if (found_inf.item<float>() == 0) m->opt->step();
+  const tr_spec &s = m->spec;
+  at::_amp_update_scale_(m->scale, m->tracker, found_inf, s.scale_growth, s.scale_backoff, s.scale_interval);
+}
+
+void record_tensors(tr_model *m) {
+  for (auto &[name, t] : m->named) {
+    const auto &g = t.grad();
+    m->recorded += "tensor " + name + " " + std::string(c10::toString(t.scalar_type())) + " " +
+                   (g.defined() ? std::string(c10::toString(g.scalar_type())) : std::string("-")) + "\n";
+  }
 }
 
 torch::Tensor targets(tr_model *m, const int32_t *labels, int64_t n) {
@@ -397,16 +496,30 @@ const char *tr_cuda_device_count(int64_t *out) {
   TR_CATCH
 }
 
-const char *tr_settings(char **out) {
+const char *tr_settings(tr_model *m, char **out) {
   TR_TRY
   load_cuda();
   auto &ctx = at::globalContext();
   auto b = [](bool v) { return v ? "true" : "false"; };
+  // tf32: what torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+  // read; "true" only when both are on.
   std::string s = std::string("mkldnn=") + b(ctx.userEnabledMkldnn()) + "\n" +
                   "cudnn_benchmark=" + b(ctx.benchmarkCuDNN()) + "\n" +
                   "cudnn_allow_tf32=" + b(ctx.allowTF32CuDNN()) + "\n" +
+                  "cublas_allow_tf32=" + b(ctx.allowTF32CuBLAS()) + "\n" +
+                  "tf32=" + b(ctx.allowTF32CuDNN() && ctx.allowTF32CuBLAS()) + "\n" +
                   "deterministic=" + b(ctx.deterministicAlgorithms()) + "\n" +
-                  "memory_format=contiguous (NCHW)\n";
+                  "xla=n/a\n";
+  if (m != nullptr) {
+    static const char *names[] = {"fp32", "tf32", "bf16", "fp16"};
+    s += std::string("precision=") + names[m->precision] + "\n";
+    bool cl = true;  // every 4-D tensor in channels_last
+    for (auto &[name, t] : m->named) {
+      if (t.dim() == 4 && !t.is_contiguous(at::MemoryFormat::ChannelsLast)) cl = false;
+    }
+    s += std::string("memory_format=") + (m->channels_last && cl ? "channels_last" : "contiguous") + "\n";
+    if (m->autocast) s += std::string("autocast_dtype=") + c10::toString(m->low) + "\n";
+  }
   *out = dup(s);
   TR_CATCH
 }
@@ -424,6 +537,11 @@ const char *tr_new(const tr_spec *s, tr_model **out) {
   m->optimizer = s->optimizer;
   m->bn_momentum = s->bn_momentum;
   m->bn_eps = s->bn_eps;
+  TORCH_CHECK(s->precision >= TR_FP32 && s->precision <= TR_FP16, "unknown precision ", s->precision);
+  m->precision = s->precision;
+  m->autocast = s->precision == TR_BF16 || s->precision == TR_FP16;
+  m->low = s->precision == TR_FP16 ? at::kHalf : s->precision == TR_BF16 ? at::kBFloat16 : at::kFloat;
+  m->channels_last = s->channels_last != 0;
 
   torch::Device dev(std::string(s->device));  // throws on an unknown device string
   if (dev.is_cuda()) {
@@ -439,7 +557,23 @@ const char *tr_new(const tr_spec *s, tr_model **out) {
     TORCH_CHECK(dev.is_cpu(), "device ", s->device, ": only cpu and cuda devices are supported");
   }
   m->device = dev;
+  // Process-wide switches, as torch.backends.cuda.matmul.allow_tf32,
+  // torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark and
+  // torch.use_deterministic_algorithms set them.
+  auto &ctx = at::globalContext();
+  const bool tf32 = s->precision == TR_TF32;
+  ctx.setAllowTF32CuBLAS(tf32);
+  ctx.setAllowTF32CuDNN(tf32);
+  ctx.setBenchmarkCuDNN(s->cudnn_benchmark != 0);
+  ctx.setDeterministicAlgorithms(s->deterministic != 0, /*warn_only=*/false);
   build(m.get(), s->layers, s->nlayers);
+  if (s->precision == TR_FP16) {
+    TORCH_CHECK(s->loss_scale > 0 && s->scale_growth > 0 && s->scale_backoff > 0 && s->scale_interval > 0,
+                "loss scaling: scale ", s->loss_scale, ", growth ", s->scale_growth, ", backoff ",
+                s->scale_backoff, ", interval ", s->scale_interval);
+    m->scale = torch::full({}, s->loss_scale, torch::TensorOptions().dtype(torch::kFloat32).device(dev));
+    m->tracker = torch::zeros({}, torch::TensorOptions().dtype(torch::kInt32).device(dev));
+  }
   *out = m.release();
   TR_CATCH
 }
@@ -538,8 +672,11 @@ const char *tr_set_state(tr_model *m, const char *name, const float *a, const fl
   TORCH_CHECK(m->opt, "optimizer not built");
   auto p = lookup(m, name);
   TORCH_CHECK(p.numel() == numel, "state of ", name, ": got ", numel, " values, want ", p.numel());
+  // In the parameter's memory format, as the optimizer's own state would be.
   auto load = [&](const float *src) {
-    return torch::from_blob(const_cast<float *>(src), p.sizes(), torch::kFloat32).to(m->device, true, true);
+    auto t = torch::empty_like(p.detach(), at::MemoryFormat::Preserve);
+    t.copy_(torch::from_blob(const_cast<float *>(src), p.sizes(), torch::kFloat32));
+    return t;
   };
   auto &st = m->opt->state();
   if (m->optimizer == 1) {
@@ -572,13 +709,20 @@ const char *tr_train_step(tr_model *m, const float *x, const int32_t *labels, in
               " values, want ", n * m->mask_width);
   auto xt = input(m, x, n, h, w, c);
   auto yt = targets(m, labels, n);
+  if (m->record) m->recorded.clear();
   m->opt->zero_grad();
-  auto logits = forward(m, xt, masks, /*train=*/true);
-  auto l = torch::nn::functional::cross_entropy(logits, yt);
-  l.backward();
-  m->opt->step();
+  auto out = run_logits(m, xt, masks, /*train=*/true);
+  auto l = torch::nn::functional::cross_entropy(out, yt);
+  if (m->precision == TR_FP16) {
+    (l * m->scale).backward();
+    scaled_step(m);
+  } else {
+    l.backward();
+    m->opt->step();
+  }
+  if (m->record) record_tensors(m);
   *loss = l.item<double>();
-  *correct = logits.detach().argmax(1).eq(yt).sum().item<int64_t>();
+  *correct = out.detach().argmax(1).eq(yt).sum().item<int64_t>();
   TR_CATCH
 }
 
@@ -589,7 +733,8 @@ const char *tr_evaluate(tr_model *m, const float *x, const int32_t *labels, int6
   apply_threads();
   torch::NoGradGuard g;
   auto xt = input(m, x, n, h, w, c);
-  auto out = forward(m, xt, nullptr, /*train=*/false);
+  if (m->record) m->recorded.clear();
+  auto out = run_logits(m, xt, nullptr, /*train=*/false);
   if (labels != nullptr) {
     auto yt = targets(m, labels, n);
     *loss = torch::nn::functional::cross_entropy(out, yt).item<double>();
@@ -600,6 +745,39 @@ const char *tr_evaluate(tr_model *m, const float *x, const int32_t *labels, int6
     auto dst = torch::from_blob(logits, out.sizes(), torch::kFloat32);
     dst.copy_(out);
   }
+  TR_CATCH
+}
+
+const char *tr_get_loss_scale(tr_model *m, double *scale, int64_t *tracker) {
+  TR_TRY
+  *scale = 0;
+  *tracker = 0;
+  if (m->scale.defined()) {
+    *scale = m->scale.item<double>();
+    *tracker = m->tracker.item<int64_t>();
+  }
+  TR_CATCH
+}
+
+const char *tr_set_loss_scale(tr_model *m, double scale, int64_t tracker) {
+  TR_TRY
+  TORCH_CHECK(m->scale.defined(), "no loss scale: the precision is not fp16");
+  TORCH_CHECK(scale > 0 && tracker >= 0, "loss scale ", scale, ", growth tracker ", tracker);
+  m->scale.fill_(scale);
+  m->tracker.fill_(tracker);
+  TR_CATCH
+}
+
+const char *tr_record(tr_model *m, int32_t on) {
+  TR_TRY
+  m->record = on != 0;
+  m->recorded.clear();
+  TR_CATCH
+}
+
+const char *tr_recorded(tr_model *m, char **out) {
+  TR_TRY
+  *out = dup(m->recorded);
   TR_CATCH
 }
 

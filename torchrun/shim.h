@@ -63,7 +63,25 @@ typedef struct {
 	double beta1, beta2, eps;
 	double bn_momentum, bn_eps;
 	const char *device;      // "cpu", "cuda:N"
+	// Precision and the settings that decide speed (recipe.Config).
+	int32_t precision;       // TR_FP32, TR_TF32, TR_BF16, TR_FP16
+	int32_t channels_last;   // 1: 4-D conv weights and the input in torch.channels_last
+	int32_t cudnn_benchmark; // process-wide: at::globalContext().setBenchmarkCuDNN
+	int32_t deterministic;   // process-wide: setDeterministicAlgorithms(det, warn_only=false)
+	// TR_FP16's dynamic loss scaling (torch.amp.GradScaler): initial scale,
+	// growth and backoff factors, growth interval.
+	double loss_scale, scale_growth, scale_backoff;
+	int32_t scale_interval;
 } tr_spec;
+
+// Precisions (tr_spec.precision). TR_BF16 and TR_FP16 run the forward pass
+// under autocast (torch.autocast's C++ state) with float32 parameters.
+enum {
+	TR_FP32 = 0,
+	TR_TF32 = 1,
+	TR_BF16 = 2,
+	TR_FP16 = 3,
+};
 
 // Threads and library facts. The first call of any of these (or of tr_new)
 // loads libtorch_cuda.so when the dynamic loader finds it.
@@ -71,10 +89,14 @@ const char *tr_set_threads(int32_t intra, int32_t interop, int32_t *interop_set)
 const char *tr_get_threads(int32_t *intra, int32_t *interop);  // as the calling thread sees them
 const char *tr_version(char **out);             // malloc'ed, from the loaded library
 const char *tr_cuda_device_count(int64_t *out);  // loads libtorch_cuda.so on first call
-// tr_settings describes settings that affect speed as malloc'ed "key=value\n" lines.
-const char *tr_settings(char **out);
+// tr_settings describes settings that affect speed as malloc'ed "key=value\n"
+// lines, read back from libtorch's global context; m (may be NULL) adds the
+// model's own: precision and memory_format.
+const char *tr_settings(tr_model *m, char **out);
 
-// Model lifetime. tr_new creates every tensor on the device (zeros); set
+// Model lifetime. tr_new sets the process-wide switches of the spec (TF32 for
+// cuBLAS and cuDNN: on for TR_TF32, off otherwise; the cuDNN autotuner;
+// deterministic algorithms) and creates every tensor on the device (zeros); set
 // them with tr_set_tensor and exclude parameters from training with
 // tr_freeze, then tr_prepare builds the optimizer over the parameters that
 // are not frozen.
@@ -97,7 +119,10 @@ const char *tr_set_state(tr_model *m, const char *name, const float *a, const fl
                          int64_t numel, int64_t step);
 const char *tr_clear_state(tr_model *m);
 
-// One training step: forward, cross-entropy, backward, optimizer step.
+// One training step: forward (under autocast for TR_BF16 and TR_FP16),
+// cross-entropy on the float32 logits, backward, optimizer step. TR_FP16 scales
+// the loss, unscales the gradients and skips the optimizer step when one of them
+// is not finite, then updates the scale (GradScaler's scale, unscale_, step, update).
 // x is NHWC float32 (n*h*w*c values), labels n int32 class indices.
 // masks: NULL for no dropout, else nmasks = n * (sum of the TR_DROPOUT layers' width)
 // values: the [n, width] mask of each dropout layer in layer order, which multiplies
@@ -105,11 +130,25 @@ const char *tr_clear_state(tr_model *m);
 const char *tr_train_step(tr_model *m, const float *x, const int32_t *labels, int64_t n,
                           int64_t h, int64_t w, int64_t c, const float *masks, int64_t nmasks,
                           double *loss, int64_t *correct);
-// Evaluation (eval mode, no gradients, no dropout). labels may be NULL (then loss
+// Evaluation (eval mode, no gradients, no dropout, the model's autocast; logits
+// and loss in float32). labels may be NULL (then loss
 // and correct are not computed); logits may be NULL, else it receives n*classes values.
 const char *tr_evaluate(tr_model *m, const float *x, const int32_t *labels, int64_t n, int64_t h,
                         int64_t w, int64_t c, double *loss, int64_t *correct, float *logits,
                         int64_t nlogits);
+
+// TR_FP16's loss scale and growth tracker (GradScaler's _scale and
+// _growth_tracker); both 0 for other precisions, where set is refused.
+const char *tr_get_loss_scale(tr_model *m, double *scale, int64_t *tracker);
+const char *tr_set_loss_scale(tr_model *m, double scale, int64_t tracker);
+
+// A debug record of the calls that follow tr_record(m, 1) (until tr_record(m, 0)):
+// tr_recorded returns, as malloc'ed text, what the last such tr_train_step or
+// tr_evaluate saw: one line per layer output, "layer <index> <dtype>
+// <channels_last-contiguous 0|1> <contiguous 0|1>", and after a training step one
+// line per named tensor, "tensor <name> <dtype> <grad dtype or ->".
+const char *tr_record(tr_model *m, int32_t on);
+const char *tr_recorded(tr_model *m, char **out);
 
 const char *tr_sync(tr_model *m);
 const char *tr_peak_gpu_bytes(tr_model *m, int64_t *out);

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
+	"os"
 	"runtime"
 	"strconv"
 	"sync"
@@ -30,6 +32,14 @@ var (
 
 // Framework is the name Trainer.Info reports.
 const Framework = "torch"
+
+// cuBLAS's deterministic workspace setting (what PyTorch's reproducibility
+// notes ask for), set by New for a deterministic CUDA recipe unless the
+// environment has one.
+const (
+	cublasWorkspaceEnv = "CUBLAS_WORKSPACE_CONFIG"
+	cublasWorkspace    = ":4096:8"
+)
 
 // Trainer trains one model.Net on libtorch. It owns a native model and
 // optimizer; Close frees them.
@@ -103,6 +113,21 @@ func New(ctx context.Context, cfg recipe.Config, init []*weights.Tensor) (*Train
 		beta2:       cfg.Beta2,
 		eps:         cfg.Eps,
 		device:      dev.String(),
+
+		precision:      cfg.Precision,
+		channelsLast:   cfg.ChannelsLast,
+		cudnnBenchmark: cfg.CUDNNBenchmark,
+		deterministic:  cfg.Deterministic,
+	}
+	if cfg.Deterministic && dev.GPU {
+		// cuBLAS is deterministic only with a fixed workspace, which it reads
+		// from the environment when it first starts (and libtorch refuses a
+		// cuBLAS product without it); the user's own value wins.
+		if _, ok := os.LookupEnv(cublasWorkspaceEnv); !ok {
+			if err := os.Setenv(cublasWorkspaceEnv, cublasWorkspace); err != nil {
+				return nil, fmt.Errorf("torchrun: new: %w", err)
+			}
+		}
 	}
 	w := newWorker()
 	var m *handle
@@ -111,21 +136,21 @@ func New(ctx context.Context, cfg recipe.Config, init []*weights.Tensor) (*Train
 		if _, err = nativeSetThreads(cfg.Threads, cfg.InterOpThreads); err != nil {
 			return
 		}
-		if settings, err = nativeSettings(); err != nil {
-			return
-		}
-		var interop int
-		if _, interop, err = nativeThreads(); err != nil {
-			return
-		}
-		settings["inter_op_threads"] = strconv.Itoa(interop)
 		if m, err = nativeNew(s); err != nil {
 			return
 		}
+		// Read back after tr_new has set the switches.
+		if settings, err = nativeSettings(m); err == nil {
+			var interop int
+			if _, interop, err = nativeThreads(); err == nil {
+				settings["inter_op_threads"] = strconv.Itoa(interop)
+			}
+		}
 		for _, x := range ws {
-			if err = nativeSetTensor(m, "new", x.Name, x.Data); err != nil {
+			if err != nil {
 				break
 			}
+			err = nativeSetTensor(m, "new", x.Name, x.Data)
 		}
 		for _, p := range net.Params {
 			if err == nil && p.Kind.Trainable() && !net.Trainable(cfg.Mode, cfg.FreezeLoadedHead, p) {
@@ -360,8 +385,11 @@ func (t *Trainer) trainable(p model.Param) bool {
 // SaveCheckpoint writes dir/ (weights.SaveCheckpoint, atomically): the model's
 // tensors, the optimizer state (SGD: "<param>.momentum_buffer"; Adam:
 // "<param>.exp_avg", "<param>.exp_avg_sq" and the step count), epoch and step
-// (the caller's numbers, returned by LoadCheckpoint) and the Trainer's own
-// step counter, which fixes the dropout masks of the steps that follow.
+// (the caller's numbers, returned by LoadCheckpoint), the Trainer's own
+// step counter, which fixes the dropout masks of the steps that follow, and in
+// fp16 the loss scale and its growth tracker (recipe.MetaLossScale,
+// recipe.MetaLossScaleTracker). Tensors are written in torchvision's
+// contiguous layouts whatever the memory format.
 func (t *Trainer) SaveCheckpoint(dir string, epoch, step int) error {
 	return t.run(func() error { return t.saveCheckpoint(dir, epoch, step) })
 }
@@ -417,6 +445,14 @@ func (t *Trainer) saveCheckpoint(dir string, epoch, step int) error {
 	if adamStep >= 0 {
 		meta.Extra[recipe.MetaAdamStep] = strconv.FormatInt(adamStep, 10)
 	}
+	if t.cfg.Precision == recipe.FP16 {
+		scale, tracker, err := nativeLossScale(t.m)
+		if err != nil {
+			return err
+		}
+		meta.Extra[recipe.MetaLossScale] = strconv.FormatFloat(scale, 'g', -1, 64)
+		meta.Extra[recipe.MetaLossScaleTracker] = strconv.FormatInt(tracker, 10)
+	}
 	if err := weights.SaveCheckpoint(dir, ws, state, meta); err != nil {
 		return fmt.Errorf("torchrun: save checkpoint: %w", err)
 	}
@@ -424,7 +460,9 @@ func (t *Trainer) saveCheckpoint(dir string, epoch, step int) error {
 }
 
 // LoadCheckpoint restores a checkpoint that SaveCheckpoint wrote for the same
-// model and optimizer: weights, optimizer state and the Trainer's step counter.
+// model and optimizer: weights, optimizer state, the Trainer's step counter
+// and, in fp16, the loss scale and growth tracker (GradScaler's initial state
+// when the checkpoint has none).
 // It returns the epoch and step given to SaveCheckpoint.
 func (t *Trainer) LoadCheckpoint(dir string) (epoch, step int, err error) {
 	err = t.run(func() (err error) {
@@ -467,8 +505,26 @@ func (t *Trainer) loadCheckpoint(dir string) (epoch, step int, err error) {
 			return 0, 0, fmt.Errorf("torchrun: load checkpoint: %s: %w", recipe.MetaAdamStep, err)
 		}
 	}
+	// fp16: the scale and tracker the run had; a checkpoint of another
+	// precision starts from GradScaler's initial state.
+	scale, tracker := recipe.LossScaleInit, int64(0)
+	if s, ok := meta.Extra[recipe.MetaLossScale]; ok {
+		if scale, err = strconv.ParseFloat(s, 64); err != nil || !(scale > 0) || math.IsInf(scale, 0) {
+			return 0, 0, fmt.Errorf("torchrun: load checkpoint: %s %q: want a positive finite number", recipe.MetaLossScale, s)
+		}
+	}
+	if s, ok := meta.Extra[recipe.MetaLossScaleTracker]; ok {
+		if tracker, err = strconv.ParseInt(s, 10, 64); err != nil || tracker < 0 {
+			return 0, 0, fmt.Errorf("torchrun: load checkpoint: %s %q: want a count of 0 or more", recipe.MetaLossScaleTracker, s)
+		}
+	}
 	if err := t.setWeights("load checkpoint", ws); err != nil {
 		return 0, 0, err
+	}
+	if t.cfg.Precision == recipe.FP16 {
+		if err := nativeSetLossScale(t.m, "load checkpoint", scale, tracker); err != nil {
+			return 0, 0, err
+		}
 	}
 	for _, p := range t.net.Params {
 		if !t.trainable(p) {
@@ -501,6 +557,18 @@ func (t *Trainer) loadCheckpoint(dir string) (epoch, step int, err error) {
 	return meta.Epoch, meta.Step, nil
 }
 
+// LossScale returns the current fp16 loss scale (recipe.LossScaleInit at the
+// start, halved by each step whose gradients overflow, doubled after
+// recipe.LossScaleGrowthInterval finite steps in a row), or 0 when the
+// precision is not fp16, after Close and while another call is in flight.
+func (t *Trainer) LossScale() float64 {
+	var s float64
+	if t.run(func() (err error) { s, _, err = nativeLossScale(t.m); return err }) != nil {
+		return 0
+	}
+	return s
+}
+
 // Sync waits until the device has finished all queued work (CUDA
 // synchronize); on the CPU every call has already finished when it returns.
 func (t *Trainer) Sync() error {
@@ -523,9 +591,15 @@ func (t *Trainer) PeakGPUBytes() int64 {
 
 // Info reports the framework ("torch"), the loaded libtorch's version, the
 // device ("cpu" or "cuda:N"), the intra-op thread count the Trainer set, and
-// libtorch settings that affect speed (oneDNN, cuDNN benchmark and TF32,
-// deterministic algorithms, memory format, inter-op threads). The map is the
-// caller's copy. It works after Close too.
+// the settings that affect speed as libtorch read them back when New returned:
+// every recipe.SettingKeys key (precision; tf32, "true" only when both cuBLAS's
+// and cuDNN's TF32 switches are on; memory_format "contiguous" or
+// "channels_last"; cudnn_benchmark; xla recipe.NotApplicable, as libtorch has
+// no C++ counterpart of torch.compile; deterministic) and others (mkldnn,
+// cudnn_allow_tf32, cublas_allow_tf32, autocast_dtype under bf16 and fp16,
+// inter_op_threads). The TF32, autotuner and deterministic switches are
+// process-wide: a later New with other values changes them for every Trainer,
+// as the thread counts. The map is the caller's copy. It works after Close too.
 func (t *Trainer) Info() recipe.Info {
 	i := t.info
 	i.Settings = maps.Clone(i.Settings)
