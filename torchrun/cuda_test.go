@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -29,8 +30,8 @@ func cudaDevice(t *testing.T) string {
 }
 
 // TestCUDAReference runs the PyTorch CPU fixture on the GPU. cuDNN's convolution
-// algorithms sum in other orders than the CPU kernels (and may use TF32 unless
-// disabled), so the tolerance is looser than on the CPU: rtol 1e-3.
+// algorithms sum in other orders than the CPU kernels (TF32 is off: the recipe
+// is fp32), so the tolerance is looser than on the CPU: rtol 1e-3.
 func TestCUDAReference(t *testing.T) {
 	dev := cudaDevice(t)
 	f := loadFixture(t)
@@ -246,5 +247,137 @@ func TestCUDAModels(t *testing.T) {
 				t.Errorf("%s step %d: got loss %.8g on %s, want %.8g (CPU)", name, s+1, g, dev, c)
 			}
 		}
+	}
+}
+
+// TestCUDASettings: the process-wide switches that New sets, read back from
+// libtorch on the GPU: fp32 turns TF32 off for cuBLAS and cuDNN (libtorch's
+// default leaves cuDNN's on), tf32 turns both on, cudnn_benchmark sets the
+// autotuner. TF32 also shows in the numbers: it keeps 10 significant bits (unit
+// roundoff 2^-11 ≈ 4.9e-4), so tf32's logits differ from fp32's by more than
+// 1e-5 relative and, as bf16's (TestBF16NearFP32) with 8× the unit roundoff, by
+// at most 8·2^-11 ≈ 3.9e-3.
+func TestCUDASettings(t *testing.T) {
+	dev := cudaDevice(t)
+	tests := []struct {
+		name      string
+		precision string
+		benchmark bool
+		want      map[string]string
+	}{
+		{"fp32", recipe.FP32, false, map[string]string{"precision": "fp32", "tf32": "false", "cudnn_allow_tf32": "false",
+			"cublas_allow_tf32": "false", "cudnn_benchmark": "false", "memory_format": "contiguous", "xla": "n/a", "deterministic": "false"}},
+		{"tf32 benchmark", recipe.TF32, true, map[string]string{"precision": "tf32", "tf32": "true", "cudnn_allow_tf32": "true",
+			"cublas_allow_tf32": "true", "cudnn_benchmark": "true", "memory_format": "contiguous", "xla": "n/a", "deterministic": "false"}},
+		{"bf16", recipe.BF16, false, map[string]string{"precision": "bf16", "tf32": "false", "cudnn_allow_tf32": "false",
+			"cublas_allow_tf32": "false", "cudnn_benchmark": "false", "memory_format": "contiguous", "xla": "n/a", "deterministic": "false"}},
+	}
+	b := synthBatch(0, 4, 3, 32, 5)
+	logits := map[string][]float32{}
+	for _, tt := range tests {
+		cfg := precConfig("vgg11_bn", tt.precision)
+		cfg.Device, cfg.CUDNNBenchmark = dev, tt.benchmark
+		tr := mustNew(t, cfg, nil)
+		s := tr.Info().Settings
+		for k, want := range tt.want {
+			if s[k] != want {
+				t.Errorf("%s: %s: got %q, want %q", tt.name, k, s[k], want)
+			}
+		}
+		var err error
+		if logits[tt.precision], err = tr.Logits(context.Background(), b); err != nil {
+			t.Fatal(err)
+		}
+		tr.Close()
+	}
+	d := maxRelDiff(logits[recipe.TF32], logits[recipe.FP32])
+	t.Logf("tf32 vs fp32 logits: max|diff|/max|fp32| %.3g", d)
+	if !(d > 1e-5 && d <= 8.0/2048) {
+		t.Errorf("tf32 vs fp32 logits: relative difference got %.3g, want in (1e-5, %.3g]", d, 8.0/2048)
+	}
+}
+
+// TestCUDAMixedPrecision: a bf16 and an fp16 training step on the GPU: finite
+// losses, BFloat16 (Half) conv outputs, Float parameters after the step, and
+// fp16's loss scale still at recipe.LossScaleInit after a normal step of vgg11
+// (as on the CPU, TestFP16LossScale); bf16's logits within TestBF16NearFP32's
+// bound (8·2^-8) of fp32's on the same device.
+func TestCUDAMixedPrecision(t *testing.T) {
+	dev := cudaDevice(t)
+	low := map[string]string{recipe.BF16: "BFloat16", recipe.FP16: "Half"}
+	b := synthBatch(0, 4, 3, 32, 5)
+	logits := map[string][]float32{}
+	for _, prec := range []string{recipe.FP32, recipe.BF16, recipe.FP16} {
+		cfg := precConfig("vgg11", prec)
+		cfg.Device = dev
+		tr := mustNew(t, cfg, nil)
+		var err error
+		if logits[prec], err = tr.Logits(context.Background(), b); err != nil {
+			t.Fatal(err)
+		}
+		if prec == recipe.FP32 {
+			continue
+		}
+		ls, ts := recordStep(t, tr, true)
+		for _, r := range ls {
+			if l := tr.net.Layers[r.layer]; l.Op == model.Conv && r.dtype != low[prec] {
+				t.Errorf("%s: %s output: got %s, want %s", prec, l.Name, r.dtype, low[prec])
+			}
+		}
+		for _, r := range ts {
+			if r.dtype != "Float" {
+				t.Errorf("%s: %s after the step: got %s, want Float", prec, r.name, r.dtype)
+			}
+		}
+		loss := trainRun(t, tr, 1, 1)[0]
+		if math.IsNaN(loss) || math.IsInf(loss, 0) {
+			t.Errorf("%s step on %s: loss got %v, want a finite number", prec, dev, loss)
+		}
+		if prec == recipe.FP16 {
+			if got := tr.LossScale(); got != recipe.LossScaleInit {
+				t.Errorf("fp16 LossScale after two normal steps on %s: got %v, want %v", dev, got, recipe.LossScaleInit)
+			}
+		}
+	}
+	if d := maxRelDiff(logits[recipe.BF16], logits[recipe.FP32]); !(d > 1e-5 && d <= 8.0/256) {
+		t.Errorf("bf16 vs fp32 logits on %s: relative difference got %.3g, want in (1e-5, %.3g]", dev, d, 8.0/256)
+	}
+}
+
+// TestCUDADeterministic: deterministic algorithms on the GPU. New sets cuBLAS's
+// workspace (CUBLAS_WORKSPACE_CONFIG=:4096:8) unless the environment has one;
+// two resnet18 Trainers from the same weights are bit-identical after three
+// steps. VGG cannot train so: its adaptive average pool to 7×7 has no
+// deterministic CUDA backward in libtorch 2.11 (torch.use_deterministic_algorithms'
+// list: AdaptiveAvgPool2d), and with warn_only off the step fails with
+// libtorch's message instead of silently running a nondeterministic kernel
+// (resnet18's pool to 1×1 is a mean, which is deterministic).
+func TestCUDADeterministic(t *testing.T) {
+	dev := cudaDevice(t)
+	_, preset := os.LookupEnv(cublasWorkspaceEnv)
+	cfg := precConfig("resnet18", recipe.FP32)
+	cfg.Device, cfg.Deterministic = dev, true
+	var ws [2][]*weights.Tensor
+	for i := range ws {
+		tr := mustNew(t, cfg, nil)
+		if got := tr.Info().Settings[recipe.SettingDeterministic]; got != "true" {
+			t.Errorf("deterministic setting: got %q, want \"true\"", got)
+		}
+		trainRun(t, tr, 0, 3)
+		var err error
+		if ws[i], err = tr.Weights(); err != nil {
+			t.Fatal(err)
+		}
+		tr.Close()
+	}
+	sameWeights(t, ws[1], ws[0])
+	if got := os.Getenv(cublasWorkspaceEnv); !preset && got != cublasWorkspace {
+		t.Errorf("%s: got %q, want %q", cublasWorkspaceEnv, got, cublasWorkspace)
+	}
+
+	cfg.Model = "vgg11"
+	tr := mustNew(t, cfg, nil)
+	if _, _, err := tr.TrainStep(context.Background(), synthBatch(0, 4, 3, 32, 5)); err == nil || !strings.Contains(err.Error(), "deterministic") {
+		t.Errorf("deterministic vgg11 step on %s: got %v, want libtorch's error naming the missing deterministic implementation", dev, err)
 	}
 }
