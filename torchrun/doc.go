@@ -40,6 +40,48 @@
 // unchanged, so torchrun refuses a bad recipe with the same message as every
 // other entry point of fwbench.
 //
+// # Precision and the settings that decide speed
+//
+// recipe.Config.Precision fp32 (the default) trains in float32 with TF32 off
+// for both cuBLAS and cuDNN (libtorch's own default leaves cuDNN's on); tf32
+// (CUDA only) turns both on. bf16 and fp16 are mixed precision as
+// torch.autocast and torch.amp.GradScaler make it: the forward pass of every
+// step, evaluation and Logits runs inside an autocast scope (the C++ state that
+// torch.autocast's __enter__ and __exit__ set: enabled and type for the device,
+// nesting, cast cache cleared on exit, the previous state restored), so conv2d
+// and linear compute in bf16/fp16 and every other op in the type that reaches
+// it (the dropout multiply by a float32 mask promotes back to float32). The
+// loss is the cross-entropy of the logits cast to float32, outside autocast;
+// parameters, gradients, optimizer state and BatchNorm's running statistics
+// stay float32, and Logits returns float32. fp16 adds dynamic loss scaling
+// with recipe.LossScale*: the backward pass runs on the loss times the scale,
+// the gradients are unscaled (at::_amp_foreach_non_finite_check_and_unscale_),
+// a step with a non-finite gradient is skipped entirely (no parameter, slot or
+// Adam step changes; the Trainer's step counter, the dropout mask index, still
+// advances), and the scale is updated as GradScaler does
+// (at::_amp_update_scale_). Trainer.LossScale reports it, and checkpoints carry
+// it with its growth tracker (recipe.MetaLossScale, MetaLossScaleTracker).
+//
+// ChannelsLast stores the 4-D convolution weights and the input in
+// torch.channels_last, as model.to(memory_format=torch.channels_last) and
+// x.contiguous(memory_format=torch.channels_last) do, so activations follow;
+// weights, optimizer state and checkpoints still move in and out in
+// torchvision's layouts, bit for bit. CUDNNBenchmark sets cuDNN's autotuner.
+// Deterministic calls setDeterministicAlgorithms(true, warn_only false), so an
+// op without a deterministic kernel fails the step rather than run (on CUDA:
+// VGG's adaptive average pool backward), and, on a CUDA device, sets
+// CUBLAS_WORKSPACE_CONFIG=:4096:8 unless the environment already has it (cuBLAS
+// reads it when it starts). XLA has no libtorch counterpart (torch.compile is
+// Python-only) and is reported as recipe.NotApplicable. The TF32, autotuner
+// and deterministic switches are process-wide: the latest New decides them for
+// every Trainer in the process.
+//
+// Info().Settings reads every recipe.SettingKeys key back from libtorch after
+// New has set it (tf32 is "true" only when cuBLAS's and cuDNN's switches are
+// both on; memory_format is "channels_last" only when every 4-D tensor of the
+// model is), with cudnn_allow_tf32, cublas_allow_tf32, mkldnn, autocast_dtype
+// and inter_op_threads besides.
+//
 // # Native library
 //
 // torchrun is a cgo package. It needs libtorch (headers to build; libc10.so and
@@ -61,9 +103,9 @@
 // comes back as "torchrun: <op>: <libtorch message>".
 //
 // A training step is one cgo call: the shim builds the input tensor from the
-// batch's NHWC float32 buffer (from_blob, permuted to NCHW and copied), runs the
-// forward pass, the loss, the backward pass and the optimizer update, and
-// returns the loss. Every tensor the step creates is freed by C++ destructors
+// batch's NHWC float32 buffer (from_blob, permuted to NCHW and copied in the
+// model's memory format), runs the forward pass, the loss, the backward pass
+// and the optimizer update (with fp16's loss scaling), and returns the loss. Every tensor the step creates is freed by C++ destructors
 // before the call returns. gotorch instead hands each tensor to a Go finalizer
 // and forces runtime.GC() on every step so that the finalizers free the native
 // memory; on this project's 2-core test machine that forced collection cost
