@@ -509,8 +509,8 @@ func (t *Trainer) loadCheckpoint(dir string) (epoch, step int, err error) {
 	// precision starts from GradScaler's initial state.
 	scale, tracker := recipe.LossScaleInit, int64(0)
 	if s, ok := meta.Extra[recipe.MetaLossScale]; ok {
-		if scale, err = strconv.ParseFloat(s, 64); err != nil || !(scale > 0) || math.IsInf(scale, 0) {
-			return 0, 0, fmt.Errorf("torchrun: load checkpoint: %s %q: want a positive finite number", recipe.MetaLossScale, s)
+		if scale, err = strconv.ParseFloat(s, 64); err != nil || !(scale > 0 && scale <= math.MaxFloat32) {
+			return 0, 0, fmt.Errorf("torchrun: load checkpoint: %s %q: want a positive float32", recipe.MetaLossScale, s)
 		}
 	}
 	if s, ok := meta.Extra[recipe.MetaLossScaleTracker]; ok {
