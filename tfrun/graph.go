@@ -412,7 +412,12 @@ func castTo(s *op.Scope, x tf.Output, dt tf.DataType) tf.Output {
 // lowIn is an input of a convolution or a matrix product (activation,
 // weight or bias) in the compute type: torch autocast casts all three to
 // the low type, whatever type reaches the op.
-func (f *forward) lowIn(s *op.Scope, x tf.Output) tf.Output { return castTo(s, x, f.low) }
+func (f *forward) lowIn(s *op.Scope, x tf.Output) tf.Output {
+	if f.low == 0 { // unset: float32
+		return x
+	}
+	return castTo(s, x, f.low)
+}
 
 // inFloat32 runs g, a reduction (pooling), in float32 on x and returns its
 // result in x's type: low in, low out, accumulated in float32 and rounded
