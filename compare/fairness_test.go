@@ -4,6 +4,9 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/fwbench/fwbench/recipe"
 )
 
 // fairRuns is a comparison whose every fairness condition holds: two repeats of two
@@ -90,7 +93,7 @@ func TestFairnessRowsFail(t *testing.T) {
 		{"same precision and speed settings", func(_ *Config, r *Report) { r.Runs[0].Settings["tf32"] = "true" }},
 		{"same precision and speed settings", func(_ *Config, r *Report) { delete(r.Runs[2].Settings, "deterministic") }},
 		{"same precision and speed settings", func(_ *Config, r *Report) { r.Runs[3].Settings["precision"] = "bf16" }},
-		{"same precision and speed settings", func(_ *Config, r *Report) { r.Runs[1].Settings["cudnn_benchmark"] = "true" }},
+		{"same precision and speed settings", func(_ *Config, r *Report) { r.Runs[1].Settings["deterministic"] = "true" }},
 	}
 	for _, tc := range tests {
 		cfg, rep := fairRuns()
@@ -227,5 +230,44 @@ func TestSettingsInReport(t *testing.T) {
 	}
 	if tab := r.Table(); !strings.Contains(tab, "start-up / library / build (s)") || !strings.Contains(tab, "0.50 / 0.00 / 1.00") {
 		t.Errorf("terminal table lacks the time breakdown:\n%s", tab)
+	}
+}
+
+// TestSettingsRowOnCUDA: on a GPU the autotuner is compared (on the CPU it is not: no cuDNN).
+func TestSettingsRowOnCUDA(t *testing.T) {
+	cfg, rep := fairRuns()
+	for i := range rep.Runs {
+		rep.Runs[i].Settings["cudnn_benchmark"] = "false"
+	}
+	if c := settingsCondition(cfg.Spec, rep.Runs); !c.Held {
+		t.Fatalf("fair CPU runs: %s", c.Evidence)
+	}
+	rep.Runs[1].Settings["cudnn_benchmark"] = "true"
+	if c := settingsCondition(cfg.Spec, rep.Runs); !c.Held {
+		t.Errorf("cpu: cudnn_benchmark differs, want the row held (not compared on the CPU): %s", c.Evidence)
+	}
+	cfg.Spec.Device = "cuda:0"
+	if c := settingsCondition(cfg.Spec, rep.Runs); c.Held {
+		t.Errorf("cuda: torch autotuned while the recipe did not ask: got held, want failed")
+	}
+}
+
+// lossScaleTrainer is a fake with fp16 loss scaling.
+type lossScaleTrainer struct{ *fakeTrainer }
+
+func (lossScaleTrainer) LossScale() float64 { return 32768 }
+
+// TestLossScaleRecorded: an fp16 run records the driver's final loss scale in its settings;
+// other precisions do not.
+func TestLossScaleRecorded(t *testing.T) {
+	for _, p := range []string{"fp16", "bf16"} {
+		s := testSpec()
+		s.Precision = p
+		r := newRecord(recipe.Info{Framework: Torch, Device: "cpu"}, s, Loaders{})
+		r.finish(time.Now(), nil, 0, 0, lossScaleTrainer{&fakeTrainer{}})
+		got, ok := r.Settings["loss_scale"]
+		if want := p == "fp16"; ok != want || (want && got != "32768") {
+			t.Errorf("%s: loss_scale %q (present %t), want 32768 only for fp16", p, got, ok)
+		}
 	}
 }

@@ -59,6 +59,12 @@ type Syncer interface {
 	Sync() error
 }
 
+// LossScaler is implemented by drivers with fp16 dynamic loss scaling: the scale in force
+// (0 when the precision has none), recorded in the run's settings as "loss_scale".
+type LossScaler interface {
+	LossScale() float64
+}
+
 // GPUMemory is implemented by drivers that report the peak GPU memory their
 // allocator handed out (RunRecord.PeakGPUAllocatorBytes).
 type GPUMemory interface {
@@ -375,6 +381,9 @@ func (r *RunRecord) finish(start time.Time, stepTimes []float64, wait, total tim
 		r.ImagesPerSecond = float64(images) / total.Seconds()
 	}
 	r.PeakRSSBytes = PeakRSS()
+	if ls, ok := tr.(LossScaler); ok && r.Precision == recipe.FP16 {
+		r.Settings["loss_scale"] = strconv.FormatFloat(ls.LossScale(), 'g', -1, 64)
+	}
 	// PeakGPUBytes is NVML's (gpuSampler.stop); the allocator's figure is a second column.
 	if gm, ok := tr.(GPUMemory); ok {
 		if g := gm.PeakGPUBytes(); g > 0 {

@@ -33,9 +33,9 @@ const (
 
 // The precisions (Config.Precision). BF16 and FP16 are mixed precision with
 // float32 master weights: the framework computes convolutions and matrix
-// products in the 16-bit type (torch autocast; TF's grappler
-// auto-mixed-precision rewrite) and keeps every variable, optimizer slot and
-// the loss in float32. FP16 adds dynamic loss scaling (torch.amp.GradScaler's
+// products in the 16-bit type (torch autocast; the same casts written into
+// tfrun's graph) and keeps every variable, optimizer slot and the loss in
+// float32. FP16 adds dynamic loss scaling (torch.amp.GradScaler's
 // rule). FP32 turns TF32 off in both frameworks; TF32 turns it on in both.
 const (
 	FP32 = "fp32"
@@ -129,7 +129,8 @@ type Config struct {
 	// autotuning; off, neither autotunes. XLA compiles TF's step with XLA (a
 	// one-framework option: libtorch has no C++ counterpart, torch.compile is
 	// Python-only). Deterministic asks both frameworks for deterministic
-	// algorithms where they offer them.
+	// algorithms; an op without one is an error in both (torch's
+	// use_deterministic_algorithms without warn_only, TF's op determinism).
 	ChannelsLast, CUDNNBenchmark, XLA, Deterministic bool
 
 	Device         string // "cpu", "cuda" or "cuda:N" ("" means cpu)

@@ -34,8 +34,8 @@ The settings that decide speed are `fwbench train`'s (recipe.Config), spelled th
       The initial (evaluation) loss runs under the same precision.
   --channels-last      model and input in torch.channels_last
   --cudnn-benchmark    torch.backends.cudnn.benchmark
-  --deterministic      torch.use_deterministic_algorithms(True, warn_only=True): deterministic
-                       kernels where torch has them
+  --deterministic      torch.use_deterministic_algorithms(True): deterministic kernels, and an
+                       error where torch has none (as fwbench's driver and TF's op determinism)
   --xla                not applicable (recorded "n/a"): libtorch, which fwbench drives, has no
                        counterpart of torch.compile
   --device cpu|cuda[:N]  where to train (default cpu)
@@ -196,7 +196,7 @@ def main():
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
     if args.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS' condition for determinism
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.use_deterministic_algorithms(True)
     low = LOW.get(args.precision)
     interop = args.interop_threads or args.threads
     torch.set_num_threads(args.threads)
