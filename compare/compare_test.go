@@ -283,3 +283,41 @@ func TestSpecRecipe(t *testing.T) {
 		t.Errorf("a recipe's error: got %v, want it to wrap compare.ErrInvalid", err)
 	}
 }
+
+// ctxEvaluator is a fake whose Evaluate fails once its context is cancelled, as tfrun's does.
+type ctxEvaluator struct {
+	*fakeTrainer
+	onEval func()
+}
+
+func (f ctxEvaluator) Evaluate(ctx context.Context, b *dataset.Batch) (float64, int, error) {
+	f.onEval()
+	if err := ctx.Err(); err != nil {
+		return 0, 0, err
+	}
+	return f.fakeTrainer.Evaluate(ctx, b)
+}
+
+// TestInterruptDuringValidation: Ctrl-C during epoch 1's validation pass (a driver that checks
+// its context) is an interruption, not a failed run: the pass completes, epoch 1 is recorded
+// and checkpointed, and the record stops at epoch 2's first step. (It was a failure with no
+// position: cmd/fwbench's TestInterruptCheckpointsAndResumes saw it under load.)
+func TestInterruptDuringValidation(t *testing.T) {
+	data := synthLoaders(t, 4)
+	s := testSpec()
+	s.Epochs, s.BatchSize, s.Checkpoint = 2, 4, t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	evals := 0
+	ft := ctxEvaluator{&fakeTrainer{name: Torch}, func() {
+		if evals++; evals == 3 { // the first batch's parity value, then two validation batches
+			cancel()
+		}
+	}}
+	rec, err := Train(ctx, ft, s, data, nil)
+	if !errors.Is(err, ErrInterrupted) {
+		t.Fatalf("got %v, want ErrInterrupted", err)
+	}
+	if rec.InterruptedAt == nil || *rec.InterruptedAt != (Position{1, 0}) || len(rec.Epochs) != 1 || *ft.saved != (Position{1, 0}) {
+		t.Errorf("got interrupted at %v, %d epochs, checkpoint %v; want {1 0}, 1 epoch, {1 0}", rec.InterruptedAt, len(rec.Epochs), ft.saved)
+	}
+}

@@ -158,22 +158,27 @@ func train(ctx context.Context, tr Trainer, spec Spec, data Loaders, onProgress 
 		return rec, fmt.Errorf("compare: %w: the training set has fewer images than one batch", ErrInvalid)
 	}
 
+	// The first batch's evaluation and each validation pass run to their end when ctx is
+	// cancelled, like a step: an interruption then lands between steps (the next epoch's
+	// first, after the epoch's checkpoint) and the record says where.
+	evalCtx := context.WithoutCancel(ctx)
+
 	// The first batch, before any update, with dropout off: the parity value.
 	if startEpoch == 0 && skip == 0 {
-		it := data.Train.Epoch(ctx, 0)
+		it := data.Train.Epoch(evalCtx, 0)
 		b, err := it.Next()
 		it.Close()
 		if err != nil {
 			return rec, fmt.Errorf("compare: first batch: %w", err)
 		}
 		rec.FirstBatchSHA256 = b.Hash()
-		loss, _, err := tr.Evaluate(ctx, b)
+		loss, _, err := tr.Evaluate(evalCtx, b)
 		if err != nil {
 			return rec, fmt.Errorf("compare: initial loss: %w", err)
 		}
 		rec.InitialLoss = loss
 		if lg, ok := tr.(Logitser); ok {
-			if rec.FirstBatchLogits, err = lg.Logits(ctx, b); err != nil {
+			if rec.FirstBatchLogits, err = lg.Logits(evalCtx, b); err != nil {
 				return rec, fmt.Errorf("compare: first-batch logits: %w", err)
 			}
 		}
@@ -206,7 +211,7 @@ func train(ctx context.Context, tr Trainer, spec Spec, data Loaders, onProgress 
 			}
 			return rec, ErrInterrupted
 		}
-		if err := evaluate(ctx, tr, data.Val, epoch, &er); err != nil {
+		if err := evaluate(evalCtx, tr, data.Val, epoch, &er); err != nil {
 			rec.finish(start, stepTimes, waitTotal, stepTotal, tr)
 			return rec, err
 		}
@@ -253,6 +258,9 @@ func trainEpoch(ctx context.Context, tr Trainer, info recipe.Info, spec Spec, da
 		b, err := it.Next()
 		if err == io.EOF {
 			break
+		}
+		if err != nil && i >= skip && ctx.Err() != nil { // cancelled while the batch was loading
+			return er, &Position{Epoch: epoch, Step: i}, nil
 		}
 		if err != nil {
 			return er, nil, fmt.Errorf("compare: epoch %d batch %d: %w", epoch+1, i, err)

@@ -302,7 +302,7 @@ func TestInterruptCheckpointsAndResumes(t *testing.T) {
 				t.Fatalf("run record after interrupt: %v\n%s", err, b)
 			}
 			if !r.Partial || r.InterruptedAt == nil {
-				t.Fatalf("record: got partial=%v interrupted_at=%v, want a partial record with the interruption point", r.Partial, r.InterruptedAt)
+				t.Fatalf("record: got partial=%v interrupted_at=%v (error %q), want a partial record with the interruption point", r.Partial, r.InterruptedAt, r.Error)
 			}
 			if _, err := os.Stat(filepath.Join(ckpt, "checkpoint.json")); err != nil {
 				t.Fatalf("checkpoint after interrupt: %v", err)
