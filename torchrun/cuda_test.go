@@ -357,20 +357,7 @@ func TestCUDADeterministic(t *testing.T) {
 	_, preset := os.LookupEnv(cublasWorkspaceEnv)
 	cfg := precConfig("resnet18", recipe.FP32)
 	cfg.Device, cfg.Deterministic = dev, true
-	var ws [2][]*weights.Tensor
-	for i := range ws {
-		tr := mustNew(t, cfg, nil)
-		if got := tr.Info().Settings[recipe.SettingDeterministic]; got != "true" {
-			t.Errorf("deterministic setting: got %q, want \"true\"", got)
-		}
-		trainRun(t, tr, 0, 3)
-		var err error
-		if ws[i], err = tr.Weights(); err != nil {
-			t.Fatal(err)
-		}
-		tr.Close()
-	}
-	sameWeights(t, ws[1], ws[0])
+	twoRunsAgree(t, cfg)
 	if got := os.Getenv(cublasWorkspaceEnv); !preset && got != cublasWorkspace {
 		t.Errorf("%s: got %q, want %q", cublasWorkspaceEnv, got, cublasWorkspace)
 	}

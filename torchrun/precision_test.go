@@ -268,21 +268,30 @@ func TestDeterministic(t *testing.T) {
 		t.Run(prec, func(t *testing.T) {
 			cfg := precConfig("resnet18", prec)
 			cfg.Deterministic = true
-			var ws [2][]*weights.Tensor
-			for i := range ws {
-				tr := mustNew(t, cfg, nil)
-				if got := tr.Info().Settings[recipe.SettingDeterministic]; got != "true" {
-					t.Errorf("deterministic setting: got %q, want \"true\"", got)
-				}
-				trainRun(t, tr, 0, 3)
-				var err error
-				if ws[i], err = tr.Weights(); err != nil {
-					t.Fatal(err)
-				}
-			}
-			sameWeights(t, ws[1], ws[0])
+			twoRunsAgree(t, cfg)
 		})
 	}
+}
+
+// twoRunsAgree trains two Trainers of cfg (deterministic) from the same initial weights
+// for three steps and checks that their weights are bit-identical and that Info reads the
+// switch back.
+func twoRunsAgree(t *testing.T, cfg recipe.Config) {
+	t.Helper()
+	var ws [2][]*weights.Tensor
+	for i := range ws {
+		tr := mustNew(t, cfg, nil)
+		if got := tr.Info().Settings[recipe.SettingDeterministic]; got != "true" {
+			t.Errorf("deterministic setting: got %q, want \"true\"", got)
+		}
+		trainRun(t, tr, 0, 3)
+		var err error
+		if ws[i], err = tr.Weights(); err != nil {
+			t.Fatal(err)
+		}
+		tr.Close()
+	}
+	sameWeights(t, ws[1], ws[0])
 }
 
 // lossScale reads tr's loss scale and growth tracker.
@@ -469,29 +478,8 @@ func TestResumePrecision(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			whole := mustNew(t, tt.cfg, nil)
-			wantLoss := trainRun(t, whole, 0, K)
-			want, _ := whole.Weights()
+			whole, second := resumeMatches(t, tt.cfg, k, K)
 			wantScale, wantTracker := lossScale(t, whole)
-
-			first := mustNew(t, tt.cfg, nil)
-			gotLoss := trainRun(t, first, 0, k)
-			dir := filepath.Join(t.TempDir(), "ckpt")
-			if err := first.SaveCheckpoint(dir, 1, k); err != nil {
-				t.Fatal(err)
-			}
-			second := mustNew(t, tt.cfg, nil)
-			if _, _, err := second.LoadCheckpoint(dir); err != nil {
-				t.Fatal(err)
-			}
-			gotLoss = append(gotLoss, trainRun(t, second, k, K-k)...)
-			got, _ := second.Weights()
-			for i := range wantLoss {
-				if gotLoss[i] != wantLoss[i] {
-					t.Errorf("step %d loss: got %v, want %v", i+1, gotLoss[i], wantLoss[i])
-				}
-			}
-			sameWeights(t, got, want)
 			if s, n := lossScale(t, second); s != wantScale || n != wantTracker {
 				t.Errorf("loss scale: got %v tracker %d, want %v %d", s, n, wantScale, wantTracker)
 			}

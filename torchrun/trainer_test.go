@@ -483,36 +483,45 @@ func TestResume(t *testing.T) {
 			cfg := tinyConfig()
 			cfg.Dropout = 0.5
 			tt.edit(&cfg)
-			whole := mustNew(t, cfg, nil)
-			wantLoss := trainRun(t, whole, 0, K)
-			want, _ := whole.Weights()
-
-			first := mustNew(t, cfg, nil)
-			gotLoss := trainRun(t, first, 0, k)
-			dir := filepath.Join(t.TempDir(), "ckpt")
-			if err := first.SaveCheckpoint(dir, 1, k); err != nil {
-				t.Fatal(err)
-			}
-			first.Close()
-
-			second := mustNew(t, cfg, nil)
-			epoch, step, err := second.LoadCheckpoint(dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if epoch != 1 || step != k {
-				t.Errorf("LoadCheckpoint: got epoch %d step %d, want 1 %d", epoch, step, k)
-			}
-			gotLoss = append(gotLoss, trainRun(t, second, k, K-k)...)
-			got, _ := second.Weights()
-			for i := range wantLoss {
-				if gotLoss[i] != wantLoss[i] {
-					t.Errorf("step %d loss: got %v, want %v", i+1, gotLoss[i], wantLoss[i])
-				}
-			}
-			sameWeights(t, got, want)
+			resumeMatches(t, cfg, k, K)
 		})
 	}
+}
+
+// resumeMatches trains cfg for K steps in one Trainer (whole), and for k steps, a checkpoint
+// and K−k more steps in a new Trainer (second): the losses and weights must be identical.
+// It returns both Trainers for further checks.
+func resumeMatches(t *testing.T, cfg recipe.Config, k, K int) (whole, second *Trainer) {
+	t.Helper()
+	whole = mustNew(t, cfg, nil)
+	wantLoss := trainRun(t, whole, 0, K)
+	want, _ := whole.Weights()
+
+	first := mustNew(t, cfg, nil)
+	gotLoss := trainRun(t, first, 0, k)
+	dir := filepath.Join(t.TempDir(), "ckpt")
+	if err := first.SaveCheckpoint(dir, 1, k); err != nil {
+		t.Fatal(err)
+	}
+	first.Close()
+
+	second = mustNew(t, cfg, nil)
+	epoch, step, err := second.LoadCheckpoint(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if epoch != 1 || step != k {
+		t.Errorf("LoadCheckpoint: got epoch %d step %d, want 1 %d", epoch, step, k)
+	}
+	gotLoss = append(gotLoss, trainRun(t, second, k, K-k)...)
+	got, _ := second.Weights()
+	for i := range wantLoss {
+		if gotLoss[i] != wantLoss[i] {
+			t.Errorf("step %d loss: got %v, want %v", i+1, gotLoss[i], wantLoss[i])
+		}
+	}
+	sameWeights(t, got, want)
+	return whole, second
 }
 
 // TestCheckpointMeta: the checkpoint records the recipe package's keys, and a
