@@ -13,6 +13,7 @@ SKIP_BUILD=1 scripts/setup.sh
 rm -rf .gpu && mkdir -p .gpu
 go build -tags "notensorflow nohdf5" -o .gpu/fwbench ./cmd/fwbench
 go test -c -o .gpu/torchrun.test ./torchrun
+go test -c -o .gpu/nvml.test ./internal/nvml
 cp "$FWBENCH_CGOTORCH_DIR/libcgotorch.so" .gpu/
 .gpu/fwbench dataset synth --out .gpu/data --classes 3 --per-class 40 --size 64 --seed 1 >/dev/null
 du -sh .gpu

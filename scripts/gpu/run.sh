@@ -16,6 +16,19 @@ echo "== doctor"
 .gpu/fwbench doctor --json | tee "$out/doctor.json"
 echo "== CUDA tests"
 (cd torchrun && ../.gpu/torchrun.test -test.run 'CUDA' -test.v -test.count=1) 2>&1 | tee "$out/cuda-tests.log"
+echo "== NVML (peak GPU memory for both frameworks)"
+(cd internal/nvml && ../../.gpu/nvml.test -test.run 'GPU' -test.v -test.count=1) 2>&1 | tee -a "$out/cuda-tests.log"
+echo "== precision and speed settings, VGG16 224 px, batch 128 (#15)"
+i=0
+for flags in "--precision fp32" "--precision tf32" "--precision bf16" "--precision bf16 --channels-last" \
+	"--precision bf16 --cudnn-benchmark" "--precision bf16 --channels-last --cudnn-benchmark"; do
+	i=$((i + 1))
+	echo "-- $flags"
+	# shellcheck disable=SC2086 # $flags is a list of flags
+	.gpu/fwbench train --framework torch --gpu --data .gpu/data --model vgg16 --image-size 224 \
+		--hidden 4096 --batch-size 128 --epochs 1 --steps-per-epoch 15 --warmup-steps 5 \
+		--optimizer sgd --lr 0.01 $flags --quiet --json "$out/go-settings-$i.json" 2>&1 | tail -2
+done
 for b in 64 128; do
 	echo "== train --gpu, VGG16 224 px, batch $b"
 	.gpu/fwbench train --framework torch --gpu --data .gpu/data --model vgg16 --image-size 224 \
