@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # run.sh: the CUDA check, on the GPU machine, from what prepare.sh built. Writes its results
-# under $OUT (or ./gpu-out): the CUDA tests' log, run records at 224 px, the OOM check, and a
-# Python PyTorch baseline on the same card when torch_train.py is present.
+# under ./gpu-out (the CUDA tests' log, run records at 224 px, the OOM check, and a Python
+# PyTorch baseline on the same card when torch_train.py is present) and, the device machine
+# returning at most 8 files, one archive of them: $OUT/gpu-results.tgz.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-out=${OUT:-gpu-out}
+out=gpu-out
 mkdir -p "$out"
 py=${PYTHON:-python3}
 torchlib=$("$py" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
@@ -42,4 +43,7 @@ echo "exit status: ${PIPESTATUS[0]}" | tee -a "$out/oom.txt"
 if [ -f scripts/reference/torch_train.py ]; then
 	echo "== Python PyTorch on the same card (see scripts/reference/README.md)"
 	"$py" scripts/reference/torch_train.py --help >/dev/null 2>&1 && echo "run it by hand with the bench settings" | tee "$out/python.txt"
+fi
+if [ -n "${OUT:-}" ]; then
+	tar -czf "$OUT/gpu-results.tgz" "$out" && echo "results: $OUT/gpu-results.tgz"
 fi
