@@ -258,14 +258,20 @@ def check_fixture(args, diffs):
         print(f"{name}: {len(net['layers'])} layers, {len(names)} tensors", file=sys.stderr)
 
 
-def check_pair(args, diffs):
-    """torch builder against Keras builder at 64 px, batch 8 (better conditioned than 32 px ×
-    4, and VGG's heads see a 2×2 map: Flatten's permutation and the 2 → 7 pooling matrix)."""
+def pair_cases(args):
+    """Each of PAIR_SPECS with its checked description and its input batch (NCHW torch tensors
+    and the NHWC array Keras takes)."""
     for spec in PAIR_SPECS:
         net = describe(spec, args.nets)
         benchlib.check_net(net)
         x, y = make_input(PAIR_BATCH, spec["image_size"], spec["classes"])
-        x_nhwc = np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy())
+        yield spec, net, x, y, np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy())
+
+
+def check_pair(args, diffs):
+    """torch builder against Keras builder at 64 px, batch 8 (better conditioned than 32 px ×
+    4, and VGG's heads see a 2×2 map: Flatten's permutation and the 2 → 7 pooling matrix)."""
+    for spec, net, x, y, x_nhwc in pair_cases(args):
         _, _, ev, tr, tl, after, w0 = torch_run(net, x, y, SGD)
         _, _, ev64, tr64, tl64, after64, _ = torch_run(net, x, y, SGD, double=True)
         kev, ktr, ktl, kafter = keras_run(net, w0, x_nhwc, y.numpy(), spec["classes"], SGD)
@@ -288,11 +294,7 @@ def check_pair(args, diffs):
 def check_bf16(args, diffs):
     """Part 3: the Keras builder in mixed bfloat16 against the torch builder under bf16
     autocast, at 64 px × 8 on PAIR_SPECS; noise is the torch builder's bf16-vs-fp32 distance."""
-    for spec in PAIR_SPECS:
-        net = describe(spec, args.nets)
-        benchlib.check_net(net)
-        x, y = make_input(PAIR_BATCH, spec["image_size"], spec["classes"])
-        x_nhwc = np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy())
+    for spec, net, x, y, x_nhwc in pair_cases(args):
         _, _, ev, tr, tl, after, w0 = torch_run(net, x, y, SGD)
         _, _, bev, btr, btl, bafter, _ = torch_run(net, x, y, SGD, low=torch.bfloat16)
         kev, ktr, ktl, kafter = keras_run(net, w0, x_nhwc, y.numpy(), spec["classes"], SGD, precision="bf16")
