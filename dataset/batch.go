@@ -28,6 +28,19 @@ type Batch struct {
 	Epoch      int           // epoch number
 	Index      int           // batch index within the epoch
 	Wait       time.Duration // how long the Next call that produced it blocked waiting for data
+	// Offset and GlobalN place a data-parallel shard (LoaderConfig.Shard) in
+	// its global batch: its images are the global batch's [Offset, Offset+N).
+	// GlobalN is 0 outside data-parallel runs: the batch is the global batch.
+	Offset, GlobalN int
+}
+
+// Global returns the number of images in the global batch b belongs to: N,
+// or GlobalN for a data-parallel shard.
+func (b *Batch) Global() int {
+	if b.GlobalN > 0 {
+		return b.GlobalN
+	}
+	return b.N
 }
 
 // Hash returns the hex SHA-256 of X as little-endian float32 bytes followed

@@ -28,7 +28,17 @@ type LoaderConfig struct {
 	// row-major, named by a hash of the source and S; safe to share between
 	// processes, stale entries are never read).
 	Cache string
+	// Shard makes every batch one rank's share of the global batch of
+	// BatchSize images (data-parallel training): the same order, the same
+	// augmentation, and the images [Rank·BatchSize/Count, (Rank+1)·BatchSize/Count)
+	// of each global batch. BatchSize must be a multiple of Count and
+	// DropLast set, so that every rank's share is equal. The zero value
+	// (Count 0 or 1) is the whole batch.
+	Shard Shard
 }
+
+// Shard is one rank's place among Count data-parallel ranks.
+type Shard struct{ Rank, Count int }
 
 // maxImageSize bounds S so that a typo cannot ask for a huge batch buffer.
 const maxImageSize = 4096
@@ -57,6 +67,16 @@ func NewLoader(s *Subset, cfg LoaderConfig) (*Loader, error) {
 	}
 	if cfg.BatchSize <= 0 {
 		return nil, fmt.Errorf("dataset: new loader: batch size %d must be positive", cfg.BatchSize)
+	}
+	if sh := cfg.Shard; sh.Count > 1 || sh.Rank != 0 || sh.Count < 0 {
+		switch {
+		case sh.Count < 1 || sh.Rank < 0 || sh.Rank >= sh.Count:
+			return nil, fmt.Errorf("dataset: new loader: rank %d is outside [0, %d)", sh.Rank, max(sh.Count, 0))
+		case cfg.BatchSize%sh.Count != 0:
+			return nil, fmt.Errorf("dataset: new loader: batch size %d is not a multiple of the %d ranks", cfg.BatchSize, sh.Count)
+		case !cfg.DropLast:
+			return nil, fmt.Errorf("dataset: new loader: a sharded loader must drop the last partial batch")
+		}
 	}
 	if cfg.Workers <= 0 {
 		cfg.Workers = runtime.NumCPU()
@@ -218,10 +238,17 @@ func (l *Loader) Epoch(ctx context.Context, epoch int) *Iter {
 		defer close(it.queue)
 		for b := 0; b < it.nb; b++ {
 			idx := order[b*B : min((b+1)*B, len(order))]
+			off, global := 0, 0
+			if sh := l.cfg.Shard; sh.Count > 1 {
+				n := len(idx) / sh.Count // len(idx) == B: DropLast
+				off, global = sh.Rank*n, len(idx)
+				idx = idx[off : off+n]
+			}
 			n := len(idx)
 			p := &pending{done: make(chan struct{}), b: &Batch{
 				X: make([]float32, n*S*S*3), Labels: make([]int32, n),
 				N: n, H: S, W: S, C: 3, Epoch: epoch, Index: b,
+				Offset: off, GlobalN: global,
 			}}
 			p.left.Store(int32(n))
 			select {
