@@ -90,6 +90,13 @@ func TestSpecValidate(t *testing.T) {
 
 func synthLoaders(t *testing.T, batch int) Loaders {
 	t.Helper()
+	return shardLoaders(t, batch, dataset.Shard{})
+}
+
+// shardLoaders is synthLoaders for one rank of a data-parallel run: its training batches are
+// the rank's share of each global batch of batch images.
+func shardLoaders(t *testing.T, batch int, shard dataset.Shard) Loaders {
+	t.Helper()
 	dir := t.TempDir()
 	if err := dataset.Synthesize(dir, 3, 10, 32, 1, "png"); err != nil {
 		t.Fatal(err)
@@ -99,7 +106,9 @@ func synthLoaders(t *testing.T, batch int) Loaders {
 		t.Fatal(err)
 	}
 	lc := dataset.LoaderConfig{ImageSize: 32, BatchSize: batch, Seed: 1, Shuffle: true, DropLast: true, Normalize: "rescale"}
-	tr, err := dataset.NewLoader(ds.Train(), lc)
+	tc := lc
+	tc.Shard = shard
+	tr, err := dataset.NewLoader(ds.Train(), tc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +211,7 @@ func sampleReport() *Report {
 			Dataset:     DatasetInfo{Path: "d", Classes: 3, TrainImages: 24, ValImages: 6},
 			InitialLoss: 1.0986, TotalSeconds: total, ImagesPerSecond: 100 / total, DataWaitFraction: 0.01, PeakRSSBytes: 1 << 28,
 			StepSeconds: Quantiles{0.1, 0.2}, StepTimesSeconds: []float64{0.1, 0.12, 0.2}, PID: 1000 + i,
-			StepLosses: []float64{1.1, 1.0, 0.95, 0.9, 0.85}, TimedSteps: 3, SyncedTimerReads: 5, Precision: "fp32", Settings: fairSettings(fw),
+			StepLosses: []float64{1.1, 1.0, 0.95, 0.9, 0.85}, TimedSteps: 3, SyncedTimerReads: 5, Precision: "fp32", Settings: fairSettings(fw), WorldSize: 1,
 			TimeBreakdownSeconds: &TimeBreakdown{Startup: 0.5, Build: 1, WarmupSteps: 1, TimedSteps: total - 3, Evaluation: 0.5, Total: total},
 			Epochs:               []EpochRecord{{1, 1.1, 0.3, 1.0, 0.4, total / 2, 50}, {2, 0.9, 0.5, 0.8, 0.6, total / 2, 55}}})
 	}

@@ -25,6 +25,10 @@ type Framework struct {
 	// nil means seeded by the recipe's seed). It must return cfg.Validate()'s error unchanged
 	// for an invalid recipe.
 	New func(ctx context.Context, cfg recipe.Config, init []*weights.Tensor) (Trainer, error)
+	// NewParallel builds the Trainer of one rank of a data-parallel run, joined to the
+	// framework's own process group as p places it (recipe.Parallel); nil when the driver
+	// has none.
+	NewParallel func(ctx context.Context, cfg recipe.Config, init []*weights.Tensor, p recipe.Parallel) (Trainer, error)
 	// Version is the version of the native library the driver loaded.
 	Version func() string
 	// CUDADevices lists the CUDA devices the framework can use; an error says why it cannot

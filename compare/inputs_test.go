@@ -196,17 +196,19 @@ func TestChildCheckpoint(t *testing.T) {
 		epochs     int
 		fw         string
 		repeat     int // 0-based, as Run counts
+		nproc      int
 		want       string
 	}{
-		{"default folder", "", 2, Torch, 0, filepath.Join("rep", "checkpoints", "torch-1")},
-		{"user folder", "ck", 2, Torch, 0, filepath.Join("ck", "torch-1")},
-		{"user folder, other framework", "ck", 2, TensorFlow, 0, filepath.Join("ck", "tensorflow-1")},
-		{"user folder, second repeat", "ck", 2, Torch, 1, filepath.Join("ck", "torch-2")},
-		{"no epoch to train (parity run)", "ck", 0, Torch, 0, ""},
+		{"default folder", "", 2, Torch, 0, 1, filepath.Join("rep", "checkpoints", "torch-1")},
+		{"user folder", "ck", 2, Torch, 0, 1, filepath.Join("ck", "torch-1")},
+		{"user folder, other framework", "ck", 2, TensorFlow, 0, 1, filepath.Join("ck", "tensorflow-1")},
+		{"user folder, second repeat", "ck", 2, Torch, 1, 1, filepath.Join("ck", "torch-2")},
+		{"data-parallel run", "ck", 2, Torch, 1, 2, filepath.Join("ck", "torch-2-n2")},
+		{"no epoch to train (parity run)", "ck", 0, Torch, 0, 1, ""},
 	}
 	for _, tt := range tests {
 		s := Spec{Checkpoint: tt.checkpoint, Epochs: tt.epochs}
-		if got := childCheckpoint(cfg, s, tt.fw, tt.repeat); got != tt.want {
+		if got := childCheckpoint(cfg, s, tt.fw, tt.repeat, tt.nproc); got != tt.want {
 			t.Errorf("%s: got %q, want %q", tt.name, got, tt.want)
 		}
 	}
@@ -230,7 +232,7 @@ func TestChildrenGetOwnCheckpoint(t *testing.T) {
 		for _, fw := range []string{TensorFlow, Torch} {
 			argsFile := filepath.Join(dir, fmt.Sprintf("args-%s-%d", fw, r))
 			cfg := Config{Spec: spec, Out: filepath.Join(dir, "out"), Exe: exe, Repeat: 2, Env: []string{"FAKE_ARGS=" + argsFile}}
-			if _, fail := runChild(context.Background(), cfg, fw, r, func(Progress) {}); fail == nil {
+			if _, fail := runChild(context.Background(), cfg, fw, r, 1, func(Progress) {}); fail == nil {
 				t.Fatalf("%s %d: the stand-in exits 1, want a Failure", fw, r+1)
 			}
 			b, err := os.ReadFile(argsFile)

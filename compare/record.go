@@ -79,6 +79,17 @@ type RunRecord struct {
 	// Settings are the framework's settings that decide speed, as the driver reports them:
 	// every recipe.SettingKeys key, on every device, and the driver's others (threads, oneDNN...).
 	Settings map[string]string `json:"settings,omitempty"`
+	// WorldSize is the number of data-parallel processes that trained the run (1: one
+	// process); Rank is the process that wrote the record (rank 0's record is the run's
+	// summary: its losses, accuracy and images/s are the global batch's). Backend names the
+	// framework's distributed runtime (recipe.BackendGloo, BackendNCCL, BackendGRPC), empty
+	// for one process. CommSecondsPerStep is the mean time a training step waited for the
+	// gradient all-reduce (the part not overlapped with the backward pass), where the driver
+	// measures it (Communicator).
+	WorldSize          int      `json:"world_size"`
+	Rank               int      `json:"rank"`
+	Backend            string   `json:"backend,omitempty"`
+	CommSecondsPerStep *float64 `json:"comm_seconds_per_step,omitempty"`
 }
 
 // DatasetInfo says what a run trained on.

@@ -28,22 +28,27 @@ const ReportSchema = "fwbench.report/v1"
 
 // Report is one comparison: what was run, how it was kept fair, and what was measured.
 type Report struct {
-	Schema     string                 `json:"schema"`
-	Created    string                 `json:"created"`
-	Partial    bool                   `json:"partial"`
-	Config     ReportConfig           `json:"config"`
-	Fairness   []Condition            `json:"fairness"`
-	Parity     Parity                 `json:"parity"`
-	Order      []string               `json:"order"`
-	Runs       []RunRecord            `json:"runs"`
-	Failures   []Failure              `json:"failures"`
-	Summary    map[string]FWSummary   `json:"summary"`
-	Ratio      *Ratio                 `json:"ratio_tensorflow_over_torch,omitempty"`
-	Study      StudyReference         `json:"study"`
-	Machine    map[string]string      `json:"machine"`
-	Extra      map[string]any         `json:"extra,omitempty"`
-	byFW       map[string][]RunRecord // runs per framework, complete ones only
-	parityRuns []RunRecord            // the parity children's records
+	Schema   string               `json:"schema"`
+	Created  string               `json:"created"`
+	Partial  bool                 `json:"partial"`
+	Config   ReportConfig         `json:"config"`
+	Fairness []Condition          `json:"fairness"`
+	Parity   Parity               `json:"parity"`
+	Order    []string             `json:"order"`
+	Runs     []RunRecord          `json:"runs"`
+	Failures []Failure            `json:"failures"`
+	Summary  map[string]FWSummary `json:"summary"`
+	Ratio    *Ratio               `json:"ratio_tensorflow_over_torch,omitempty"`
+	// Scaling and ScalingRuns are compare --nproc's: each framework's data-parallel scaling
+	// and the N-process runs' records (rank 0's), kept out of Runs and Summary, which are the
+	// single-process runs'.
+	Scaling     []Scaling              `json:"scaling,omitempty"`
+	ScalingRuns []RunRecord            `json:"scaling_runs,omitempty"`
+	Study       StudyReference         `json:"study"`
+	Machine     map[string]string      `json:"machine"`
+	Extra       map[string]any         `json:"extra,omitempty"`
+	byFW        map[string][]RunRecord // runs per framework, complete ones only
+	parityRuns  []RunRecord            // the parity children's records
 }
 
 // ReportConfig is the configuration a report was made with.
@@ -565,6 +570,29 @@ func (r *Report) Table() string {
 	row("version", func(s FWSummary) string { return s.Version })
 	row("device / threads", func(s FWSummary) string { return fmt.Sprintf("%s / %d", s.Device, s.Threads) })
 	row("complete runs", func(s FWSummary) string { return strconv.Itoa(s.Runs) })
+	if len(r.Scaling) > 0 {
+		n := r.Scaling[0].WorldSize
+		sc := func(fw string) *Scaling {
+			for i := range r.Scaling {
+				if r.Scaling[i].Framework == fw {
+					return &r.Scaling[i]
+				}
+			}
+			return nil
+		}
+		rowFW(fmt.Sprintf("images/s at %d processes", n), func(fw string, _ FWSummary) string {
+			if x := sc(fw); x != nil {
+				return spread(x.ImagesPSN, "", 1, 1)
+			}
+			return "-"
+		})
+		rowFW(fmt.Sprintf("scaling efficiency at %d processes", n), func(fw string, _ FWSummary) string {
+			if x := sc(fw); x != nil {
+				return spread(x.Efficiency, "%", 100, 1) + " " + x.Backend
+			}
+			return "-"
+		})
+	}
 	tw.Flush()
 	out := b.String()
 	var tail strings.Builder
@@ -641,6 +669,7 @@ func (r *Report) Markdown() string {
 	}
 	b.WriteString("\n" + r.settingsMarkdown())
 	b.WriteString(r.breakdownMarkdown())
+	b.WriteString(r.scalingMarkdown())
 	fmt.Fprintf(&b, "## Parity\n\n%s: %s\n\n", passFail(r.Parity.Passed), r.Parity.Message)
 	if tp := r.Parity.Trajectory; tp != nil {
 		fmt.Fprintf(&b, "Trajectory %s: the per-step training losses of %s over %d steps differ by at most %.3g relative (tolerance %.3g, first step beyond it: %d).\n\n",
@@ -701,5 +730,31 @@ func (r *Report) Markdown() string {
 			fmt.Fprintf(&b, "### %s, repeat %d\n\n%s (exit %d %s)\n\n```\n%s```\n\n", f.Framework, f.Repeat, f.Error, f.ExitCode, f.Signal, f.StderrTail)
 		}
 	}
+	return b.String()
+}
+
+// scalingMarkdown is report.md's data-parallel section (compare --nproc), empty without one.
+func (r *Report) scalingMarkdown() string {
+	if len(r.Scaling) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	n := r.Scaling[0].WorldSize
+	fmt.Fprintf(&b, "## Data-parallel scaling\n\nEach repeat ran every framework in one process and then in %d local processes on the same global batch "+
+		"(%d images; each process trains on %d of them and the gradients are averaged every step by the framework's own distributed runtime). "+
+		"Scaling efficiency is images/s at %d processes over %d × images/s in one process, per repeat. "+
+		"BatchNorm uses each process's own batch statistics (torch DDP's default), so a model with BatchNorm does not compute exactly the single-process step.\n\n",
+		n, r.Config.Spec.BatchSize, r.Config.Spec.BatchSize/max(n, 1), n, n)
+	b.WriteString("| framework | backend | pairs | images/s, 1 process | images/s, N processes | efficiency | all-reduce wait per step |\n|---|---|---|---|---|---|---|\n")
+	for _, x := range r.Scaling {
+		comm := "not measured"
+		if x.CommSecondsPerStep != nil {
+			comm = fmt.Sprintf("%.1f ms", 1000**x.CommSecondsPerStep)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %d | %.1f [%.1f–%.1f] | %.1f [%.1f–%.1f] | %.1f%% [%.1f–%.1f] | %s |\n", x.Framework, x.Backend, x.Pairs,
+			x.ImagesPS1.Median, x.ImagesPS1.Min, x.ImagesPS1.Max, x.ImagesPSN.Median, x.ImagesPSN.Min, x.ImagesPSN.Max,
+			100*x.Efficiency.Median, 100*x.Efficiency.Min, 100*x.Efficiency.Max, comm)
+	}
+	b.WriteString("\n")
 	return b.String()
 }

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -52,6 +53,10 @@ type Config struct {
 	SynthClasses, SynthPerClass, SynthSize int
 	// Env is added to each child's environment.
 	Env []string
+	// Nproc, when above 1, adds a data-parallel run of each framework at Nproc local
+	// processes after its single-process run in every repeat (`fwbench train --nproc`), and
+	// the report's Scaling compares their images/s.
+	Nproc int
 }
 
 // Run compares the frameworks under one Spec: it prepares the data and one shared initial
@@ -131,23 +136,39 @@ func Run(ctx context.Context, cfg Config, onProgress func(Progress)) (*Report, e
 		return finish(fmt.Errorf("compare: parity check failed: %s (use --allow-mismatch to go on)", rep.Parity.Message))
 	}
 
+	pairs := map[string]map[int][2]*RunRecord{} // framework → repeat → its runs at 1 and Nproc processes
 	for r := 0; r < cfg.Repeat; r++ {
-		for _, fw := range order(cfg.Frameworks, r) {
-			if ctx.Err() != nil {
-				return finish(ErrInterrupted)
-			}
-			rep.Order = append(rep.Order, fw)
-			rec, fail := runChild(ctx, cfg, fw, r, onProgress)
-			if rec != nil {
-				rep.Runs = append(rep.Runs, *rec)
-			}
-			if fail != nil {
-				rep.Failures = append(rep.Failures, *fail)
-			}
-			if ctx.Err() != nil {
-				return finish(ErrInterrupted)
+		for _, nproc := range procCounts(cfg.Nproc) {
+			for _, fw := range order(cfg.Frameworks, r) {
+				if ctx.Err() != nil {
+					return finish(ErrInterrupted)
+				}
+				rec, fail := runChild(ctx, cfg, fw, r, nproc, onProgress)
+				if nproc == 1 {
+					rep.Order = append(rep.Order, fw)
+					if rec != nil {
+						rep.Runs = append(rep.Runs, *rec)
+					}
+				} else if rec != nil {
+					rep.ScalingRuns = append(rep.ScalingRuns, *rec)
+				}
+				if fail != nil {
+					rep.Failures = append(rep.Failures, *fail)
+				}
+				if pairs[fw] == nil {
+					pairs[fw] = map[int][2]*RunRecord{}
+				}
+				p := pairs[fw][r]
+				p[min(nproc-1, 1)] = rec
+				pairs[fw][r] = p
+				if ctx.Err() != nil {
+					return finish(ErrInterrupted)
+				}
 			}
 		}
+	}
+	if cfg.Nproc > 1 {
+		rep.Scaling = scaling(cfg.Frameworks, pairs, cfg.Nproc)
 	}
 	rep.Fairness = fairness(cfg, rep)
 	rep.Parity.Trajectory = trajectory(rep.Runs, cfg.Frameworks, cfg.TrajectoryTolerance)
@@ -183,7 +204,7 @@ func (cfg Config) validate() error {
 	if cfg.Repeat < 1 {
 		return fmt.Errorf("compare: %w: repeat must be at least 1, got %d", ErrInvalid, cfg.Repeat)
 	}
-	return nil
+	return CheckParallel(cfg.Spec, max(cfg.Nproc, 1))
 }
 
 // withDefaults fills cfg's zero fields. A zero Repeat means the default, 2 (the CLI refuses
@@ -314,7 +335,7 @@ func runParity(ctx context.Context, cfg Config, rep *Report, onProgress func(Pro
 	for _, fw := range cfg.Frameworks {
 		s := cfg.Spec
 		s.Epochs = 0
-		rec, fail := runSpec(ctx, cfg, s, fw, 0, filepath.Join(cfg.Out, "runs", "parity-"+fw+".json"), onProgress)
+		rec, fail := runSpec(ctx, cfg, s, fw, 0, 1, filepath.Join(cfg.Out, "runs", "parity-"+fw+".json"), onProgress)
 		if fail != nil {
 			rep.Failures = append(rep.Failures, *fail)
 			return fmt.Errorf("compare: parity run of %s failed: %s", fw, fail.Error)
@@ -453,15 +474,29 @@ func fmtLosses(m map[string]float64) string {
 	return strings.Join(parts, ", ")
 }
 
-func runChild(ctx context.Context, cfg Config, fw string, repeat int, onProgress func(Progress)) (*RunRecord, *Failure) {
-	path := filepath.Join(cfg.Out, "runs", fmt.Sprintf("%s-%d.json", fw, repeat+1))
-	return runSpec(ctx, cfg, cfg.Spec, fw, repeat, path, onProgress)
+// procCounts lists the process counts each framework runs at in a repeat: 1, and nproc when
+// it is above 1.
+func procCounts(nproc int) []int {
+	if nproc > 1 {
+		return []int{1, nproc}
+	}
+	return []int{1}
+}
+
+// runChild runs one repeat of fw at nproc processes; the data-parallel runs' records and
+// checkpoints go beside the single-process ones with a "-nN" suffix.
+func runChild(ctx context.Context, cfg Config, fw string, repeat, nproc int, onProgress func(Progress)) (*RunRecord, *Failure) {
+	name := fmt.Sprintf("%s-%d", fw, repeat+1)
+	if nproc > 1 {
+		name += fmt.Sprintf("-n%d", nproc)
+	}
+	return runSpec(ctx, cfg, cfg.Spec, fw, repeat, nproc, filepath.Join(cfg.Out, "runs", name+".json"), onProgress)
 }
 
 // childCheckpoint is the checkpoint folder of one training child: <base>/<framework>-<repeat>,
 // base being the Spec's Checkpoint or else <Out>/checkpoints, so that no two children write
 // into one folder. A run that trains no epoch (the parity run) writes no checkpoint.
-func childCheckpoint(cfg Config, s Spec, fw string, repeat int) string {
+func childCheckpoint(cfg Config, s Spec, fw string, repeat, nproc int) string {
 	if s.Epochs <= 0 {
 		return ""
 	}
@@ -469,7 +504,11 @@ func childCheckpoint(cfg Config, s Spec, fw string, repeat int) string {
 	if base == "" {
 		base = filepath.Join(cfg.Out, "checkpoints")
 	}
-	return filepath.Join(base, fmt.Sprintf("%s-%d", fw, repeat+1))
+	name := fmt.Sprintf("%s-%d", fw, repeat+1)
+	if nproc > 1 {
+		name += fmt.Sprintf("-n%d", nproc)
+	}
+	return filepath.Join(base, name)
 }
 
 // childResume is the checkpoint a training child resumes from under `compare --resume X`:
@@ -489,16 +528,22 @@ func childResume(s Spec, fw string, repeat int) string {
 
 // runSpec runs `fwbench train` for one framework in a child process and reads its record.
 // On Ctrl-C the child gets SIGINT, finishes its step, checkpoints and writes a partial record.
-func runSpec(ctx context.Context, cfg Config, s Spec, fw string, repeat int, jsonPath string, onProgress func(Progress)) (*RunRecord, *Failure) {
+func runSpec(ctx context.Context, cfg Config, s Spec, fw string, repeat, nproc int, jsonPath string, onProgress func(Progress)) (*RunRecord, *Failure) {
 	s.Framework = fw
-	s.Checkpoint = childCheckpoint(cfg, s, fw, repeat)
+	s.Checkpoint = childCheckpoint(cfg, s, fw, repeat, nproc)
 	s.Resume = childResume(s, fw, repeat)
+	if nproc > 1 {
+		s.Resume = "" // a comparison resumes its single-process runs only
+	}
 	if err := os.MkdirAll(filepath.Dir(jsonPath), 0o755); err != nil {
 		return nil, &Failure{Framework: fw, Repeat: repeat + 1, Error: err.Error()}
 	}
 	os.Remove(jsonPath)
 	args := append([]string{"train"}, s.Args()...)
 	args = append(args, "--json", jsonPath, "--progress-json", "--quiet")
+	if nproc > 1 {
+		args = append(args, "--nproc", strconv.Itoa(nproc))
+	}
 	cmd := exec.Command(cfg.Exe, args...)
 	cmd.Env = append(os.Environ(), cfg.Env...)
 	stderr, err := cmd.StderrPipe()
@@ -529,6 +574,9 @@ func runSpec(ctx context.Context, cfg Config, s Spec, fw string, repeat int, jso
 			var p Progress
 			if json.Unmarshal([]byte(rest), &p) == nil {
 				p.Repeat, p.Repeats = repeat+1, cfg.Repeat
+				if nproc > 1 {
+					p.Framework += fmt.Sprintf(" ×%d", nproc)
+				}
 				onProgress(p)
 				continue
 			}

@@ -28,6 +28,10 @@ type TrainOptions struct {
 	// Export after a run that finished, so that the trained weights leave fwbench for other
 	// tools.
 	CheckpointExports []string
+	// Group, when set, makes the run one rank of a data-parallel run (see train): the
+	// framework's NewParallel joins its process group, the training data is this rank's share
+	// of each global batch, and only rank 0 writes outputs (SaveWeights, checkpoints, exports).
+	Group Group
 }
 
 // TrainOne makes one training run of one framework, the whole of `fwbench train`: it
@@ -50,13 +54,26 @@ func TrainOne(ctx context.Context, s Spec, opts TrainOptions) (rec *RunRecord, e
 	if err := CheckGPU(fw.Name, s.Device); err != nil {
 		return nil, err
 	}
+	var shard dataset.Shard
+	if g := opts.Group; g != nil {
+		if fw.NewParallel == nil {
+			return nil, fmt.Errorf("compare: %w: %s has no data-parallel mode", ErrInvalid, fw.Name)
+		}
+		if err := CheckParallel(s, g.WorldSize()); err != nil {
+			return nil, err
+		}
+		shard = dataset.Shard{Rank: g.Rank(), Count: g.WorldSize()}
+		if g.Rank() != 0 { // only rank 0 writes
+			s.Checkpoint, opts.SaveWeights, opts.CheckpointExports = "", "", nil
+		}
+	}
 	if err := PrepareOutputs(s, opts.SaveWeights); err != nil {
 		return nil, err
 	}
 	if s.Normalize, err = ResolveNormalize(s); err != nil {
 		return nil, err
 	}
-	data, skipped, err := openData(ctx, s)
+	data, skipped, err := openData(ctx, s, shard)
 	if err != nil {
 		return nil, err
 	}
@@ -83,7 +100,12 @@ func TrainOne(ctx context.Context, s Spec, opts TrainOptions) (rec *RunRecord, e
 		}
 	}
 	clk.lap(partWeightLoad)
-	tr, err := fw.New(ctx, s.Config, init)
+	var tr Trainer
+	if opts.Group != nil {
+		tr, err = fw.NewParallel(ctx, s.Config, init, opts.Group.Parallel())
+	} else {
+		tr, err = fw.New(ctx, s.Config, init)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -99,7 +121,7 @@ func TrainOne(ctx context.Context, s Spec, opts TrainOptions) (rec *RunRecord, e
 		defer debug.SetGCPercent(debug.SetGCPercent(400))
 	}
 	clk.lap(partBuild)
-	rec, err = train(ctx, tr, s, data, opts.OnProgress, clk)
+	rec, err = train(ctx, tr, s, data, opts.OnProgress, clk, opts.Group)
 	if rec != nil {
 		defer func() { rec.TimeBreakdownSeconds = clk.done(partReport) }()
 		rec.InitialWeightsSHA256 = initSum
@@ -186,7 +208,10 @@ func initialWeights(s Spec, net *model.Net) ([]*weights.Tensor, weights.Provenan
 
 // openData opens the dataset (or the built-in synthetic one) and makes the two loaders.
 // It returns the files the dataset left out.
-func openData(ctx context.Context, s Spec) (Loaders, []dataset.Skipped, error) {
+//
+// shard is this rank's share of each training batch in a data-parallel run (the zero Shard:
+// the whole batch); the validation loader is never sharded (rank 0 validates on all of it).
+func openData(ctx context.Context, s Spec, shard dataset.Shard) (Loaders, []dataset.Skipped, error) {
 	path := s.Data
 	if path == "" {
 		var err error
@@ -206,7 +231,9 @@ func openData(ctx context.Context, s Spec) (Loaders, []dataset.Skipped, error) {
 	if s.Augment {
 		lc.Augment = dataset.PaperAugment()
 	}
-	train, err := dataset.NewLoader(ds.Train(), lc)
+	tc := lc
+	tc.Shard = shard
+	train, err := dataset.NewLoader(ds.Train(), tc)
 	if err != nil {
 		return Loaders{}, nil, fmt.Errorf("compare: %w: %v", ErrInvalid, err)
 	}

@@ -107,7 +107,7 @@ type Loaders struct {
 // the result equals an uninterrupted run.
 func Train(ctx context.Context, tr Trainer, spec Spec, data Loaders, onProgress func(Progress)) (*RunRecord, error) {
 	clk := newLapClock(0)
-	rec, err := train(ctx, tr, spec, data, onProgress, clk)
+	rec, err := train(ctx, tr, spec, data, onProgress, clk, nil)
 	if rec != nil {
 		rec.TimeBreakdownSeconds = clk.done(partReport)
 	}
@@ -115,13 +115,20 @@ func Train(ctx context.Context, tr Trainer, spec Spec, data Loaders, onProgress 
 }
 
 // train is Train with the run's clock: TrainOne starts it at the run's first statement and
-// laps the rest of the record's time (exports) after it.
-func train(ctx context.Context, tr Trainer, spec Spec, data Loaders, onProgress func(Progress), clk *lapClock) (*RunRecord, error) {
+// laps the rest of the record's time (exports) after it. g is the data-parallel group of a
+// rank (nil for one process): the ranks check that they loaded the same weights, exchange
+// each step's figures and the decision to stop (so that every rank stops before the same
+// step), and only rank 0 validates and writes checkpoints.
+func train(ctx context.Context, tr Trainer, spec Spec, data Loaders, onProgress func(Progress), clk *lapClock, g Group) (*RunRecord, error) {
 	if onProgress == nil {
 		onProgress = func(Progress) {}
 	}
 	info := tr.Info()
 	rec := newRecord(info, spec, data)
+	lead := g == nil || g.Rank() == 0 // validates and writes checkpoints
+	if g != nil {
+		rec.WorldSize, rec.Rank, rec.Backend = g.WorldSize(), g.Rank(), info.Settings[recipe.SettingBackend]
+	}
 	gpu := startGPU(rec, info.Device) // NVML's peak over the whole run, on every return
 	defer gpu.stop(rec)
 	ck, canCheckpoint := tr.(Checkpointer)
@@ -136,6 +143,11 @@ func train(ctx context.Context, tr Trainer, spec Spec, data Loaders, onProgress 
 				return rec, fmt.Errorf("compare: reading the loaded weights back: %w", err)
 			}
 			rec.LoadedWeightsSHA256 = weights.CanonicalSHA256(ts)
+			if g != nil {
+				if err := g.Check(ctx, "loaded weights", rec.LoadedWeightsSHA256); err != nil {
+					return rec, fmt.Errorf("compare: %w", err)
+				}
+			}
 		}
 	}
 	clk.lap(partParity)
@@ -148,6 +160,11 @@ func train(ctx context.Context, tr Trainer, spec Spec, data Loaders, onProgress 
 		}
 		startEpoch, skip = e, s
 		rec.ResumedFrom = &Position{Epoch: e, Step: s}
+		if g != nil {
+			if err := g.Check(ctx, "checkpoint position", fmt.Sprintf("epoch %d step %d", e, s)); err != nil {
+				return rec, fmt.Errorf("compare: resume: %w", err)
+			}
+		}
 		clk.lap(partCheckpoints)
 	}
 	steps := data.Train.BatchesPerEpoch()
@@ -190,7 +207,7 @@ func train(ctx context.Context, tr Trainer, spec Spec, data Loaders, onProgress 
 	var waitTotal, stepTotal time.Duration
 	globalStep := 0
 	for epoch := startEpoch; epoch < spec.Epochs; epoch++ {
-		er, interrupted, err := trainEpoch(ctx, tr, info, spec, data, epoch, steps, skip, &globalStep, rec, &stepTimes, &waitTotal, &stepTotal, onProgress, clk)
+		er, interrupted, err := trainEpoch(ctx, tr, info, spec, data, epoch, steps, skip, &globalStep, rec, &stepTimes, &waitTotal, &stepTotal, onProgress, clk, g)
 		skip = 0
 		if err != nil {
 			rec.finish(start, stepTimes, waitTotal, stepTotal, tr)
@@ -200,7 +217,7 @@ func train(ctx context.Context, tr Trainer, spec Spec, data Loaders, onProgress 
 			rec.finish(start, stepTimes, waitTotal, stepTotal, tr)
 			rec.Partial = true
 			rec.InterruptedAt = interrupted
-			if spec.Checkpoint != "" {
+			if spec.Checkpoint != "" && lead {
 				err := ck.SaveCheckpoint(spec.Checkpoint, interrupted.Epoch, interrupted.Step)
 				clk.lap(partCheckpoints)
 				if err != nil {
@@ -211,7 +228,9 @@ func train(ctx context.Context, tr Trainer, spec Spec, data Loaders, onProgress 
 			}
 			return rec, ErrInterrupted
 		}
-		if err := evaluate(evalCtx, tr, data.Val, epoch, &er); err != nil {
+		if !lead {
+			// The other ranks wait for rank 0's validation at the next step's exchange.
+		} else if err := evaluate(evalCtx, tr, data.Val, epoch, &er); err != nil {
 			rec.finish(start, stepTimes, waitTotal, stepTotal, tr)
 			return rec, err
 		}
@@ -224,7 +243,7 @@ func train(ctx context.Context, tr Trainer, spec Spec, data Loaders, onProgress 
 		}
 		onProgress(Progress{Phase: "eval", Framework: info.Framework, Epoch: epoch + 1, Epochs: spec.Epochs,
 			Loss: er.ValLoss, Accuracy: er.ValAccuracy, ImagesPS: er.ImagesPerSecond})
-		if spec.Checkpoint != "" {
+		if spec.Checkpoint != "" && lead {
 			err := ck.SaveCheckpoint(spec.Checkpoint, epoch+1, 0)
 			clk.lap(partCheckpoints)
 			if err != nil {
@@ -241,7 +260,7 @@ func train(ctx context.Context, tr Trainer, spec Spec, data Loaders, onProgress 
 }
 
 func trainEpoch(ctx context.Context, tr Trainer, info recipe.Info, spec Spec, data Loaders, epoch, steps, skip int,
-	globalStep *int, rec *RunRecord, stepTimes *[]float64, waitTotal, stepTotal *time.Duration, onProgress func(Progress), clk *lapClock) (EpochRecord, *Position, error) {
+	globalStep *int, rec *RunRecord, stepTimes *[]float64, waitTotal, stepTotal *time.Duration, onProgress func(Progress), clk *lapClock, g Group) (EpochRecord, *Position, error) {
 	er := EpochRecord{Epoch: epoch + 1}
 	it := data.Train.Epoch(ctx, epoch)
 	defer it.Close()
@@ -252,14 +271,26 @@ func trainEpoch(ctx context.Context, tr Trainer, info recipe.Info, spec Spec, da
 	// never cancelled, and ctx is checked between steps.
 	stepCtx := context.WithoutCancel(ctx)
 	for i := 0; i < steps; i++ {
-		if i >= skip && ctx.Err() != nil {
-			return er, &Position{Epoch: epoch, Step: i}, nil
+		if i >= skip {
+			// The ranks of a data-parallel run agree before each step whether to stop, so
+			// that none waits in an all-reduce the others never join.
+			stop := ctx.Err() != nil
+			if g != nil {
+				v, err := g.Step(stepCtx, StepValues{Stop: stop})
+				if err != nil {
+					return er, nil, fmt.Errorf("compare: epoch %d step %d: %w", epoch+1, i+1, err)
+				}
+				stop = v.Stop
+			}
+			if stop {
+				return er, &Position{Epoch: epoch, Step: i}, nil
+			}
 		}
 		b, err := it.Next()
 		if err == io.EOF {
 			break
 		}
-		if err != nil && i >= skip && ctx.Err() != nil { // cancelled while the batch was loading
+		if err != nil && i >= skip && ctx.Err() != nil && g == nil { // cancelled while the batch was loading
 			return er, &Position{Epoch: epoch, Step: i}, nil
 		}
 		if err != nil {
@@ -274,6 +305,14 @@ func trainEpoch(ctx context.Context, tr Trainer, info recipe.Info, spec Spec, da
 		synced := false
 		if sy, ok := tr.(Syncer); ok && err == nil {
 			err, synced = sy.Sync(), true
+		}
+		n := b.N
+		if err == nil && g != nil {
+			// Every rank records the global batch's figures: the sums over the ranks.
+			var v StepValues
+			if v, err = g.Step(stepCtx, StepValues{LossSum: loss * float64(b.N), Correct: c, Images: b.N}); err == nil {
+				loss, c, n = v.LossSum/float64(v.Images), v.Correct, v.Images
+			}
 		}
 		if err != nil {
 			return er, nil, fmt.Errorf("compare: epoch %d step %d: %w", epoch+1, i+1, err)
@@ -293,10 +332,10 @@ func trainEpoch(ctx context.Context, tr Trainer, info recipe.Info, spec Spec, da
 			*waitTotal += b.Wait
 			*stepTotal += d + b.Wait
 			timed += d + b.Wait
-			timedImages += b.N
+			timedImages += n
 		}
-		lossSum += loss * float64(b.N)
-		seen += b.N
+		lossSum += loss * float64(n)
+		seen += n
 		correct += c
 		er.TrainAccuracy = float64(correct) / float64(seen)
 		if timed > 0 {
@@ -365,6 +404,7 @@ func newRecord(info recipe.Info, spec Spec, data Loaders) *RunRecord {
 		LR: spec.LR, Precision: r.Precision, Seed: spec.Seed, Hidden: r.Hidden, Recipe: spec.Recipe(info.Threads), StepLosses: []float64{},
 		Dataset:     DatasetInfo{Path: data.DataPath, Classes: data.Classes, TrainImages: data.TrainLen, ValImages: data.ValLen},
 		WarmupSteps: spec.WarmupSteps, Epochs: []EpochRecord{}, PID: os.Getpid(), Settings: settings,
+		WorldSize: 1,
 	}
 }
 
@@ -389,6 +429,10 @@ func (r *RunRecord) finish(start time.Time, stepTimes []float64, wait, total tim
 		r.ImagesPerSecond = float64(images) / total.Seconds()
 	}
 	r.PeakRSSBytes = PeakRSS()
+	if cm, ok := tr.(Communicator); ok && r.Backend != "" && len(r.StepLosses) > 0 {
+		c := cm.CommSeconds() / float64(len(r.StepLosses))
+		r.CommSecondsPerStep = &c
+	}
 	if ls, ok := tr.(LossScaler); ok && r.Precision == recipe.FP16 {
 		r.Settings["loss_scale"] = strconv.FormatFloat(ls.LossScale(), 'g', -1, 64)
 	}
