@@ -1,0 +1,11 @@
+//go:build !linux
+
+package dist
+
+import "syscall"
+
+// sysProcAttr puts a rank in its own process group (the launcher signals
+// the group); only Linux can also kill it when the launcher dies.
+func sysProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true}
+}
