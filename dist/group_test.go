@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -510,4 +511,27 @@ func TestStepCanceled(t *testing.T) {
 		t.Errorf("rank 1: got %v, want context.DeadlineExceeded", err)
 	}
 	waitLost(t, 0, gs[0], "rank 1 failed: it gave up step #1: context deadline exceeded")
+}
+
+func TestCloseEndsGoroutines(t *testing.T) {
+	before := runtime.NumGoroutine()
+	master := testMaster(t, 3)
+	gs, errs := joinAll(t, configs(master, 3, 20*time.Second), same("h", 3))
+	for r, err := range errs {
+		if err != nil {
+			t.Fatalf("rank %d: %v", r, err)
+		}
+	}
+	stepAll(gs, make([]Vals, 3))
+	closeAll(gs)
+	// Every link's reader and writer, the accept loop and the ticker end
+	// with Close (polling: a goroutine's exit is not synchronous with Close).
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		buf := make([]byte, 1<<16)
+		t.Errorf("got %d goroutines after Close, want at most the %d before\n%s", n, before, buf[:runtime.Stack(buf, true)])
+	}
 }
