@@ -318,24 +318,45 @@ func scalar(t *tf.Tensor) (float64, error) {
 // RunOptions that ask for a full trace and the partition graphs (the graphs
 // the executors really ran, after grappler, XLA clustering and placement),
 // and returns the fetches, which must be float32 scalars, and the
-// RunMetadata. The binding's Session.Run passes no RunOptions, so runTraced
-// calls TF_SessionRun itself; the caller must not close s meanwhile (a
-// Trainer holds its lock).
+// RunMetadata. The caller must not close s meanwhile (a Trainer holds its
+// lock).
 func runTraced(s *tf.Session, feeds map[tf.Output]*tf.Tensor, fetches []tf.Output, targets []*tf.Operation) ([]float32, *config.RunMetadata, error) {
+	for _, f := range fetches {
+		if f.DataType() != tf.Float {
+			return nil, nil, errors.New("traced run: a fetch is not float32")
+		}
+	}
+	vals, md, err := runWithOptions(s, &config.RunOptions{TraceLevel: config.RunOptions_FULL_TRACE, OutputPartitionGraphs: true}, feeds, fetches, targets)
+	if err != nil {
+		return nil, nil, fmt.Errorf("traced run: %w", err)
+	}
+	got := make([]float32, len(vals))
+	for i, v := range vals {
+		got[i] = float32(v)
+	}
+	return got, md, nil
+}
+
+// runWithOptions runs fetches and targets with feeds, as Session.Run does,
+// under opts, and returns the fetches, which must be scalars of type
+// float32, int32 or bool (true is 1), and the RunMetadata. The binding's
+// Session.Run passes no RunOptions, so runWithOptions calls TF_SessionRun
+// itself; the caller must not close s meanwhile (a Trainer holds its lock).
+func runWithOptions(s *tf.Session, opts *config.RunOptions, feeds map[tf.Output]*tf.Tensor, fetches []tf.Output, targets []*tf.Operation) ([]float64, *config.RunMetadata, error) {
 	if !runLayoutOK || !layoutOK {
-		return nil, nil, errors.New("traced run: the binding's Session or Operation layout is unknown")
+		return nil, nil, errors.New("the binding's Session or Operation layout is unknown")
 	}
 	sess := (*sessionLayout)(unsafe.Pointer(s)).c
 	if sess == nil {
-		return nil, nil, errors.New("traced run: session is closed")
+		return nil, nil, errors.New("session is closed")
 	}
-	opts, err := proto.Marshal(&config.RunOptions{TraceLevel: config.RunOptions_FULL_TRACE, OutputPartitionGraphs: true})
+	ob, err := proto.Marshal(opts)
 	if err != nil {
 		return nil, nil, err
 	}
-	copts := C.CBytes(opts)
+	copts := C.CBytes(ob)
 	defer C.free(copts)
-	runOpts := C.TF_NewBufferFromString(copts, C.size_t(len(opts)))
+	runOpts := C.TF_NewBufferFromString(copts, C.size_t(len(ob)))
 	defer C.TF_DeleteBuffer(runOpts)
 	meta := C.TF_NewBuffer()
 	defer C.TF_DeleteBuffer(meta)
@@ -375,31 +396,88 @@ func runTraced(s *tf.Session, feeds map[tf.Output]*tf.Tensor, fetches []tf.Outpu
 	runtime.KeepAlive(fetches)
 	runtime.KeepAlive(targets)
 	runtime.KeepAlive(s)
-	var got []float32
+	got := make([]float64, len(fetches))
 	var errs []error
 	for j := range fetches {
 		o := outVals[j]
 		if o == nil {
 			continue
 		}
-		if C.TF_TensorType(o) != C.TF_FLOAT || C.TF_TensorElementCount(o) != 1 {
-			errs = append(errs, fmt.Errorf("traced run: fetch %d is not a float32 scalar", j))
+		if C.TF_TensorElementCount(o) != 1 {
+			errs = append(errs, fmt.Errorf("fetch %d is not a scalar", j))
 		} else {
-			got = append(got, *(*float32)(C.TF_TensorData(o)))
+			switch p := C.TF_TensorData(o); C.TF_TensorType(o) {
+			case C.TF_FLOAT:
+				got[j] = float64(*(*float32)(p))
+			case C.TF_INT32:
+				got[j] = float64(*(*int32)(p))
+			case C.TF_BOOL:
+				if *(*C.uchar)(p) != 0 {
+					got[j] = 1
+				}
+			default:
+				errs = append(errs, fmt.Errorf("fetch %d is not a float32, int32 or bool scalar", j))
+			}
 		}
 		C.TF_DeleteTensor(o)
 	}
 	if code := C.TF_GetCode(status); code != C.TF_OK {
-		return nil, nil, fmt.Errorf("traced run: %s", C.GoString(C.TF_Message(status)))
+		return nil, nil, errors.New(C.GoString(C.TF_Message(status)))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, nil, err
 	}
 	md := &config.RunMetadata{}
 	if err := proto.Unmarshal(C.GoBytes(meta.data, C.int(meta.length)), md); err != nil {
-		return nil, nil, fmt.Errorf("traced run: metadata: %w", err)
+		return nil, nil, fmt.Errorf("metadata: %w", err)
 	}
 	return got, md, nil
+}
+
+// server is an in-process TensorFlow gRPC server (TF_NewServer): a master
+// and a worker service on one task of a cluster.
+type server struct {
+	c      *C.TF_Server
+	target string // the session target, "grpc://host:port"
+}
+
+// newServer creates and starts a server from a serialised ServerDef.
+func newServer(def []byte) (*server, error) {
+	status := C.TF_NewStatus()
+	defer C.TF_DeleteStatus(status)
+	cdef := C.CBytes(def)
+	defer C.free(cdef)
+	c := C.TF_NewServer(cdef, C.size_t(len(def)), status)
+	if C.TF_GetCode(status) != C.TF_OK {
+		return nil, fmt.Errorf("new server: %s", C.GoString(C.TF_Message(status)))
+	}
+	C.TF_ServerStart(c, status)
+	if C.TF_GetCode(status) != C.TF_OK {
+		msg := C.GoString(C.TF_Message(status))
+		// Not started yet, so GrpcServer's destructor (which stops the
+		// server and CHECK-fails if it cannot) is safe here.
+		C.TF_DeleteServer(c)
+		return nil, fmt.Errorf("start server: %s", msg)
+	}
+	return &server{c: c, target: C.GoString(C.TF_ServerTarget(c))}, nil
+}
+
+// stop asks the server to stop. TensorFlow's gRPC server cannot stop once
+// started (GrpcServer::Stop returns Unimplemented, "Clean shutdown is not
+// currently implemented"), and its destructor CHECK-fails on that error, so
+// a started server is never deleted: stop returns TensorFlow's answer and
+// the server keeps its port until the process exits.
+func (s *server) stop() error {
+	if s == nil || s.c == nil {
+		return nil
+	}
+	status := C.TF_NewStatus()
+	defer C.TF_DeleteStatus(status)
+	C.TF_ServerStop(s.c, status)
+	if C.TF_GetCode(status) != C.TF_OK {
+		return fmt.Errorf("stop server: %s", C.GoString(C.TF_Message(status)))
+	}
+	return nil
 }
 
 // The process-wide switches (see switches.cc).

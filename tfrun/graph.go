@@ -62,6 +62,12 @@ type netGraph struct {
 	trainCorrect tf.Output // training-mode (dropout on) count of top-1 hits
 	trainLoss    tf.Output // training-mode mean cross-entropy, before the update
 
+	// gradWeight is a data-parallel rank's gradient weight, fed every
+	// step (see allReduce); collectives names the CollectiveReduceV2 nodes.
+	// Both unset outside data-parallel runs.
+	gradWeight  tf.Output
+	collectives []string
+
 	train     []*tf.Operation // the optimizer updates and BatchNorm statistics: targets of a training step
 	bnUpdates []*tf.Operation // the BatchNorm running-statistics assignments (part of train)
 	initSlots []*tf.Operation // zero the optimizer slots
@@ -76,6 +82,13 @@ type netGraph struct {
 // graph carries no device; the caller places it by importing it with a
 // default device (see placeGraph).
 func buildGraph(cfg recipe.Config, net *model.Net, prefix string) (m *netGraph, err error) {
+	return buildParallelGraph(cfg, net, prefix, nil)
+}
+
+// buildParallelGraph is buildGraph with the gradients averaged over the
+// ranks of a data-parallel run before the loss scaler and the optimizer
+// see them (par nil: a single-process graph).
+func buildParallelGraph(cfg recipe.Config, net *model.Net, prefix string, par *allReduce) (m *netGraph, err error) {
 	root := op.NewScope()
 	m = &netGraph{}
 	in := root.SubScope("input")
@@ -196,6 +209,16 @@ func buildGraph(cfg recipe.Config, net *model.Net, prefix string) (m *netGraph, 
 	backward := make([]*tf.Operation, len(grads))
 	for i, gr := range grads {
 		backward[i] = gr.Op
+	}
+	// The average over the ranks comes before the loss scaler, so that
+	// every rank makes FP16's inf/NaN decision on the same numbers.
+	if par != nil {
+		rs := op.NewScopeWithGraph(g).SubScope("allreduce")
+		grads = par.build(rs, m, grads)
+		if err := rs.Err(); err != nil {
+			freeGraph(g)
+			return nil, scopeError(err)
+		}
 	}
 	if m.scaler != nil {
 		us := op.NewScopeWithGraph(g).SubScope("loss_scale_update")
@@ -803,7 +826,7 @@ func (m *netGraph) placeGraph(dev string) error {
 			list[i] = n
 		}
 	}
-	for _, o := range []*tf.Output{&m.x, &m.labels, &m.adamLR, &m.adamEps, &m.logits, &m.loss, &m.correct, &m.trainLoss, &m.trainCorrect} {
+	for _, o := range []*tf.Output{&m.x, &m.labels, &m.adamLR, &m.adamEps, &m.gradWeight, &m.logits, &m.loss, &m.correct, &m.trainLoss, &m.trainCorrect} {
 		out(o)
 	}
 	for i := range m.masks {

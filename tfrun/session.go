@@ -57,6 +57,11 @@ func Version() string { return tf.Version() }
 // and TF_XLA_FLAGS=--tf_xla_auto_jit=1 set; on the CPU it also needs
 // enableCPUGlobalJit); without, the jit level is OFF explicitly.
 func sessionConfig(intra, inter int, dev recipe.Device, soft, xla bool) ([]byte, error) {
+	return proto.Marshal(sessionConfigProto(intra, inter, dev, soft, xla))
+}
+
+// sessionConfigProto is sessionConfig's ConfigProto.
+func sessionConfigProto(intra, inter int, dev recipe.Device, soft, xla bool) *config.ConfigProto {
 	jit := config.OptimizerOptions_OFF
 	if xla {
 		jit = config.OptimizerOptions_ON_1
@@ -72,7 +77,7 @@ func sessionConfig(intra, inter int, dev recipe.Device, soft, xla bool) ([]byte,
 	if !dev.GPU {
 		c.DeviceCount = map[string]int32{"GPU": 0}
 	}
-	return proto.Marshal(c)
+	return c
 }
 
 // listDevices returns the devices that the library offers to a session: full

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	tf "github.com/galeone/tensorflow/tensorflow/go"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/fwbench/fwbench/dataset"
 	"github.com/fwbench/fwbench/model"
@@ -77,6 +78,10 @@ type Trainer struct {
 	x, labels, adamLR, adamEps feedTensor
 	masks                      []feedTensor
 
+	// par is the Trainer's place in a data-parallel run (NewParallel);
+	// nil for New's.
+	par *parallel
+
 	goOverhead atomic.Int64 // ns spent in Go by TrainStep outside Session.Run
 	steps      atomic.Int64 // TrainStep calls that GoOverhead covers
 }
@@ -94,6 +99,12 @@ func New(ctx context.Context, cfg recipe.Config, init []*weights.Tensor) (_ *Tra
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	return newTrainer(ctx, cfg, init, nil)
+}
+
+// newTrainer is New after validation; p, when not nil, makes the Trainer a
+// rank of a data-parallel run (NewParallel).
+func newTrainer(ctx context.Context, cfg recipe.Config, init []*weights.Tensor, p *recipe.Parallel) (_ *Trainer, err error) {
 	var t *Trainer
 	defer func() { // after recoverTo: also on a panic
 		if err != nil && t != nil {
@@ -126,6 +137,10 @@ func New(ctx context.Context, cfg recipe.Config, init []*weights.Tensor) (_ *Tra
 		intra:   threads(cfg.Threads), inter: threads(cfg.InterOpThreads),
 		x: feedTensor{dt: tf.Float}, labels: feedTensor{dt: tf.Int32},
 		adamLR: feedTensor{dt: tf.Float}, adamEps: feedTensor{dt: tf.Float},
+	}
+	if p != nil {
+		t.par = &parallel{p: *p, weight: feedTensor{dt: tf.Float},
+			device: "/job:" + parallelJob + "/replica:0/task:" + strconv.Itoa(p.Rank) + tfDevice(dev)}
 	}
 	t.masks = make([]feedTensor, len(t.dropout))
 	for i := range t.masks {
@@ -160,19 +175,30 @@ func (t *Trainer) start(ctx context.Context, init []*weights.Tensor) error {
 	if t.cfg.XLA && !t.dev.GPU && !cpuJit {
 		return errors.New("xla: TF_SetTfXlaCpuGlobalJit did not turn on XLA's CPU auto-clustering")
 	}
-	m, err := buildGraph(t.cfg, t.net, "tfrun"+strconv.FormatInt(trainerSeq.Add(1), 10)+"/")
+	var reduce *allReduce
+	device := tfDevice(t.dev)
+	if t.par != nil {
+		reduce = &allReduce{worldSize: t.par.p.WorldSize, timeout: float32(t.par.p.CollectiveTimeout().Seconds()), hint: "ring"}
+		device = t.par.device
+	}
+	m, err := buildParallelGraph(t.cfg, t.net, "tfrun"+strconv.FormatInt(trainerSeq.Add(1), 10)+"/", reduce)
 	if err != nil {
 		return err
 	}
 	t.m = m
-	if err := m.placeGraph(tfDevice(t.dev)); err != nil {
-		return fmt.Errorf("place graph on %s: %w", tfDevice(t.dev), err)
+	if err := m.placeGraph(device); err != nil {
+		return fmt.Errorf("place graph on %s: %w", device, err)
 	}
-	cfg, err := sessionConfig(t.intra, t.inter, t.dev, true, t.cfg.XLA)
-	if err != nil {
+	sc := sessionConfigProto(t.intra, t.inter, t.dev, true, t.cfg.XLA)
+	opts := &tf.SessionOptions{}
+	if t.par != nil {
+		if opts, err = t.startParallel(sc); err != nil {
+			return err
+		}
+	} else if opts.Config, err = proto.Marshal(sc); err != nil {
 		return fmt.Errorf("session config: %w", err)
 	}
-	t.sess, err = tf.NewSession(m.graph, &tf.SessionOptions{Config: cfg})
+	t.sess, err = tf.NewSession(m.graph, opts)
 	if err != nil {
 		return fmt.Errorf("session: %w", err)
 	}
@@ -374,35 +400,52 @@ func (t *Trainer) TrainStep(ctx context.Context, b *dataset.Batch) (loss float64
 		fetches = append(fetches, t.m.scaler.finite)
 	}
 	runStart := time.Now()
-	out, err := t.sess.Run(feeds, fetches, t.m.train)
+	var out []float64
+	if t.par != nil {
+		if err := t.shardFeeds(b, feeds); err != nil {
+			return fail(err)
+		}
+		out, err = t.runParallelStep(feeds, fetches)
+	} else {
+		out, err = t.runStep(feeds, fetches)
+	}
 	run := time.Since(runStart)
 	if err != nil {
 		return fail(err)
 	}
-	defer freeTensors(out)
 	// The step counts for the dropout masks even when FP16 skipped the
 	// update (torch's mask index is the global step); Adam's t counts only
 	// the updates made, as torch's optimizer state does.
 	t.step++
-	applied := true
-	if t.m.scaler != nil {
-		f, ok := out[2].Value().(bool)
-		if !ok {
-			return fail(errors.New("finiteness flag is not a bool"))
-		}
-		applied = f
-	}
-	if applied {
+	if t.m.scaler == nil || out[2] != 0 { // FP16: the step's gradients were finite
 		t.adamStep++
-	}
-	loss, err1 := scalar(out[0])
-	c, err2 := scalar(out[1])
-	if err := errors.Join(err1, err2); err != nil {
-		return fail(err)
 	}
 	t.goOverhead.Add(int64(time.Since(start) - run))
 	t.steps.Add(1)
-	return loss, int(c), nil
+	return out[0], int(out[1]), nil
+}
+
+// runStep runs a training step's Session.Run and reads its scalar fetches
+// (float32, int32 or bool, true as 1).
+func (t *Trainer) runStep(feeds map[tf.Output]*tf.Tensor, fetches []tf.Output) ([]float64, error) {
+	out, err := t.sess.Run(feeds, fetches, t.m.train)
+	if err != nil {
+		return nil, err
+	}
+	defer freeTensors(out)
+	vals := make([]float64, len(out))
+	for i, o := range out {
+		if b, ok := o.Value().(bool); ok {
+			if b {
+				vals[i] = 1
+			}
+			continue
+		}
+		if vals[i], err = scalar(o); err != nil {
+			return nil, err
+		}
+	}
+	return vals, nil
 }
 
 // stepFeeds fills the reused input tensors of training step Step() on b:
@@ -413,10 +456,21 @@ func (t *Trainer) stepFeeds(b *dataset.Batch) (map[tf.Output]*tf.Tensor, error) 
 		return nil, err
 	}
 	feeds := map[tf.Output]*tf.Tensor{t.m.x: x, t.m.labels: l}
+	if len(t.dropout) > 0 && (b.Offset < 0 || b.Offset+b.N > b.Global()) {
+		return nil, fmt.Errorf("batch: images [%d, %d) are outside the global batch of %d", b.Offset, b.Offset+b.N, b.Global())
+	}
 	for i, li := range t.dropout {
 		layer := t.net.Layers[li]
-		m, err := t.masks[i].setFloats([]int64{int64(b.N), int64(layer.In.Elements())}, func(dst []float32) {
-			model.DropoutMask(dst, t.cfg.Seed, t.step, layer.Mask, t.cfg.Dropout)
+		width := layer.In.Elements()
+		m, err := t.masks[i].setFloats([]int64{int64(b.N), int64(width)}, func(dst []float32) {
+			if b.Global() == b.N {
+				model.DropoutMask(dst, t.cfg.Seed, t.step, layer.Mask, t.cfg.Dropout)
+				return
+			}
+			// A shard's rows [Offset, Offset+N) of the global batch's mask.
+			global := t.globalMask(b.Global() * width)
+			model.DropoutMask(global, t.cfg.Seed, t.step, layer.Mask, t.cfg.Dropout)
+			copy(dst, global[b.Offset*width:])
 		})
 		if err != nil {
 			return nil, err
@@ -433,6 +487,18 @@ func (t *Trainer) stepFeeds(b *dataset.Batch) (map[tf.Output]*tf.Tensor, error) 
 		feeds[t.m.adamLR], feeds[t.m.adamEps] = a, e
 	}
 	return feeds, nil
+}
+
+// globalMask returns a reused buffer of n values for a global batch's
+// dropout mask.
+func (t *Trainer) globalMask(n int) []float32 {
+	if t.par == nil {
+		return make([]float32, n)
+	}
+	if cap(t.par.global) < n {
+		t.par.global = make([]float32, n)
+	}
+	return t.par.global[:n]
 }
 
 // adamFeeds returns the step size and epsilon that make TF's
@@ -689,7 +755,7 @@ func (t *Trainer) Info() recipe.Info {
 	if precision == "" {
 		precision = recipe.FP32
 	}
-	return recipe.Info{
+	info := recipe.Info{
 		Framework: Framework, Version: Version(), Device: t.dev.String(), Threads: t.intra,
 		Settings: map[string]string{
 			recipe.SettingPrecision:      precision,
@@ -702,6 +768,11 @@ func (t *Trainer) Info() recipe.Info {
 			"onednn":                     onednn,
 		},
 	}
+	if t.par != nil {
+		info.Settings[recipe.SettingBackend] = recipe.BackendGRPC
+		info.Settings[recipe.SettingWorldSize] = strconv.Itoa(t.par.p.WorldSize)
+	}
+	return info
 }
 
 // Step returns the number of optimizer steps taken, counting those restored
@@ -757,6 +828,13 @@ func (t *Trainer) release() error {
 	if t.sess != nil {
 		err = t.sess.Close()
 		t.sess = nil
+	}
+	if t.par != nil {
+		t.par.weight.free()
+		// A started gRPC server cannot stop (see server.stop); it keeps
+		// serving until the process exits, which is not an error of Close.
+		_ = t.par.srv.stop()
+		t.par.srv = nil
 	}
 	if t.m != nil {
 		freeGraph(t.m.graph)
