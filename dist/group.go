@@ -35,6 +35,7 @@ type Group struct {
 	byeAck    chan struct{}
 	byeOnce   sync.Once
 	rdone     chan struct{}
+	closed    chan struct{} // closed when Close starts: wakes a collective in flight
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -159,7 +160,7 @@ func join(ctx context.Context, c Config, t timing, hash string, timeout time.Dur
 				return nil, fmt.Errorf("dist: join: %w: rank 0 sent %d worker addresses for %d ranks", ErrMismatch, len(m.Workers), c.WorldSize)
 			}
 			g := &Group{c: c, t: t, timeout: timeout, workers: m.Workers, l: l,
-				lost: make(chan struct{}), byeAck: make(chan struct{}), rdone: make(chan struct{})}
+				lost: make(chan struct{}), byeAck: make(chan struct{}), rdone: make(chan struct{}), closed: make(chan struct{})}
 			go g.reader()
 			return g, nil
 		default:
@@ -357,6 +358,8 @@ func (g *Group) collective(ctx context.Context, m msg) (msg, error) {
 		default:
 		}
 		return msg{}, g.Err()
+	case <-g.closed:
+		return msg{}, fmt.Errorf("dist: %s #%d: %w", name, m.Seq, ErrClosed)
 	case <-ctx.Done():
 		g.Fail(fmt.Sprintf("it gave up %s #%d: %v", name, m.Seq, ctx.Err()))
 		return msg{}, fmt.Errorf("dist: %s #%d: %w", name, m.Seq, ctx.Err())
@@ -369,13 +372,15 @@ func (g *Group) collective(ctx context.Context, m msg) (msg, error) {
 // Close leaves the group in order: the others do not see this rank as
 // lost. Rank 0's Close then waits (at most CloseWait) for the other ranks
 // to leave, and stops serving; its error names the ranks that did not
-// leave. Close is idempotent; Step and Check fail with ErrClosed after it.
+// leave. Close is idempotent; Step and Check fail with ErrClosed after it,
+// and a Step or Check in flight returns ErrClosed.
 func (g *Group) Close() error {
 	g.closeOnce.Do(func() {
 		g.mu.Lock()
 		broken := g.err != nil
 		g.closing = true
 		g.mu.Unlock()
+		close(g.closed)
 		if !broken && g.l.send(msg{T: tBye}) {
 			t := time.NewTimer(g.t.lostAfter)
 			select {

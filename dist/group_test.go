@@ -14,9 +14,9 @@ import (
 	"time"
 )
 
-// fast shortens the protocol's timings so that a lost rank shows in about a
-// second.
-var fast = timing{heartbeat: 50 * time.Millisecond, lostAfter: time.Second, closeWait: 5 * time.Second, linger: 2 * time.Second}
+// fast shortens the protocol's timings so that a lost rank shows in about
+// two seconds.
+var fast = timing{heartbeat: 50 * time.Millisecond, lostAfter: 2 * time.Second, closeWait: 5 * time.Second, linger: 2 * time.Second}
 
 // lostWithin bounds how long a test waits for Lost: lostAfter plus a few
 // heartbeats, with room for -race on a loaded machine.
@@ -446,7 +446,7 @@ func TestLostRankSilent(t *testing.T) {
 		t.FailNow()
 	}
 	for r := range 2 {
-		waitLost(t, r, gs[r], "rank 2 is lost: nothing came for 1s")
+		waitLost(t, r, gs[r], "rank 2 is lost: nothing came for 2s")
 	}
 }
 
@@ -533,5 +533,24 @@ func TestCloseEndsGoroutines(t *testing.T) {
 	if n := runtime.NumGoroutine(); n > before {
 		buf := make([]byte, 1<<16)
 		t.Errorf("got %d goroutines after Close, want at most the %d before\n%s", n, before, buf[:runtime.Stack(buf, true)])
+	}
+}
+
+func TestCloseDuringStep(t *testing.T) {
+	gs, _ := joined(t, 2)
+	done := make(chan error, 1)
+	go func() {
+		_, err := gs[1].Step(context.Background(), Vals{}) // rank 0 never steps
+		done <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	gs[1].Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrClosed) {
+			t.Errorf("got %v, want ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Errorf("Step still waiting 5s after Close, want it to return ErrClosed")
 	}
 }

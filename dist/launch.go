@@ -82,6 +82,9 @@ func Launch(ctx context.Context, o LaunchOptions) error {
 	case o.Port < 0 || o.Port+o.N+1 > 65535:
 		return fmt.Errorf("dist: launch: %w: port %d leaves no room for %d ports", ErrInvalid, o.Port, o.N+2)
 	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("dist: launch: %w", err)
+	}
 	grace := o.Grace
 	if grace == 0 {
 		grace = DefaultGrace
@@ -215,7 +218,7 @@ func (rk *launched) output(dst io.Writer, r int, mu *sync.Mutex) io.Writer {
 
 // rankError turns Wait's error into a RankError (nil for a clean exit).
 func rankError(r int, err error) *RankError {
-	if err == nil {
+	if err == nil || errors.Is(err, exec.ErrWaitDelay) { // exited 0, a child of its own kept the output open
 		return nil
 	}
 	var ee *exec.ExitError
@@ -228,7 +231,7 @@ func rankError(r int, err error) *RankError {
 		}
 		return nil
 	}
-	return &RankError{Rank: r, Code: 1} // e.g. WaitDelay passed with the output still open
+	return &RankError{Rank: r, Code: 1}
 }
 
 // withoutVars returns env without the variables named.
