@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/fwbench/fwbench/dataset"
 	"github.com/fwbench/fwbench/internal/reftest"
 	"github.com/fwbench/fwbench/model"
 	"github.com/fwbench/fwbench/recipe"
@@ -325,21 +326,28 @@ func TestFillMasks(t *testing.T) {
 	for _, tt := range tests {
 		net := mustNet(t, tt.cfg)
 		tr := &Trainer{cfg: recipe.Config{Dropout: 0.5, Seed: 3}, net: net, drops: net.Dropouts(), step: 5}
-		got := tr.fillMasks(4)
-		var want []float32
+		b4, b2 := &dataset.Batch{N: 4}, &dataset.Batch{N: 2}
+		got := slices.Clone(tr.fillMasks(b4))
+		var want, wantShard []float32
 		for layer, w := range tt.widths {
 			m := make([]float32, 4*w)
 			model.DropoutMask(m, 3, 5, layer, 0.5)
 			want = append(want, m...)
+			wantShard = append(wantShard, m[1*w:3*w]...) // rows [1, 3) of the global batch's mask
 		}
 		if !equalData(got, want) {
-			t.Errorf("%s: fillMasks(4) at step 5: got %d values, want %d (model.DropoutMask for widths %v)", net.Name, len(got), len(want), tt.widths)
+			t.Errorf("%s: fillMasks(4 images) at step 5: got %d values, want %d (model.DropoutMask for widths %v)", net.Name, len(got), len(want), tt.widths)
 		}
-		if a := testing.AllocsPerRun(10, func() { tr.fillMasks(4); tr.fillMasks(2) }); a != 0 {
+		// A data-parallel shard: images [1, 3) of a global batch of 4 get the rows
+		// a single process would apply to them.
+		if got := tr.fillMasks(&dataset.Batch{N: 2, Offset: 1, GlobalN: 4}); !equalData(got, wantShard) {
+			t.Errorf("%s: fillMasks(shard [1, 3) of 4) at step 5: got %d values, want rows 1-2 of each layer's global mask (%d values)", net.Name, len(got), len(wantShard))
+		}
+		if a := testing.AllocsPerRun(10, func() { tr.fillMasks(b4); tr.fillMasks(b2) }); a != 0 {
 			t.Errorf("%s: fillMasks: got %v allocations per two steps, want 0 (the buffer is reused)", net.Name, a)
 		}
 		tr.cfg.Dropout = 0
-		if got := tr.fillMasks(4); got != nil {
+		if got := tr.fillMasks(b4); got != nil {
 			t.Errorf("%s: fillMasks with dropout 0: got %d values, want nil", net.Name, len(got))
 		}
 	}

@@ -1,6 +1,6 @@
 package torchrun
 
-// #cgo CXXFLAGS: -std=c++17
+// #cgo CXXFLAGS: -std=c++17 -I${SRCDIR}/cinclude
 // #cgo LDFLAGS: -lc10 -ltorch_cpu -ldl
 // #include <stdlib.h>
 // #include "shim.h"
@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unsafe"
 
 	"github.com/fwbench/fwbench/model"
@@ -292,16 +293,44 @@ func nativeClearState(m *handle) error { return nativeErr("optimizer", C.tr_clea
 // nativeTrainStep runs one training step on a batch that checkBatch accepted.
 // masks holds the masks of the net's dropout layers one after the other, in
 // layer order (n·width values each), or is nil for no dropout.
-func nativeTrainStep(m *handle, x []float32, labels []int32, n, h, w, c int, masks []float32) (float64, int, error) {
-	var loss C.double
-	var correct C.int64_t
+// comm is the seconds the step waited for its gradient all-reduces (0 without
+// a process group).
+func nativeTrainStep(m *handle, x []float32, labels []int32, n, h, w, c int, masks []float32) (loss float64, correct int, comm float64, err error) {
+	var cl, cc C.double
+	var cn C.int64_t
 	pm := (*C.float)(nil)
 	if len(masks) > 0 {
 		pm = (*C.float)(&masks[0])
 	}
-	err := nativeErr("step", C.tr_train_step(m, (*C.float)(&x[0]), (*C.int32_t)(&labels[0]),
-		C.int64_t(n), C.int64_t(h), C.int64_t(w), C.int64_t(c), pm, C.int64_t(len(masks)), &loss, &correct))
-	return float64(loss), int(correct), err
+	err = nativeErr("step", C.tr_train_step(m, (*C.float)(&x[0]), (*C.int32_t)(&labels[0]),
+		C.int64_t(n), C.int64_t(h), C.int64_t(w), C.int64_t(c), pm, C.int64_t(len(masks)), &cl, &cn, &cc))
+	return float64(cl), int(cn), float64(cc), err
+}
+
+// group is a native process group (tr_group).
+type group = C.tr_group
+
+// nativeGroupNew joins a process group: the TCPStore at host:port and a Gloo
+// process group whose device binds ifaces (comma-separated interface names)
+// when not empty, else address. op names the call in errors.
+func nativeGroupNew(op, host string, port, rank, world int, timeout time.Duration, address, ifaces string) (*group, error) {
+	ch, ca, ci := C.CString(host), C.CString(address), C.CString(ifaces)
+	defer C.free(unsafe.Pointer(ch))
+	defer C.free(unsafe.Pointer(ca))
+	defer C.free(unsafe.Pointer(ci))
+	var g *group
+	err := nativeErr(op, C.tr_group_new(ch, C.int32_t(port), C.int32_t(rank), C.int32_t(world),
+		C.int64_t(timeout.Milliseconds()), ca, ci, &g))
+	return g, err
+}
+
+// nativeGroupFree closes g (see tr_group_free); g is freed even on error.
+func nativeGroupFree(g *group, waitPeers bool, wait time.Duration) error {
+	return nativeErr("close", C.tr_group_free(g, b2i(waitPeers), C.int64_t(wait.Milliseconds())))
+}
+
+func nativeAttachGroup(m *handle, op string, g *group) error {
+	return nativeErr(op, C.tr_attach_group(m, g))
 }
 
 // nativeEvaluate runs the model in eval mode. labels nil skips loss and accuracy;

@@ -15,6 +15,8 @@
 // returns; nothing per step is left for Go finalizers.
 #include "shim.h"
 
+#include "parallel.h"
+
 #include <dlfcn.h>
 
 #include <ATen/ATen.h>
@@ -154,6 +156,7 @@ struct tr_model {
   int optimizer = 0;
   double bn_momentum = 0.1, bn_eps = 1e-5;
   tr_spec spec{};
+  std::shared_ptr<trddp::Reducer> reducer;  // tr_attach_group; null in a single-process run
 };
 
 namespace {
@@ -430,6 +433,15 @@ torch::Tensor targets(tr_model *m, const int32_t *labels, int64_t n) {
 
 }  // namespace
 
+namespace trddp {
+
+const char *message(const std::string &s) {
+  const char *r = fail(s);
+  return r ? r : kNoMemory;
+}
+
+}  // namespace trddp
+
 extern "C" {
 
 void tr_free_error(const char *e) {
@@ -701,8 +713,9 @@ const char *tr_clear_state(tr_model *m) {
 
 const char *tr_train_step(tr_model *m, const float *x, const int32_t *labels, int64_t n, int64_t h,
                           int64_t w, int64_t c, const float *masks, int64_t nmasks, double *loss,
-                          int64_t *correct) {
+                          int64_t *correct, double *comm) {
   TR_TRY
+  *comm = 0;
   apply_threads();
   TORCH_CHECK(m->opt, "optimizer not built");
   TORCH_CHECK(masks == nullptr || nmasks == n * m->mask_width, "dropout masks: got ", nmasks,
@@ -713,16 +726,33 @@ const char *tr_train_step(tr_model *m, const float *x, const int32_t *labels, in
   m->opt->zero_grad();
   auto out = run_logits(m, xt, masks, /*train=*/true);
   auto l = torch::nn::functional::cross_entropy(out, yt);
+  // With a process group the reducer's hooks all-reduce the (scaled, under
+  // fp16) gradients during the backward pass; finish waits and writes the
+  // averages back, so that every rank unscales and checks the same values.
+  if (m->reducer) trddp::begin(*m->reducer);
+  (m->precision == TR_FP16 ? l * m->scale : l).backward();
+  if (m->reducer) *comm = trddp::finish(*m->reducer);
   if (m->precision == TR_FP16) {
-    (l * m->scale).backward();
     scaled_step(m);
   } else {
-    l.backward();
     m->opt->step();
   }
   if (m->record) record_tensors(m);
   *loss = l.item<double>();
   *correct = out.detach().argmax(1).eq(yt).sum().item<int64_t>();
+  TR_CATCH
+}
+
+const char *tr_attach_group(tr_model *m, tr_group *g) {
+  TR_TRY
+  TORCH_CHECK(m->opt, "optimizer not built");
+  TORCH_CHECK(!m->reducer, "a process group is already attached");
+  TORCH_CHECK(m->device.is_cpu(), "device ", m->device.str(), ": only the cpu has a process group (gloo)");
+  std::vector<torch::Tensor> params;  // the trained ones only: frozen parameters are not reduced
+  for (auto &p : m->params) {
+    if (p.requires_grad()) params.push_back(p);
+  }
+  m->reducer = trddp::make_reducer(g, params);
   TR_CATCH
 }
 

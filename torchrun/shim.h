@@ -119,6 +119,25 @@ const char *tr_set_state(tr_model *m, const char *name, const float *a, const fl
                          int64_t numel, int64_t step);
 const char *tr_clear_state(tr_model *m);
 
+// Data-parallel training (parallel.cc, libtorch's c10d). tr_group_new joins a
+// process group: a c10d::TCPStore at host:port (rank 0 serves it; every rank
+// waits for all world ranks to connect) and a c10d::ProcessGroupGloo over it,
+// whose device binds the comma-separated network interfaces ifaces when that is
+// not empty, else the local address address. timeout_ms bounds the store's
+// waits and every collective. tr_group_free closes the process group, then adds
+// the rank to the store's count of closed ranks; rank 0, whose process serves
+// the store, then waits (wait_peers 1, at most wait_ms) until every rank has
+// closed before it stops serving. It frees g even when it returns a message.
+typedef struct tr_group tr_group;
+const char *tr_group_new(const char *host, int32_t port, int32_t rank, int32_t world, int64_t timeout_ms,
+                         const char *address, const char *ifaces, tr_group **out);
+const char *tr_group_free(tr_group *g, int32_t wait_peers, int64_t wait_ms);
+// tr_attach_group makes m's training steps average the gradients of its trained
+// parameters over g's ranks before the optimizer's update (torch DDP's bucketed
+// all-reduce, overlapped with the backward pass). Call it after tr_prepare. g
+// must outlive m's last training step; m keeps the process group itself alive.
+const char *tr_attach_group(tr_model *m, tr_group *g);
+
 // One training step: forward (under autocast for TR_BF16 and TR_FP16),
 // cross-entropy on the float32 logits, backward, optimizer step. TR_FP16 scales
 // the loss, unscales the gradients and skips the optimizer step when one of them
@@ -127,9 +146,13 @@ const char *tr_clear_state(tr_model *m);
 // masks: NULL for no dropout, else nmasks = n * (sum of the TR_DROPOUT layers' width)
 // values: the [n, width] mask of each dropout layer in layer order, which multiplies
 // that layer's input. correct receives the batch's top-1 hits in training mode.
+// With a process group (tr_attach_group) the gradients are averaged over the ranks
+// after the backward pass and before fp16's unscaling and the update; comm receives
+// the seconds the step waited for those all-reduces after its backward pass (0
+// without a group).
 const char *tr_train_step(tr_model *m, const float *x, const int32_t *labels, int64_t n,
                           int64_t h, int64_t w, int64_t c, const float *masks, int64_t nmasks,
-                          double *loss, int64_t *correct);
+                          double *loss, int64_t *correct, double *comm);
 // Evaluation (eval mode, no gradients, no dropout, the model's autocast; logits
 // and loss in float32). labels may be NULL (then loss
 // and correct are not computed); logits may be NULL, else it receives n*classes values.

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"github.com/fwbench/fwbench/dataset"
 	"github.com/fwbench/fwbench/model"
@@ -62,7 +63,16 @@ type Trainer struct {
 	// masks holds one step's dropout masks, layer after layer (N·width values
 	// for each dropout layer); reused across steps. nil with Dropout 0.
 	masks []float32
+	// gmask holds one dropout layer's mask for a whole global batch when a step's
+	// batch is a data-parallel shard (its rows are cut out of it).
+	gmask []float32
 	step  int64 // completed training steps: the dropout mask index
+
+	// Data-parallel runs (NewParallel); zero in a single-process Trainer.
+	par      recipe.Parallel
+	group    *group
+	groupErr error         // the first failed parallel step: the group is out of step for good
+	comm     atomic.Uint64 // math.Float64bits of the seconds spent waiting for gradient all-reduces
 }
 
 // New builds cfg's model on cfg.Device with the initial tensors init and its
@@ -174,7 +184,7 @@ func New(ctx context.Context, cfg recipe.Config, init []*weights.Tensor) (*Train
 	t.cleanup = runtime.AddCleanup(t, func(r native) {
 		r.w.do(func() { nativeFree(r.m) })
 		r.w.stop()
-	}, native{m, w})
+	}, native{m, w, nil})
 	return t, nil
 }
 
@@ -182,6 +192,7 @@ func New(ctx context.Context, cfg recipe.Config, init []*weights.Tensor) (*Train
 type native struct {
 	m *handle
 	w *worker
+	g *group // nil in a single-process Trainer
 }
 
 // acquire locks t for one call: ErrBusy if a call is in flight, ErrClosed after Close.
@@ -232,14 +243,19 @@ func (t *Trainer) checkShape(op string, b *dataset.Batch) error {
 	return nil
 }
 
-// fillMasks draws the dropout masks of global step t.step for a batch of n
-// images into t.masks and returns them: for each dropout layer of the net in
-// order, n·width values of model.DropoutMask(Seed, step, layer's Mask), width
-// being the C·H·W of the layer's input. It returns nil when nothing drops.
-func (t *Trainer) fillMasks(n int) []float32 {
+// fillMasks draws the dropout masks of global step t.step for b into t.masks
+// and returns them: for each dropout layer of the net in order, the rows
+// [b.Offset, b.Offset+b.N) of the mask of the whole global batch,
+// model.DropoutMask(Seed, step, layer's Mask) over b.Global()·width values,
+// width being the C·H·W of the layer's input. Outside data-parallel runs the
+// batch is the global batch and that is the whole mask; a shard takes the rows
+// a single process training on the global batch would apply to its images. It
+// returns nil when nothing drops.
+func (t *Trainer) fillMasks(b *dataset.Batch) []float32 {
 	if !(t.cfg.Dropout > 0) {
 		return nil
 	}
+	n, global, first := b.N, b.Global(), b.Offset
 	total := 0
 	for _, i := range t.drops {
 		total += n * t.net.Layers[i].In.Elements()
@@ -253,8 +269,18 @@ func (t *Trainer) fillMasks(n int) []float32 {
 	masks, off := t.masks[:total], 0
 	for _, i := range t.drops {
 		l := t.net.Layers[i]
-		w := n * l.In.Elements()
-		model.DropoutMask(masks[off:off+w], t.cfg.Seed, t.step, l.Mask, t.cfg.Dropout)
+		width := l.In.Elements()
+		w := n * width
+		if global == n {
+			model.DropoutMask(masks[off:off+w], t.cfg.Seed, t.step, l.Mask, t.cfg.Dropout)
+		} else {
+			if cap(t.gmask) < global*width {
+				t.gmask = make([]float32, global*width)
+			}
+			g := t.gmask[:global*width]
+			model.DropoutMask(g, t.cfg.Seed, t.step, l.Mask, t.cfg.Dropout)
+			copy(masks[off:off+w], g[first*width:(first+n)*width])
+		}
 		off += w
 	}
 	return masks
@@ -287,8 +313,25 @@ func (t *Trainer) trainStep(ctx context.Context, b *dataset.Batch, check bool) (
 				return err
 			}
 		}
+		if b.Offset < 0 || b.Offset+b.N > b.Global() {
+			return fmt.Errorf("torchrun: step: a shard of %d images at offset %d does not fit its global batch of %d", b.N, b.Offset, b.Global())
+		}
+		if t.groupErr != nil {
+			return fmt.Errorf("torchrun: step: the process group failed at an earlier step: %w", t.groupErr)
+		}
 		var err error
-		if loss, correct, err = nativeTrainStep(t.m, b.X, b.Labels, b.N, b.H, b.W, b.C, t.fillMasks(b.N)); err != nil {
+		var comm float64
+		loss, correct, comm, err = nativeTrainStep(t.m, b.X, b.Labels, b.N, b.H, b.W, b.C, t.fillMasks(b))
+		if t.group != nil {
+			if err != nil {
+				// This rank is out of step with the others now (a peer lost, a
+				// collective timed out, or a step that failed before its all-reduce).
+				t.groupErr = err
+				return err
+			}
+			t.comm.Store(math.Float64bits(math.Float64frombits(t.comm.Load()) + comm))
+		}
+		if err != nil {
 			return err
 		}
 		t.step++
@@ -607,7 +650,13 @@ func (t *Trainer) Info() recipe.Info {
 }
 
 // Close frees the native model and optimizer, after waiting for a call in
-// flight. It is safe to call more than once; later calls on t return ErrClosed.
+// flight. A parallel Trainer (NewParallel) then leaves its process group: it
+// closes its Gloo connections and tells the store; rank 0, whose process serves
+// the store, first waits until every rank has closed (at most the collective
+// timeout, capped at 30 s, and not at all after a failed step), so that a rank
+// that finishes first does not pull the store from under the others. Close
+// returns that wait's error, if any, after freeing everything. It is safe to
+// call more than once; later calls on t return ErrClosed.
 func (t *Trainer) Close() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -615,8 +664,14 @@ func (t *Trainer) Close() error {
 		return nil
 	}
 	t.cleanup.Stop()
-	t.w.do(func() { nativeFree(t.m) })
+	var err error
+	t.w.do(func() {
+		nativeFree(t.m)
+		if t.group != nil {
+			err = nativeGroupFree(t.group, t.groupErr == nil, closeWait(t.par))
+		}
+	})
 	t.w.stop()
-	t.m = nil
-	return nil
+	t.m, t.group = nil, nil
+	return err
 }
