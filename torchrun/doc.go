@@ -82,6 +82,56 @@
 // model is), with cudnn_allow_tf32, cublas_allow_tf32, mkldnn, autocast_dtype
 // and inter_op_threads besides.
 //
+// # Data-parallel training
+//
+// NewParallel makes one rank of a data-parallel run (recipe.Parallel) on
+// libtorch's c10d, from C++ without Python: rank 0 serves a c10d::TCPStore at
+// Parallel.Store, every rank connects to it and joins a c10d::ProcessGroupGloo
+// over it (parallel.cc). libtorch has no C++ DistributedDataParallel, so the
+// gradient averaging is torchrun's own and follows DDP's rules: the trained
+// parameters (frozen ones are not reduced) are grouped into buckets in reverse
+// order (1 MiB for the first, 25 MiB for the others, DDP's caps); a hook on
+// each parameter's gradient accumulator copies its gradient, times 1/world
+// size, into its bucket as soon as the backward pass has produced it, and a
+// full bucket is all-reduced (sum) at once, in bucket order on every rank, so
+// communication overlaps the rest of the backward pass. After the backward
+// pass the step waits for the buckets (Trainer.CommSeconds adds up these waits:
+// the communication not hidden behind the backward pass), writes the averages
+// back as the gradients and only then unscales them (fp16: every rank sees the
+// same infinities and skips the same steps) and updates; every rank holds the
+// same parameters after every step. Each rank trains on its shard of the
+// global batch (dataset.LoaderConfig.Shard): BatchNorm uses the shard's own
+// statistics (DDP's default; torchrun does not broadcast the running
+// statistics, which only rank 0 saves and which DDP's broadcast would set to
+// rank 0's anyway), and the dropout masks are the rows [Offset, Offset+N) of
+// the masks a single process would draw for the whole global batch
+// (model.DropoutMask over Global()·width values), so 2 ranks on 8 images each
+// train as 1 process on 16. TrainStep returns the rank's own loss (mean over
+// its shard) and correct count; Evaluate, Logits, Weights and checkpoints stay
+// local. Info().Settings adds recipe.SettingBackend ("gloo"),
+// recipe.SettingWorldSize and gloo_device (what Gloo binds).
+//
+// Gloo's device binds the interfaces in $GLOO_SOCKET_IFNAME when it is set, as
+// torch does; otherwise 127.0.0.1 when the store's host is a loopback address
+// or "localhost", else this machine's address on the route to the store's host
+// (the local address of a UDP socket connected to it). torch's own default, the
+// address this machine's hostname resolves to, is avoided: in containers it
+// often is not reachable, which is why torch users set GLOO_SOCKET_IFNAME=lo.
+// Parallel.CollectiveTimeout() bounds the store's waits, the join and every
+// all-reduce: a peer that closes makes the other ranks' next step fail at once
+// (Gloo sees the connection close), a peer that stops stepping makes it fail
+// after the timeout; a rank whose step failed refuses further steps. Close
+// leaves the group; rank 0 keeps serving the store until every rank has closed
+// (at most the timeout, capped at 30 s), so the ranks may close in any order.
+//
+// ProcessGroupGloo.hpp includes gloo's headers, which libtorch does not ship;
+// cinclude/gloo holds the few declarations it needs (gloo's types reach
+// ProcessGroupGloo only through smart pointers, and torchrun calls nothing of
+// gloo's itself; see cinclude/gloo/fwbench_decl.h). CUDA has no process group
+// here: ProcessGroupNCCL is in libtorch_cuda.so, which torchrun loads at run
+// time and does not link, so NewParallel refuses a CUDA device with an error
+// wrapping errors.ErrUnsupported.
+//
 // # Native library
 //
 // torchrun is a cgo package. It needs libtorch (headers to build; libc10.so and
