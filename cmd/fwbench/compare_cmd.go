@@ -21,6 +21,7 @@ func compareCommand() *cli.Command {
 		&cli.StringFlag{Name: "preset", Usage: "paper: the study's setup (VGG16, features mode, torchvision head with the file's fc6/fc7 and a new last layer, augmentation, normalisation from the weights' origin)"},
 		&cli.BoolFlag{Name: "allow-mismatch", Usage: "warn instead of stopping when the first-batch losses disagree"},
 		&cli.Float64Flag{Name: "parity-tolerance", Usage: "largest relative difference of the first-batch losses, and of the logits (relative to the largest |logit|), that passes (0: the precision's default, compare.DefaultTolerances)"},
+		&cli.IntFlag{Name: "nproc", Value: 1, Usage: "also run each framework data-parallel in this many local processes (train --nproc) in every repeat, and report the scaling efficiency: images/s at N over N × images/s in one process"},
 		&cli.Float64Flag{Name: "trajectory-tolerance", Usage: "largest relative difference of the per-step training losses that the trajectory check passes (0: the precision's default)"},
 	)
 	for _, f := range flags { // specFlags made these flags for this command alone
@@ -70,7 +71,19 @@ func compareCommand() *cli.Command {
 			}
 			cfg := compare.Config{Spec: s, Frameworks: fws, Repeat: c.Int("repeat"), Out: c.String("out"),
 				Preset: c.String("preset"), AllowMismatch: c.Bool("allow-mismatch"),
-				ParityTolerance: c.Float64("parity-tolerance"), TrajectoryTolerance: c.Float64("trajectory-tolerance"), Exe: exe}
+				ParityTolerance: c.Float64("parity-tolerance"), TrajectoryTolerance: c.Float64("trajectory-tolerance"), Exe: exe,
+				Nproc: c.Int("nproc")}
+			if n := c.Int("nproc"); n < 1 {
+				return fmt.Errorf("%w: --nproc must be at least 1, got %d", compare.ErrInvalid, n)
+			} else if n > 1 {
+				for _, fw := range fws {
+					s := s
+					s.Framework = fw
+					if err := checkParallel(s, n); err != nil {
+						return err
+					}
+				}
+			}
 			// Duplicate frameworks (torch,pytorch), bad tolerances: refused before any native call.
 			if err := cfg.Validate(); err != nil {
 				return err
@@ -81,7 +94,7 @@ func compareCommand() *cli.Command {
 				}
 			}
 			progress := newProgress(c.Bool("quiet"), false)
-			progress.setTotal(len(fws) * c.Int("repeat") * s.Epochs)
+			progress.setTotal(len(fws) * c.Int("repeat") * s.Epochs * min(c.Int("nproc"), 2))
 			rep, err := compare.Run(c.Context, cfg, progress.update)
 			progress.close()
 			if rep != nil {

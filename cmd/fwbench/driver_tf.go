@@ -22,6 +22,13 @@ func init() {
 			}
 			return t, nil
 		},
+		NewParallel: func(ctx context.Context, cfg recipe.Config, init []*weights.Tensor, p recipe.Parallel) (compare.Trainer, error) {
+			t, err := tfrun.NewParallel(ctx, cfg, init, p)
+			if err != nil {
+				return nil, err
+			}
+			return t, nil
+		},
 		Version:     tfrun.Version,
 		CUDADevices: tfrun.CUDADevices,
 	})

@@ -23,6 +23,13 @@ func init() {
 			}
 			return t, nil
 		},
+		NewParallel: func(ctx context.Context, cfg recipe.Config, init []*weights.Tensor, p recipe.Parallel) (compare.Trainer, error) {
+			t, err := torchrun.NewParallel(ctx, cfg, init, p)
+			if err != nil {
+				return nil, err
+			}
+			return t, nil
+		},
 		Version: torchrun.Version,
 		CUDADevices: func() ([]string, error) {
 			devs, err := torchrun.CUDADevices()

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/fwbench/fwbench/compare"
 	"github.com/fwbench/fwbench/dataset"
+	"github.com/fwbench/fwbench/dist"
 	"github.com/fwbench/fwbench/model"
 	"github.com/fwbench/fwbench/recipe"
 	"github.com/fwbench/fwbench/weights"
@@ -164,6 +166,7 @@ func trainCommand() *cli.Command {
 		&cli.StringFlag{Name: "save-weights", Usage: "write the final weights to this file, format by extension: .pth (torch.save zip for torchvision), .weights.h5 (Keras 3, for keras.applications.VGG16 + head), else safetensors"},
 		&cli.BoolFlag{Name: "progress-json", Hidden: true, Usage: "machine-readable progress lines on stderr (used by compare)"},
 	)
+	flags = append(flags, parallelFlags()...)
 	return &cli.Command{
 		Name:  "train",
 		Usage: "train an image classifier (" + strings.Join(model.Names(), ", ") + ") with one framework and report its figures",
@@ -192,10 +195,46 @@ func trainCommand() *cli.Command {
 					return err
 				}
 			}
-			progress := newProgress(c.Bool("quiet"), c.Bool("progress-json"))
+			nproc, ranked := c.Int("nproc"), parallelSet(c)
+			switch {
+			case nproc < 1:
+				return fmt.Errorf("%w: --nproc must be at least 1, got %d", compare.ErrInvalid, nproc)
+			case nproc > 1 && ranked:
+				return fmt.Errorf("%w: --nproc starts its own ranks: leave out --rank, --world-size, --master, --workers and $WORLD_SIZE", compare.ErrInvalid)
+			case nproc > 1:
+				return launch(c, s, nproc)
+			}
+			ctx, cancel := context.WithCancel(c.Context)
+			defer cancel()
+			opts := compare.TrainOptions{SaveWeights: save, Export: exportWeights, CheckpointExports: checkpointExports(net)}
+			rank := 0
+			var g *dist.Group
+			if ranked {
+				cfg, err := parallelConfig(c)
+				if err != nil {
+					return err
+				}
+				if err := checkParallel(s, cfg.WorldSize); err != nil {
+					return err
+				}
+				var stop func()
+				if g, stop, err = joinGroup(ctx, cfg, s, cancel); err != nil {
+					return err
+				}
+				defer g.Close()
+				defer stop()
+				opts.Group, rank = distGroup{g}, cfg.Rank
+			}
+			progress := newProgress(c.Bool("quiet") || rank != 0, c.Bool("progress-json") && rank == 0)
 			defer progress.close()
-			rec, err := compare.TrainOne(c.Context, s, compare.TrainOptions{OnProgress: progress.update, SaveWeights: save,
-				Export: exportWeights, CheckpointExports: checkpointExports(net)})
+			opts.OnProgress = progress.update
+			rec, err := compare.TrainOne(ctx, s, opts)
+			if err != nil && g != nil && !errors.Is(err, compare.ErrInterrupted) {
+				g.Fail(err.Error()) // the other ranks stop at once, with this reason
+			}
+			if rank != 0 {
+				return err // rank 0 writes the record and prints the table
+			}
 			if rec != nil && err != nil && !errors.Is(err, compare.ErrInterrupted) {
 				rec.Partial, rec.Error = true, err.Error() // the record of a failed run says so
 			}
