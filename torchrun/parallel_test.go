@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/fwbench/fwbench/dataset"
+	"github.com/fwbench/fwbench/model"
 	"github.com/fwbench/fwbench/recipe"
 	"github.com/fwbench/fwbench/weights"
 )
@@ -138,6 +139,8 @@ func TestParallelMatchesSingle(t *testing.T) {
 		{"sgd", func(c *recipe.Config) { c.LR = 0.1 }},
 		{"dropout", func(c *recipe.Config) { c.LR, c.Dropout = 0.1, 0.5 }},
 		{"adam", func(c *recipe.Config) { c.Optimizer, c.LR = recipe.Adam, 1e-3 }},
+		// Features mode: only the head trains and is reduced; the base stays as loaded.
+		{"features", func(c *recipe.Config) { c.LR, c.Mode = 0.1, model.ModeFeatures }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
