@@ -43,6 +43,13 @@ type Communicator interface {
 	CommSeconds() float64
 }
 
+// Abandoner is implemented by drivers whose Close waits for the other ranks of a
+// data-parallel run: Abandon says the run failed, so Close must not wait (TrainOne calls it
+// when a rank's run ends in an error).
+type Abandoner interface {
+	Abandon()
+}
+
 // RecipeHash is the hash every rank of a data-parallel run sends at rendezvous: the
 // framework and the recipe it trains with (Spec.Recipe, threads as given), so that ranks
 // started with different recipes are refused before any work. Paths are left out: the

@@ -2,6 +2,7 @@ package compare
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -110,6 +111,13 @@ func TrainOne(ctx context.Context, s Spec, opts TrainOptions) (rec *RunRecord, e
 		return nil, err
 	}
 	defer tr.Close()
+	if opts.Group != nil {
+		defer func() {
+			if ab, ok := tr.(Abandoner); ok && err != nil && !errors.Is(err, ErrInterrupted) {
+				ab.Abandon() // before Close (deferred earlier, so run later): the others may be gone
+			}
+		}()
+	}
 	// The trainer holds its own copy of the initial weights (0.5 GiB for VGG16 at 224 px):
 	// give the Go heap's back to the OS before training.
 	init = nil

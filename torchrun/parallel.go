@@ -151,5 +151,19 @@ func glooDevice(host string, port int) (address, ifaces string, err error) {
 	return c.LocalAddr().(*net.UDPAddr).IP.String(), "", nil
 }
 
+// ErrAbandoned is the reason Abandon records: the caller saw the group break.
+var ErrAbandoned = errors.New("torchrun: the data-parallel group was abandoned")
+
+// Abandon tells a parallel Trainer that its group broke outside libtorch (a rank was lost,
+// the run failed elsewhere): later steps are refused and Close does not wait for the other
+// ranks to close. A no-op for a single-process Trainer.
+func (t *Trainer) Abandon() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.group != nil && t.groupErr == nil {
+		t.groupErr = ErrAbandoned
+	}
+}
+
 // closeWait is how long rank 0's Close waits for the other ranks to close.
 func closeWait(p recipe.Parallel) time.Duration { return min(p.CollectiveTimeout(), closeWaitCap) }

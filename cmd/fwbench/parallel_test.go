@@ -231,7 +231,8 @@ func TestDataParallelRankDies(t *testing.T) {
 				if !errors.As(err, &ee) || ee.ExitCode() == 0 {
 					t.Errorf("rank 0: got %v, want a non-zero exit", err)
 				}
-				t.Logf("rank 0 exited %v, %.1f s after rank 1 was killed", err, time.Since(killed).Seconds())
+				t.Logf("rank 0 exited %v, %.1f s after rank 1 was killed; its last lines:\n%s", err, time.Since(killed).Seconds(),
+					strings.Join(tail[max(0, len(tail)-3):], "\n"))
 				if msg := strings.Join(tail, "\n"); !strings.Contains(msg, "rank 1") {
 					t.Errorf("rank 0's message does not name rank 1:\n%s", msg)
 				}
