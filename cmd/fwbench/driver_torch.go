@@ -13,6 +13,12 @@ import (
 )
 
 func init() {
+	parallelRefusals[torchrun.Framework] = func(s compare.Spec) error {
+		if s.GPU() {
+			return errors.New("torch trains data-parallel on the CPU only (c10d's Gloo): NCCL lives in libtorch_cuda.so, which fwbench loads at run time without its headers")
+		}
+		return nil
+	}
 	register(compare.Framework{
 		Name:    torchrun.Framework,
 		Aliases: []string{"pytorch", "libtorch"},

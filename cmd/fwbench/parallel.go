@@ -82,6 +82,10 @@ func parallelConfig(c *cli.Context) (dist.Config, error) {
 // within seconds anyway (dist's heartbeats), so this only bounds a rank that lives but hangs.
 const defaultDistTimeout = 30 * time.Minute
 
+// parallelRefusals holds, per framework, what its driver's data-parallel mode cannot do,
+// checked before any rank starts (driver files fill it).
+var parallelRefusals = map[string]func(compare.Spec) error{}
+
 // checkParallel refuses, before any process starts, a run that cannot be data-parallel.
 func checkParallel(s compare.Spec, n int) error {
 	if err := compare.CheckParallel(s, n); err != nil {
@@ -89,6 +93,10 @@ func checkParallel(s compare.Spec, n int) error {
 	}
 	if f, ok := compare.LookupFramework(s.Framework); ok && f.NewParallel == nil {
 		return fmt.Errorf("fwbench: %w: %s has no data-parallel mode in this build", compare.ErrInvalid, f.Name)
+	} else if ok && parallelRefusals[f.Name] != nil {
+		if err := parallelRefusals[f.Name](s); err != nil {
+			return fmt.Errorf("fwbench: %w: %v", compare.ErrInvalid, err)
+		}
 	}
 	if n > dist.MaxWorldSize {
 		return fmt.Errorf("fwbench: %w: --nproc %d is above %d", compare.ErrInvalid, n, dist.MaxWorldSize)

@@ -259,6 +259,7 @@ func TestDataParallelRefusals(t *testing.T) {
 		{"nproc with a rank", append([]string{"train", "--nproc", "2", "--rank", "1"}, dpRecipe(data)...), nil, 2, "--nproc starts its own ranks"},
 		{"rank outside the world", append([]string{"train", "--rank", "2", "--world-size", "2", "--master", "127.0.0.1:29400"}, dpRecipe(data)...), nil, 2, "rank"},
 		{"bad RANK", append([]string{"train"}, dpRecipe(data)...), []string{"RANK=x", "WORLD_SIZE=2", "MASTER_ADDR=127.0.0.1", "MASTER_PORT=29400"}, 2, "RANK"},
+		{"torch on a GPU", append([]string{"train", "--framework", fwTorch, "--nproc", "2", "--gpu"}, dpRecipe(data)...), nil, 2, "torch trains data-parallel on the CPU only"},
 		{"compare: batch does not split", append([]string{"compare", "--nproc", "3", "--out", t.TempDir()}, dpRecipe(data)...), nil, 2, "must split evenly over 3 processes"},
 	}
 	for _, tt := range tests {
