@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """The Keras side of scripts/bench/tfgap: keras_train.py's fp32 training step (same model
 builder, weights, masks, SGD momentum, tf.function without XLA, threads), run for --steps
-untraced steps and one more with the eager context's run metadata on, so that TensorFlow
-returns what it executed for the step's function: the function graph before and after
-grappler and the partition graphs (RunMetadata.function_graphs), like tfrun's traced
-Session.Run. Writes OUT/keras.runmeta.pb, OUT/keras.config.pb (the context's ConfigProto)
-and OUT/keras.faults.json (minor page faults per untraced step).
+untraced steps, then one more under TensorFlow's profiler. Writes OUT/keras.graphdef.pb (the
+step's function graph as traced, before grappler), OUT/keras.timeline.json (every op event
+of the profiled step: start, duration, name, type), OUT/keras.config.pb (the eager
+context's ConfigProto) and OUT/keras.faults.json (minor page faults per untraced step).
+TF 2.21's eager context returns an empty RunMetadata for a function call, hence the profiler.
 
     python scripts/bench/tfgap/keras_trace.py --export DIR --out OUT --steps 2 --threads 2
 """
