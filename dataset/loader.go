@@ -28,6 +28,12 @@ type LoaderConfig struct {
 	// row-major, named by a hash of the source and S; safe to share between
 	// processes, stale entries are never read).
 	Cache string
+	// CacheBytes is the budget of the memory cache (Cache == CacheMemory):
+	// images are kept until their S*S*3 bytes each would pass it, and the
+	// rest are decoded and resized every time, as without a cache. 0 means
+	// DefaultCacheBytes(); negative is refused. The disk cache has no
+	// budget. Batches are the same bytes whatever the budget.
+	CacheBytes int64
 	// Shard makes every batch one rank's share of the global batch of
 	// BatchSize images (data-parallel training): the same order, the same
 	// augmentation, and the images [Rank·BatchSize/Count, (Rank+1)·BatchSize/Count)
@@ -78,6 +84,9 @@ func NewLoader(s *Subset, cfg LoaderConfig) (*Loader, error) {
 			return nil, fmt.Errorf("dataset: new loader: a sharded loader must drop the last partial batch")
 		}
 	}
+	if cfg.CacheBytes < 0 {
+		return nil, fmt.Errorf("dataset: new loader: cache budget %d bytes is negative", cfg.CacheBytes)
+	}
 	if cfg.Workers <= 0 {
 		cfg.Workers = runtime.NumCPU()
 	}
@@ -98,7 +107,10 @@ func NewLoader(s *Subset, cfg LoaderConfig) (*Loader, error) {
 	switch cfg.Cache {
 	case "":
 	case CacheMemory:
-		l.cache = newMemCache(s.Len())
+		if l.cfg.CacheBytes == 0 {
+			l.cfg.CacheBytes = DefaultCacheBytes()
+		}
+		l.cache = newMemCache(s.Len(), cfg.ImageSize*cfg.ImageSize*3, l.cfg.CacheBytes)
 	default:
 		if l.cache, err = newDiskCache(cfg.Cache, s, cfg.ImageSize); err != nil {
 			return nil, err

@@ -4,5 +4,5 @@ package dataset
 
 import "time"
 
-// processCPU is not measured on this system.
+// processCPU is not measured on this system: it returns 0.
 func processCPU() time.Duration { return 0 }

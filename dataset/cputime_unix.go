@@ -7,9 +7,10 @@ import (
 	"time"
 )
 
-// processCPU returns the user+system CPU time of this process, so that
-// benchmarks can report CPU per image, which other load on the machine
-// does not distort the way it distorts wall-clock throughput.
+// processCPU returns the user+system CPU time of this process (getrusage
+// RUSAGE_SELF: every thread, not only the loader's goroutines). Deltas of
+// it measure work in CPU time, which other load on the machine distorts
+// far less than wall-clock time.
 func processCPU() time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
