@@ -41,7 +41,7 @@ func TestWarp(t *testing.T) {
 	}
 	for _, tc := range tests {
 		dst := make([]float32, s*s*3)
-		warp(src, s, tc.p.matrix(s, s), dst)
+		warp(src, s, tc.p.matrix(s, s), dst, nil)
 		for r := 0; r < s; r++ {
 			for c := 0; c < s; c++ {
 				sr, sc := tc.src(r, c)
@@ -58,7 +58,7 @@ func TestWarp(t *testing.T) {
 	}
 	// Half-pixel shift: bilinear average of neighbours, (r*10 + (r+1)*10)/2.
 	dst := make([]float32, s*s*3)
-	warp(src, s, affine{Zx: 1, Zy: 1, Tx: 0.5}.matrix(s, s), dst)
+	warp(src, s, affine{Zx: 1, Zy: 1, Tx: 0.5}.matrix(s, s), dst, nil)
 	if got := at(dst, 1, 0)[0]; got != 15 {
 		t.Errorf("half shift: got %v, want 15", got)
 	}

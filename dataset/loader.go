@@ -303,8 +303,7 @@ func (l *Loader) fill(cch cache, epoch int, t task) error {
 	}
 	dst := t.p.b.X[t.slot*S*S*3 : (t.slot+1)*S*S*3]
 	if a := l.cfg.Augment; a.Enabled() {
-		warp(px, S, a.draw(l.cfg.Seed, epoch, t.index, S, S).matrix(S, S), dst)
-		l.norm.inPlace(dst)
+		warp(px, S, a.draw(l.cfg.Seed, epoch, t.index, S, S).matrix(S, S), dst, l.norm.inPlace)
 	} else {
 		l.norm.fromUint8(px, dst)
 	}
