@@ -55,6 +55,14 @@
 // affine warp (bilinear sampling, "nearest" fill, as Keras
 // ImageDataGenerator), and normalise into float32 NHWC.
 //
+// [Loader.Warm] fills the cache before training: it decodes and resizes the
+// images once, in index order, so that the steps of every epoch, the first
+// included, pay only for augmentation and normalisation. The memory cache
+// holds at most [LoaderConfig.CacheBytes] (by default [DefaultCacheBytes]:
+// an eighth of the memory, at most 2 GiB); images past the budget are
+// decoded and resized each time they are batched. Caching, warming and the
+// budget never change a batch's bytes.
+//
 // Shuffling depends on (Seed, epoch) only and augmentation on (Seed, epoch,
 // image index) only, through a documented splitmix64 stream, so batches are
 // byte-identical whatever the number of workers, across runs and processes.
@@ -64,5 +72,6 @@
 //
 // A [Batch] and its slices belong to the caller once [Iter.Next] returns
 // it; the loader never writes to them again. A loader holds at most
-// Prefetch batches ahead of the caller, plus its cache if one is set.
+// Prefetch batches ahead of the caller, plus its cache if one is set: a
+// memory cache takes at most CacheBytes (S·S·3 bytes per image).
 package dataset
