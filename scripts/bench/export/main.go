@@ -27,6 +27,12 @@
 // --weights OUT/init.safetensors` sees the same batches in the same order: its run record's
 // first_batch_sha256 equals the manifest's first hash.
 //
+// The manifest's loader_cpu_seconds_per_batch is the CPU the loader spends on each exported
+// batch. With --warm, dataset.Loader.Warm first decodes and resizes the training set into
+// the memory cache (its stats under "warm"), so the timed batches cost only normalisation:
+// what a training run that warms its loader pays per step. The batches, and their hashes,
+// are the same with and without --warm.
+//
 // Synthetic data for the benchmarks is made with --synth: a pre-split tree (train/ with
 // --per-class images of each of 3 classes, val/ with one image of each class, so that the
 // end-of-epoch validation of `fwbench train` costs little).
@@ -87,10 +93,23 @@ type Manifest struct {
 	ForwardFLOPsPerStep float64 `json:"forward_flops_per_step"`
 	// What the loader costs in `fwbench train`, where it runs in goroutines beside the
 	// framework's threads: CPU seconds (user + system, this process) and wall seconds per
-	// batch to produce the exported batches (decode, resize, normalise) with nothing else
-	// running.
+	// batch to produce the exported batches with nothing else running. Without --warm they
+	// are first-epoch batches (decode, resize, normalise); with --warm they are measured
+	// after Loader.Warm filled the cache (normalise, and augment when on).
 	LoaderCPUSecondsPerBatch  float64 `json:"loader_cpu_seconds_per_batch"`
 	LoaderWallSecondsPerBatch float64 `json:"loader_wall_seconds_per_batch"`
+	// Warm is what Loader.Warm did before the batches were timed (--warm only).
+	Warm *WarmManifest `json:"warm,omitempty"`
+}
+
+// WarmManifest is dataset.WarmStats as the manifest holds it.
+type WarmManifest struct {
+	Images      int     `json:"images"`       // images decoded and resized
+	Cached      int     `json:"cached"`       // images the cache holds after it
+	Bytes       int64   `json:"bytes"`        // bytes those take (cached × S × S × 3)
+	CacheBytes  int64   `json:"cache_bytes"`  // the memory cache's budget (dataset.DefaultCacheBytes)
+	CPUSeconds  float64 `json:"cpu_seconds"`  // user + system CPU of the process during Warm
+	WallSeconds float64 `json:"wall_seconds"` // wall time of Warm
 }
 
 // NetDesc is a model.Net as net.json holds it: the model and what it was built for, and
@@ -177,6 +196,7 @@ func run() error {
 		synthSize = flag.Int("synth-size", 224, "image size for --synth")
 		descFile  = flag.String("describe", "", "only write the model description (net.json) to this file and exit")
 		nClasses  = flag.Int("classes", 3, "classes for --describe (an export takes the dataset's)")
+		warm      = flag.Bool("warm", false, "fill the loader's cache with Loader.Warm before timing the batches")
 	)
 	flag.Parse()
 	if *synth != "" {
@@ -224,6 +244,14 @@ func run() error {
 		ImageSize: *size, BatchSize: *batch, Classes: classes, ClassNames: ds.Classes(),
 		Hidden: net.Hidden, Seed: *seed, Normalize: *normalize, Weights: "init.safetensors", Net: "net.json", Dropout: *dropout,
 		DropoutMasks: []string{}, DropoutSHA256: []string{}, DropoutLayers: []string{}}
+	if *warm {
+		st, err := ld.Warm(ctx)
+		if err != nil {
+			return err
+		}
+		m.Warm = &WarmManifest{Images: st.Images, Cached: st.Cached, Bytes: st.Bytes, CacheBytes: ld.Config().CacheBytes,
+			CPUSeconds: st.CPUSeconds, WallSeconds: st.WallSeconds}
+	}
 	it := ld.Epoch(ctx, 0)
 	defer it.Close()
 	cpu0, wall0 := cpuSeconds(), time.Now()

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"flag"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -76,5 +77,63 @@ func TestWriteNet(t *testing.T) {
 		if got := d.Layers[tc.layer]; !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("%s layer %d: got %+v, want %+v", tc.spec.Name, tc.layer, got, tc.want)
 		}
+	}
+}
+
+// runExport runs the command with args on a fresh flag set and returns its manifest.
+func runExport(t *testing.T, args ...string) Manifest {
+	t.Helper()
+	oldArgs, oldFlags := os.Args, flag.CommandLine
+	defer func() { os.Args, flag.CommandLine = oldArgs, oldFlags }()
+	os.Args = append([]string{"export"}, args...)
+	flag.CommandLine = flag.NewFlagSet("export", flag.ContinueOnError)
+	if err := run(); err != nil {
+		t.Fatalf("export %v: %v", args, err)
+	}
+	var out string
+	for i, a := range args {
+		if a == "--out" {
+			out = args[i+1]
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(out, "manifest.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestExportWarm: --warm exports the very batches of a plain export (same hashes) and
+// records Warm's stats: all 3 × 4 training images decoded and cached, 12 × 32 × 32 × 3
+// bytes, within the default budget; without --warm there is no "warm" entry.
+func TestExportWarm(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	if err := makeData(data, 4, 40, 1); err != nil {
+		t.Fatal(err)
+	}
+	common := []string{"--data", data, "--model", "vgg16", "--image-size", "32", "--batch-size", "4", "--steps", "3",
+		"--hidden", "4", "--dropout", "0"}
+	plain := runExport(t, append(common, "--out", filepath.Join(dir, "plain"))...)
+	warm := runExport(t, append(common, "--out", filepath.Join(dir, "warm"), "--warm")...)
+	if plain.Warm != nil {
+		t.Errorf("without --warm: got warm %+v, want none", *plain.Warm)
+	}
+	if !reflect.DeepEqual(warm.BatchSHA256, plain.BatchSHA256) || len(plain.BatchSHA256) != 3 {
+		t.Errorf("got hashes %v with --warm, want %v (without), 3 of them", warm.BatchSHA256, plain.BatchSHA256)
+	}
+	if warm.Warm == nil {
+		t.Fatal("with --warm: got no warm entry")
+	}
+	if w := *warm.Warm; w.Images != 12 || w.Cached != 12 || w.Bytes != 12*32*32*3 || w.CacheBytes <= w.Bytes {
+		t.Errorf("with --warm: got %+v, want 12 images, 12 cached, %d bytes, a larger budget", w, 12*32*32*3)
+	}
+	if warm.LoaderCPUSecondsPerBatch < 0 || warm.LoaderWallSecondsPerBatch <= 0 {
+		t.Errorf("with --warm: got loader CPU %g s, wall %g s per batch, want >= 0 and > 0",
+			warm.LoaderCPUSecondsPerBatch, warm.LoaderWallSecondsPerBatch)
 	}
 }
