@@ -258,3 +258,34 @@ func TestWarmSameBatches(t *testing.T) {
 		}
 	}
 }
+
+// TestWarmDuringEpoch runs Warm while an epoch fills the same cache (run it
+// with -race): the batches are unchanged, and the cache holds exactly the
+// k = 7 entries its budget allows (7·S·S·3 bytes), however the two raced.
+func TestWarmDuringEpoch(t *testing.T) {
+	const S = 12
+	s := synthSubset(t, 3, 6, 20)
+	base := LoaderConfig{ImageSize: S, BatchSize: 3, Seed: 4, Shuffle: true, Augment: PaperAugment(), Workers: 3}
+	want := epochHashes(t, s, base, 0)
+	cfg := base
+	cfg.Cache, cfg.CacheBytes = CacheMemory, 7*S*S*3
+	l, err := NewLoader(s, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	done := make(chan error, 1)
+	go func() { _, err := l.Warm(context.Background()); done <- err }()
+	got := iterHashes(t, l, 0)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("batch %d: got hash %.12s, want %.12s (no cache)", i, got[i], want[i])
+		}
+	}
+	if n := cachedCount(l); n != 7 {
+		t.Errorf("got %d images cached, want 7", n)
+	}
+}
