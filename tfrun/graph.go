@@ -9,7 +9,9 @@ import (
 	"strings"
 
 	tf "github.com/galeone/tensorflow/tensorflow/go"
+	graphpb "github.com/galeone/tensorflow/tensorflow/go/core/framework/graph_go_proto"
 	"github.com/galeone/tensorflow/tensorflow/go/op"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/fwbench/fwbench/model"
 	"github.com/fwbench/fwbench/recipe"
@@ -202,14 +204,6 @@ func buildParallelGraph(cfg recipe.Config, net *model.Net, prefix string, par *a
 		}
 	}
 
-	// Every update waits for the whole backward pass. Without this an update can run while
-	// a gradient still reads the variable's value, and TensorFlow then copies the variable
-	// before updating it (copy-on-write): 411 MB per step for VGG16's classifier.0 at 224 px,
-	// measured as the page-zeroing that made tfrun 5-12% slower than Keras (docs/benchmarks.md).
-	backward := make([]*tf.Operation, len(grads))
-	for i, gr := range grads {
-		backward[i] = gr.Op
-	}
 	// The average over the ranks comes before the loss scaler, so that
 	// every rank makes FP16's inf/NaN decision on the same numbers.
 	if par != nil {
@@ -232,7 +226,7 @@ func buildParallelGraph(cfg recipe.Config, net *model.Net, prefix string, par *a
 
 	// The scope is finalized; the optimizer continues on the graph itself.
 	opt := op.NewScopeWithGraph(g).SubScope("optimizer")
-	if err := m.buildOptimizer(cfg, opt, trained, grads, backward, newSlotFunc(opt, prefix)); err != nil {
+	if err := m.buildOptimizer(cfg, opt, trained, grads, newSlotFunc(opt, prefix)); err != nil {
 		freeGraph(g)
 		return nil, err
 	}
@@ -657,7 +651,7 @@ func newSlotFunc(opt *op.Scope, prefix string) func(p *variable, slot string) (*
 // a relative 1e-5 in the step size. m and v are updated as in torch
 // (m ← β1·m + (1−β1)·g, v ← β2·v + (1−β2)·g²).
 func (m *netGraph) buildOptimizer(cfg recipe.Config, s *op.Scope, trained []*variable, grads []tf.Output,
-	backward []*tf.Operation, newSlot func(*variable, string) (*variable, *tf.Operation)) error {
+	newSlot func(*variable, string) (*variable, *tf.Operation)) error {
 	lr := op.Const(s.SubScope("lr"), float32(cfg.LR))
 	var wd tf.Output
 	if cfg.WeightDecay != 0 {
@@ -674,9 +668,11 @@ func (m *netGraph) buildOptimizer(cfg recipe.Config, s *op.Scope, trained []*var
 		m.adamLR = op.Placeholder(s.SubScope("adam_lr"), tf.Float, op.PlaceholderShape(tf.ScalarShape()))
 		m.adamEps = op.Placeholder(s.SubScope("adam_eps"), tf.Float, op.PlaceholderShape(tf.ScalarShape()))
 	}
-	us := s.WithControlDependencies(backward...) // the whole backward pass: see buildGraph
 	for i, v := range trained {
-		vs := us.SubScope(v.name)
+		// The update waits for every training op that holds the variable's value (see
+		// valueReaders); it need not wait for the rest of the backward pass, so the updates
+		// overlap it, as Keras' do.
+		vs := s.WithControlDependencies(valueReaders(v.read)...).SubScope(v.name)
 		g := grads[i]
 		if cfg.WeightDecay != 0 {
 			g = op.AddV2(vs.SubScope("decayed"), g, op.Mul(vs.SubScope("decay"), wd, v.read))
@@ -703,6 +699,41 @@ func (m *netGraph) buildOptimizer(cfg recipe.Config, s *op.Scope, trained []*var
 		return scopeError(err)
 	}
 	return nil
+}
+
+// aliasing are the ops whose output may share its input's buffer.
+var aliasing = map[string]bool{"Identity": true, "IdentityN": true, "Reshape": true, "Squeeze": true,
+	"ExpandDims": true, "EnsureShape": true, "StopGradient": true, "PreventGradient": true, "Bitcast": true,
+	"Cast": true} // a Cast to its own type forwards its input
+
+// valueReaders returns the ops of the training step (the forward pass and the gradients)
+// that hold read, a variable's value, directly or through ops whose output shares its
+// buffer. An update of the variable must wait for them: an update that runs while one of
+// them still holds the value makes TensorFlow copy the variable first (copy-on-write), 411
+// MB per step for VGG16's classifier.0 at 224 px (docs/benchmarks.md). Waiting for these
+// only, not for the whole backward pass, lets each update start once its own gradient and
+// the last reader of its value are done.
+func valueReaders(read tf.Output) []*tf.Operation {
+	var ops []*tf.Operation
+	seen := map[string]bool{}
+	var walk func(o tf.Output)
+	walk = func(o tf.Output) {
+		for _, c := range o.Consumers() {
+			name := c.Op.Name()
+			if seen[name] || !(strings.HasPrefix(name, "forward/") || strings.HasPrefix(name, "gradients/")) {
+				continue
+			}
+			seen[name] = true
+			ops = append(ops, c.Op)
+			if aliasing[c.Op.Type()] {
+				for i := range c.Op.NumOutputs() {
+					walk(c.Op.Output(i))
+				}
+			}
+		}
+	}
+	walk(read)
+	return ops
 }
 
 // variables lists every variable of the graph: parameters, optimizer
@@ -795,12 +826,16 @@ func (ls *lossScaler) update(s *op.Scope) []*tf.Operation {
 // default device for imported nodes. Soft placement (see sessionConfig) then
 // moves the few ops without a kernel for dev to the CPU.
 func (m *netGraph) placeGraph(dev string) error {
-	var def bytes.Buffer
-	if _, err := m.graph.WriteTo(&def); err != nil {
+	var buf bytes.Buffer
+	if _, err := m.graph.WriteTo(&buf); err != nil {
+		return err
+	}
+	def, err := reluGradsFromOutputs(buf.Bytes())
+	if err != nil {
 		return err
 	}
 	g := tf.NewGraph()
-	if err := g.ImportWithOptions(def.Bytes(), tf.GraphImportOptions{Device: dev}); err != nil {
+	if err := g.ImportWithOptions(def, tf.GraphImportOptions{Device: dev}); err != nil {
 		freeGraph(g)
 		return err
 	}
@@ -854,6 +889,37 @@ func (m *netGraph) placeGraph(dev string) error {
 	freeGraph(m.graph)
 	m.graph = g
 	return nil
+}
+
+// reluGradsFromOutputs points the features input of every ReluGrad (Relu6Grad) of a
+// serialised graph at the output of the Relu (Relu6) that read the same tensor. TensorFlow's
+// C++ gradient of Relu (cc/gradients/nn_grad.cc) passes the activation's input, the
+// pre-activation, where Python's passes its output. The result is the same bit for bit
+// (ReluGrad is g·(f > 0), and relu(x) > 0 exactly when x > 0; Relu6Grad is g·(0 < f < 6), and
+// 0 < relu6(x) < 6 exactly when 0 < x < 6), but with the pre-activation read twice grappler
+// cannot fuse the Relu into the convolution before it, and the pre-activation stays alive
+// until the backward pass: 15 extra passes over memory and 0.4 GiB more for VGG16 at 224 px ×
+// 8 than Keras (scripts/bench/tfgap, docs/benchmarks.md).
+func reluGradsFromOutputs(def []byte) ([]byte, error) {
+	var g graphpb.GraphDef
+	if err := proto.Unmarshal(def, &g); err != nil {
+		return nil, fmt.Errorf("graph: %w", err)
+	}
+	act := map[string]map[string]string{"Relu": {}, "Relu6": {}} // op type → its input → the activation
+	for _, n := range g.Node {
+		if m, ok := act[n.Op]; ok && len(n.Input) > 0 && strings.HasPrefix(n.Name, "forward/") {
+			m[strings.TrimSuffix(n.Input[0], ":0")] = n.Name
+		}
+	}
+	grad := map[string]string{"ReluGrad": "Relu", "Relu6Grad": "Relu6"}
+	for _, n := range g.Node {
+		if fwd, ok := grad[n.Op]; ok && len(n.Input) > 1 {
+			if r, ok := act[fwd][strings.TrimSuffix(n.Input[1], ":0")]; ok {
+				n.Input[1] = r
+			}
+		}
+	}
+	return proto.Marshal(&g)
 }
 
 // scopeError drops the Go stack trace that op.Scope appends to the error of
