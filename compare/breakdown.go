@@ -19,8 +19,9 @@ type TimeBreakdown struct {
 	// first statement: the dynamic loader mapping libtorch or libtensorflow, the libraries'
 	// static initialisers, Go's init and the command line.
 	Startup float64 `json:"startup"`
-	// Setup is validating the recipe, checking the GPU and the outputs, and opening the data
-	// (making the built-in set the first time).
+	// Setup is validating the recipe, checking the GPU and the outputs, opening the data
+	// (making the built-in set the first time) and decoding its images into the loaders'
+	// caches (DatasetInfo.CacheSeconds).
 	Setup float64 `json:"setup"`
 	// LibraryLoad is the first call into the native library (its version; libtorch loads
 	// libtorch_cuda.so here).

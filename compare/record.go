@@ -101,6 +101,11 @@ type DatasetInfo struct {
 	// SkippedCount counts the data files the run left out (dataset.Dataset.Skipped) and
 	// Skipped lists them with the reason, the first MaxSkippedListed in path order: a file
 	// is never dropped silently. Under --strict a skip fails the run instead.
+	// Cached counts the images decoded and resized once before training (dataset.Loader.Warm,
+	// training and validation sets), CacheSeconds how long that took (in the time breakdown's
+	// setup); images past the cache's budget are decoded each time they are used.
+	Cached       int               `json:"cached_images"`
+	CacheSeconds float64           `json:"cache_seconds"`
 	SkippedCount int               `json:"skipped_count"`
 	Skipped      []dataset.Skipped `json:"skipped"`
 }
