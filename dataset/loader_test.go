@@ -40,18 +40,28 @@ func epochHashes(t testing.TB, s *Subset, cfg LoaderConfig, epoch int) []string 
 
 func iterHashes(t testing.TB, l *Loader, epoch int) []string {
 	t.Helper()
+	var hs []string
+	for _, b := range iterBatches(t, l, epoch) {
+		hs = append(hs, b.Hash())
+	}
+	return hs
+}
+
+// iterBatches runs one epoch of l and returns its batches.
+func iterBatches(t testing.TB, l *Loader, epoch int) []*Batch {
+	t.Helper()
 	it := l.Epoch(context.Background(), epoch)
 	defer it.Close()
-	var hs []string
+	var bs []*Batch
 	for {
 		b, err := it.Next()
 		if err == io.EOF {
-			return hs
+			return bs
 		}
 		if err != nil {
 			t.Fatal(err)
 		}
-		hs = append(hs, b.Hash())
+		bs = append(bs, b)
 	}
 }
 

@@ -1,8 +1,6 @@
 package dataset
 
 import (
-	"context"
-	"io"
 	"slices"
 	"strings"
 	"testing"
@@ -16,19 +14,7 @@ func epochBatches(t *testing.T, s *Subset, cfg LoaderConfig, epoch int) []*Batch
 		t.Fatal(err)
 	}
 	defer l.Close()
-	it := l.Epoch(context.Background(), epoch)
-	defer it.Close()
-	var bs []*Batch
-	for {
-		b, err := it.Next()
-		if err == io.EOF {
-			return bs
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		bs = append(bs, b)
-	}
+	return iterBatches(t, l, epoch)
 }
 
 // TestShardsMakeTheGlobalBatch: the shards of Count ranks, laid side by side

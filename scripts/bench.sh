@@ -231,7 +231,7 @@ for c in $cells; do
 		mkdir -p "$out/$cell"
 		log "cell $cell ($model${head:+, head $head}): $warm warm-up + $timed timed steps, $reps repeats"
 		"$out/export" --data "$data" --out "$out/$cell/export" --model "$model" --head "$head" --image-size "$S" \
-			--batch-size "$B" --steps "$steps" --hidden $hidden --seed $seed --normalize rescale
+			--batch-size "$B" --steps "$steps" --hidden $hidden --seed $seed --normalize rescale --warm
 		for rep in $(seq 1 "$reps"); do
 			for prec in $precisions; do
 				for fw in $frameworks; do
