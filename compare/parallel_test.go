@@ -300,3 +300,18 @@ func TestScalingReport(t *testing.T) {
 		}
 	}
 }
+
+// TestPerRank: an N-process run of a comparison gets the single-process run's threads shared
+// out (intra and inter-op, at least 1 each), so that both use the same cores.
+func TestPerRank(t *testing.T) {
+	tests := []struct{ threads, inter, nproc, wantIntra, wantInter int }{
+		{2, 2, 2, 1, 1}, {8, 4, 2, 4, 2}, {2, 2, 4, 1, 1}, {6, 3, 3, 2, 1},
+	}
+	for _, tt := range tests {
+		s := testSpec()
+		s.Threads, s.InterOpThreads = tt.threads, tt.inter
+		if a, b := perRank(s, tt.nproc); a != tt.wantIntra || b != tt.wantInter {
+			t.Errorf("%d/%d threads over %d processes: got %d/%d, want %d/%d", tt.threads, tt.inter, tt.nproc, a, b, tt.wantIntra, tt.wantInter)
+		}
+	}
+}

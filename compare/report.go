@@ -741,7 +741,7 @@ func (r *Report) scalingMarkdown() string {
 	var b strings.Builder
 	n := r.Scaling[0].WorldSize
 	fmt.Fprintf(&b, "## Data-parallel scaling\n\nEach repeat ran every framework in one process and then in %d local processes on the same global batch "+
-		"(%d images; each process trains on %d of them and the gradients are averaged every step by the framework's own distributed runtime). "+
+		"(%d images; each process trains on %d of them, with the single-process run's threads shared out among the processes, and the gradients are averaged every step by the framework's own distributed runtime). "+
 		"Scaling efficiency is images/s at %d processes over %d × images/s in one process, per repeat. "+
 		"BatchNorm uses each process's own batch statistics (torch DDP's default), so a model with BatchNorm does not compute exactly the single-process step.\n\n",
 		n, r.Config.Spec.BatchSize, r.Config.Spec.BatchSize/max(n, 1), n, n)

@@ -493,6 +493,14 @@ func runChild(ctx context.Context, cfg Config, fw string, repeat, nproc int, onP
 	return runSpec(ctx, cfg, cfg.Spec, fw, repeat, nproc, filepath.Join(cfg.Out, "runs", name+".json"), onProgress)
 }
 
+// perRank shares the threads of a single-process run out over nproc local processes (at
+// least one each), so that the data-parallel run uses the cores the single-process run uses
+// and the scaling efficiency compares like with like.
+func perRank(s Spec, nproc int) (intra, inter int) {
+	r := s.Config.Resolved()
+	return max(1, r.Threads/nproc), max(1, r.InterOpThreads/nproc)
+}
+
 // childCheckpoint is the checkpoint folder of one training child: <base>/<framework>-<repeat>,
 // base being the Spec's Checkpoint or else <Out>/checkpoints, so that no two children write
 // into one folder. A run that trains no epoch (the parity run) writes no checkpoint.
@@ -534,6 +542,7 @@ func runSpec(ctx context.Context, cfg Config, s Spec, fw string, repeat, nproc i
 	s.Resume = childResume(s, fw, repeat)
 	if nproc > 1 {
 		s.Resume = "" // a comparison resumes its single-process runs only
+		s.Threads, s.InterOpThreads = perRank(s, nproc)
 	}
 	if err := os.MkdirAll(filepath.Dir(jsonPath), 0o755); err != nil {
 		return nil, &Failure{Framework: fw, Repeat: repeat + 1, Error: err.Error()}
