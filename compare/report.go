@@ -743,8 +743,10 @@ func (r *Report) scalingMarkdown() string {
 	fmt.Fprintf(&b, "## Data-parallel scaling\n\nEach repeat ran every framework in one process and then in %d local processes on the same global batch "+
 		"(%d images; each process trains on %d of them, with the single-process run's threads shared out among the processes, and the gradients are averaged every step by the framework's own distributed runtime). "+
 		"Scaling efficiency is images/s at %d processes over %d × images/s in one process, per repeat. "+
+		"The processes of a comparison share one machine's cores, so perfect scaling here is 1/N (%.0f%%: the same cores do the same work, in N processes); "+
+		"the figure then measures what the data-parallel machinery costs, and across machines or GPUs the same definition measures scaling. "+
 		"BatchNorm uses each process's own batch statistics (torch DDP's default), so a model with BatchNorm does not compute exactly the single-process step.\n\n",
-		n, r.Config.Spec.BatchSize, r.Config.Spec.BatchSize/max(n, 1), n, n)
+		n, r.Config.Spec.BatchSize, r.Config.Spec.BatchSize/max(n, 1), n, n, 100/float64(max(n, 1)))
 	b.WriteString("| framework | backend | pairs | images/s, 1 process | images/s, N processes | efficiency | all-reduce wait per step |\n|---|---|---|---|---|---|---|\n")
 	for _, x := range r.Scaling {
 		comm := "not measured"

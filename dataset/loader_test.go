@@ -30,21 +30,32 @@ func synthSubset(t testing.TB, classes, perClass, size int) *Subset {
 // epochHashes runs one epoch and returns the hash of every batch.
 func epochHashes(t testing.TB, s *Subset, cfg LoaderConfig, epoch int) []string {
 	t.Helper()
+	return hashes(epochBatches(t, s, cfg, epoch))
+}
+
+// epochBatches runs one epoch of a new loader over s and returns its batches.
+func epochBatches(t testing.TB, s *Subset, cfg LoaderConfig, epoch int) []*Batch {
+	t.Helper()
 	l, err := NewLoader(s, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	return iterHashes(t, l, epoch)
+	return iterBatches(t, l, epoch)
+}
+
+// hashes returns every batch's hash.
+func hashes(bs []*Batch) []string {
+	var hs []string
+	for _, b := range bs {
+		hs = append(hs, b.Hash())
+	}
+	return hs
 }
 
 func iterHashes(t testing.TB, l *Loader, epoch int) []string {
 	t.Helper()
-	var hs []string
-	for _, b := range iterBatches(t, l, epoch) {
-		hs = append(hs, b.Hash())
-	}
-	return hs
+	return hashes(iterBatches(t, l, epoch))
 }
 
 // iterBatches runs one epoch of l and returns its batches.

@@ -6,17 +6,6 @@ import (
 	"testing"
 )
 
-// epochBatches runs one epoch of a new loader over s and returns its batches.
-func epochBatches(t *testing.T, s *Subset, cfg LoaderConfig, epoch int) []*Batch {
-	t.Helper()
-	l, err := NewLoader(s, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return iterBatches(t, l, epoch)
-}
-
 // TestShardsMakeTheGlobalBatch: the shards of Count ranks, laid side by side
 // in rank order, are the bytes of the global batch (same order, same
 // augmentation), and each says where it sits.
