@@ -126,7 +126,7 @@ data=$FWBENCH_CACHE/bench-data-c3-n64-s224-seed$seed
 {
 	echo "threads=$threads"
 	echo "interop_threads=$threads"
-	echo "TF_ENABLE_ONEDNN_OPTS=${TF_ENABLE_ONEDNN_OPTS:-(unset: on by default on x86 Linux)}"
+	echo "TF_ENABLE_ONEDNN_OPTS=${TF_ENABLE_ONEDNN_OPTS:-(unset: TensorFlow decides by CPU; 2.21 left its oneDNN rewrites off on the AVX2-only EPYC of docs/benchmarks.md)}"
 	echo "OMP_NUM_THREADS=${OMP_NUM_THREADS:-(unset)}"
 	echo "GOMAXPROCS=${GOMAXPROCS:-(unset)}"
 	echo "GOGC=${GOGC:-(unset)}"
