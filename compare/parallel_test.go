@@ -26,6 +26,17 @@ type memHub struct {
 	vals []any
 	out  []any
 	gen  int
+	left int // ranks whose run ended: an exchange they miss fails instead of waiting forever
+}
+
+var errRankLeft = errors.New("a rank's run ended while the others waited for it")
+
+// leave marks a rank's run as ended.
+func (h *memHub) leave() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.left++
+	h.cond.Broadcast()
 }
 
 func newMemHub(n int) *memHub {
@@ -34,7 +45,7 @@ func newMemHub(n int) *memHub {
 	return h
 }
 
-func (h *memHub) exchange(v any) []any {
+func (h *memHub) exchange(v any) ([]any, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	gen := h.gen
@@ -43,24 +54,32 @@ func (h *memHub) exchange(v any) []any {
 		h.out, h.vals = h.vals, nil
 		h.gen++
 		h.cond.Broadcast()
-		return h.out
+		return h.out, nil
 	}
 	for gen == h.gen {
+		if h.left > 0 {
+			return nil, errRankLeft
+		}
 		h.cond.Wait()
 	}
-	return h.out
+	return h.out, nil
 }
 
 type memGroup struct {
-	h    *memHub
-	rank int
+	h      *memHub
+	rank   int
+	onStep func() // called after each Step returns; may be nil
 }
 
 func (g memGroup) Rank() int                 { return g.rank }
 func (g memGroup) WorldSize() int            { return g.h.n }
 func (g memGroup) Parallel() recipe.Parallel { return recipe.Parallel{Rank: g.rank, WorldSize: g.h.n} }
 func (g memGroup) Check(ctx context.Context, name, value string) error {
-	for _, v := range g.h.exchange(value) {
+	vals, err := g.h.exchange(value)
+	if err != nil {
+		return err
+	}
+	for _, v := range vals {
 		if v != value {
 			return fmt.Errorf("%s differ across ranks: %v", name, v)
 		}
@@ -68,8 +87,15 @@ func (g memGroup) Check(ctx context.Context, name, value string) error {
 	return nil
 }
 func (g memGroup) Step(ctx context.Context, v StepValues) (StepValues, error) {
+	if g.onStep != nil {
+		defer g.onStep()
+	}
+	vals, err := g.h.exchange(v)
+	if err != nil {
+		return StepValues{}, err
+	}
 	var sum StepValues
-	for _, x := range g.h.exchange(v) {
+	for _, x := range vals {
 		x := x.(StepValues)
 		sum.LossSum += x.LossSum
 		sum.Correct += x.Correct
@@ -96,8 +122,9 @@ func (f *rankTrainer) Evaluate(ctx context.Context, b *dataset.Batch) (float64, 
 	return f.fakeTrainer.Evaluate(ctx, b)
 }
 
-// runRanks trains n ranks of s in goroutines over sharded loaders; cancel(rank) cancels that
-// rank's context after its step-th progress event.
+// runRanks trains n ranks of s in goroutines over sharded loaders, and cancels rank
+// cancelRank's context when its cancelAfter-th Group.Step call returns (the loop calls Step
+// before each step, to agree on stopping, and after it: call 2k is step k's second).
 func runRanks(t *testing.T, s Spec, n int, init func(rank int) []*weights.Tensor, cancelRank, cancelAfter int) ([]*RunRecord, []*rankTrainer, []error) {
 	t.Helper()
 	h := newMemHub(n)
@@ -107,19 +134,18 @@ func runRanks(t *testing.T, s Spec, n int, init func(rank int) []*weights.Tensor
 		data := shardLoaders(t, s.BatchSize, dataset.Shard{Rank: r, Count: n})
 		trs[r] = &rankTrainer{fakeTrainer: &fakeTrainer{name: Torch, init: init(r)}, rank: r}
 		ctx, cancel := context.WithCancel(context.Background())
-		steps := 0
-		onProgress := func(p Progress) {
-			if p.Phase == "train" && r == cancelRank {
-				if steps++; steps == cancelAfter {
-					cancel()
-				}
+		calls := 0
+		onStep := func() {
+			if calls++; r == cancelRank && calls == cancelAfter {
+				cancel()
 			}
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer cancel()
-			recs[r], errs[r] = train(ctx, trs[r], s, data, onProgress, newLapClock(0), memGroup{h, r})
+			recs[r], errs[r] = train(ctx, trs[r], s, data, nil, newLapClock(0), memGroup{h, r, onStep})
+			h.leave()
 		}()
 	}
 	wg.Wait()
@@ -181,22 +207,26 @@ func sumSeconds(xs []float64) float64 {
 	return s
 }
 
-// TestParallelInterruptAgreed: Ctrl-C reaching one rank only (rank 1, after its third step)
-// stops every rank before the same step, and rank 0 writes the checkpoint there.
+// TestParallelInterruptAgreed: Ctrl-C reaching one rank only (rank 1) stops every rank
+// before the same step, and rank 0 writes the checkpoint there: after step 3 (call 6), or
+// just after the ranks agreed to go on with step 3 (call 5), when the rank must still train
+// step 3, batch included, and stop before step 4.
 func TestParallelInterruptAgreed(t *testing.T) {
-	s := testSpec()
-	s.Epochs, s.BatchSize, s.Checkpoint = 2, 4, t.TempDir()
-	_, trs, errs := runRanks(t, s, 2, sameInit, 1, 3)
-	for r, err := range errs {
-		if !errors.Is(err, ErrInterrupted) {
-			t.Errorf("rank %d: got %v, want ErrInterrupted", r, err)
+	for _, after := range []int{5, 6} {
+		s := testSpec()
+		s.Epochs, s.BatchSize, s.Checkpoint = 2, 4, t.TempDir()
+		_, trs, errs := runRanks(t, s, 2, sameInit, 1, after)
+		for r, err := range errs {
+			if !errors.Is(err, ErrInterrupted) {
+				t.Errorf("cancelled after call %d: rank %d: got %v, want ErrInterrupted", after, r, err)
+			}
 		}
-	}
-	if trs[0].steps != 3 || trs[1].steps != 3 {
-		t.Errorf("steps: got %d and %d, want 3 on both ranks", trs[0].steps, trs[1].steps)
-	}
-	if trs[0].saved == nil || *trs[0].saved != (Position{0, 3}) || trs[1].saved != nil {
-		t.Errorf("checkpoints: rank 0 %v, rank 1 %v, want {0 3} from rank 0 only", trs[0].saved, trs[1].saved)
+		if trs[0].steps != 3 || trs[1].steps != 3 {
+			t.Errorf("cancelled after call %d: steps: got %d and %d, want 3 on both ranks", after, trs[0].steps, trs[1].steps)
+		}
+		if trs[0].saved == nil || *trs[0].saved != (Position{0, 3}) || trs[1].saved != nil {
+			t.Errorf("cancelled after call %d: checkpoints: rank 0 %v, rank 1 %v, want {0 3} from rank 0 only", after, trs[0].saved, trs[1].saved)
+		}
 	}
 }
 

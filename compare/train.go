@@ -262,7 +262,13 @@ func train(ctx context.Context, tr Trainer, spec Spec, data Loaders, onProgress 
 func trainEpoch(ctx context.Context, tr Trainer, info recipe.Info, spec Spec, data Loaders, epoch, steps, skip int,
 	globalStep *int, rec *RunRecord, stepTimes *[]float64, waitTotal, stepTotal *time.Duration, onProgress func(Progress), clk *lapClock, g Group) (EpochRecord, *Position, error) {
 	er := EpochRecord{Epoch: epoch + 1}
-	it := data.Train.Epoch(ctx, epoch)
+	// A rank of a data-parallel run stops only where the ranks agreed to (the exchange before
+	// each step): its batches must not fail because ctx ended between an exchange and the step.
+	iterCtx := ctx
+	if g != nil {
+		iterCtx = context.WithoutCancel(ctx)
+	}
+	it := data.Train.Epoch(iterCtx, epoch)
 	defer it.Close()
 	var lossSum float64
 	var correct, seen, timedImages int
