@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/fwbench/fwbench/internal/reftest"
 	"github.com/fwbench/fwbench/recipe"
 	"github.com/fwbench/fwbench/weights"
 )
@@ -43,7 +44,7 @@ func TestGPU(t *testing.T) {
 	}
 	// cuDNN and oneDNN sum in other orders, and cuDNN may use TF32 on
 	// Ampere and later: 1e-2 of the largest logit.
-	if e := relErr(lg, lc); e > 1e-2 {
+	if e := reftest.RelErr(lg, lc); e > 1e-2 {
 		t.Errorf("GPU logits differ from the CPU's by %.3g of the largest, want <= 1e-2", e)
 	}
 	for range 2 {

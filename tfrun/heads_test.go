@@ -142,10 +142,10 @@ func TestAdaptivePool(t *testing.T) {
 			for k, v := range wantG64 {
 				wantG[k] = float32(v)
 			}
-			if e := relErr(gotY, wantY); e > 1e-6 {
+			if e := reftest.RelErr(gotY, wantY); e > 1e-6 {
 				t.Errorf("pooled values differ from torch's bins by %.3g of the largest, want <= 1e-6", e)
 			}
-			if e := relErr(gotG, wantG); e > 1e-6 {
+			if e := reftest.RelErr(gotG, wantG); e > 1e-6 {
 				t.Errorf("gradient differs from the bins' by %.3g of the largest, want <= 1e-6", e)
 			}
 		})
@@ -206,7 +206,7 @@ func TestHeadTorchvisionMatchesFlatten(t *testing.T) {
 	if err := errors.Join(err1, err2); err != nil {
 		t.Fatal(err)
 	}
-	if e := relErr(la, lb); e > 1e-5 {
+	if e := reftest.RelErr(la, lb); e > 1e-5 {
 		t.Errorf("logits: torchvision head %v, folded flatten head %v: differ by %.3g of the largest, want <= 1e-5", la, lb, e)
 	} else {
 		t.Logf("logits differ by %.3g of the largest", e)
@@ -225,7 +225,7 @@ func TestHeadTorchvisionMatchesFlatten(t *testing.T) {
 		for i := range w0 {
 			ca[i], cb[i] = da[i]-w0[i], db[i]-w0[i]
 		}
-		if e := relErr(ca, cb); e > 1e-4 {
+		if e := reftest.RelErr(ca, cb); e > 1e-4 {
 			t.Errorf("%s: first step's change differs by %.3g of its largest change, want <= 1e-4", name, e)
 		} else {
 			t.Logf("%s: changes differ by %.3g of the largest", name, e)

@@ -465,7 +465,7 @@ func TestDepthwiseGradient(t *testing.T) {
 				if len(a) != len(b) || len(a) == 0 {
 					t.Fatalf("%s: %d values, dense %d", what, len(a), len(b))
 				}
-				if e := relErr(a, b); e > 1e-5 {
+				if e := reftest.RelErr(a, b); e > 1e-5 {
 					t.Errorf("%s: depthwise differs from the dense convolution by %.3g of the largest, want <= 1e-5", what, e)
 				}
 				if i == 0 {

@@ -121,27 +121,14 @@ func (f *fixture) checkWeights(t *testing.T, tr *Trainer, init []*weights.Tensor
 }
 
 // checkLogits fails t when logits differ from PyTorch's want by more than 1e-4 of the
-// largest |want| (relErr) and logs the difference otherwise.
+// largest |want| (reftest.RelErr) and logs the difference otherwise.
 func checkLogits(t *testing.T, logits, want []float32) {
 	t.Helper()
-	if e := relErr(logits, want); e > 1e-4 {
+	if e := reftest.RelErr(logits, want); e > 1e-4 {
 		t.Errorf("logits %v, PyTorch %v: relative difference %.3g, want <= 1e-4", logits, want, e)
 	} else {
 		t.Logf("logits relative difference %.3g", e)
 	}
-}
-
-// relErr is max|got−want| / max|want| over the elements.
-func relErr(got, want []float32) float64 {
-	var d, m float64
-	for i := range want {
-		d = max(d, math.Abs(float64(got[i])-float64(want[i])))
-		m = max(m, math.Abs(float64(want[i])))
-	}
-	if m == 0 {
-		return d
-	}
-	return d / m
 }
 
 func TestParityWithPyTorch(t *testing.T) {
@@ -272,7 +259,7 @@ func TestParityBatchNorm(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Logits: the same 1e-4 as VGG16's (measured in the log).
-	if e, want := relErr(logits, f.Get(t, "bn/logits_eval")), 1e-4; e > want {
+	if e, want := reftest.RelErr(logits, f.Get(t, "bn/logits_eval")), 1e-4; e > want {
 		t.Errorf("eval logits %v, PyTorch %v: relative difference %.3g, want <= %g", logits, f.Get(t, "bn/logits_eval"), e, want)
 	} else {
 		t.Logf("eval logits relative difference %.3g", e)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/fwbench/fwbench/dataset"
+	"github.com/fwbench/fwbench/internal/reftest"
 	"github.com/fwbench/fwbench/model"
 	"github.com/fwbench/fwbench/recipe"
 	"github.com/fwbench/fwbench/weights"
@@ -76,19 +77,6 @@ func stepAll(trs []*Trainer, b *dataset.Batch) ([]float64, []int, []error) {
 	}
 	wg.Wait()
 	return losses, corrects, errs
-}
-
-// relMax returns max|a−b| / max|b| over one tensor.
-func relMax(a, b []float32) float64 {
-	var d, m float64
-	for i := range a {
-		d = max(d, math.Abs(float64(a[i])-float64(b[i])))
-		m = max(m, math.Abs(float64(b[i])))
-	}
-	if m == 0 {
-		return d
-	}
-	return d / m
 }
 
 // ulp32 is the spacing of float32 values at |x|.
@@ -194,7 +182,7 @@ func TestParallelMatchesSingle(t *testing.T) {
 						break
 					}
 				}
-				rw := relMax(got[0][i].Data, w.Data)
+				rw := reftest.RelErr(got[0][i].Data, w.Data)
 				ru := updateDiff(got[0][i].Data, w.Data, init[i].Data, steps)
 				worstW, worstU = max(worstW, rw), max(worstU, ru)
 				if rw > 1e-4 {

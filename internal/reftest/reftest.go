@@ -147,6 +147,20 @@ func UpdateDiff(got, want, init []float32) (worst, fracOver float64) {
 	return worst, float64(over) / float64(len(diff))
 }
 
+// RelErr is max|got−want| / max|want| over the elements (max|got−want| when want is all
+// zeros): the largest difference relative to the tensor's largest reference value.
+func RelErr(got, want []float32) float64 {
+	var d, m float64
+	for i := range want {
+		d = max(d, math.Abs(float64(got[i])-float64(want[i])))
+		m = max(m, math.Abs(float64(want[i])))
+	}
+	if m == 0 {
+		return d
+	}
+	return d / m
+}
+
 // ulp is the distance from |x| to the next float32 away from zero.
 func ulp(x float32) float64 {
 	a := math.Abs(float64(x))
