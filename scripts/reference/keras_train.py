@@ -374,10 +374,12 @@ def classify(op_type, name):
     return "other"
 
 
-def profile(tf, step, batches, i0):
-    """One more step (on batch 0) under TensorFlow's own profiler (tf.profiler.experimental,
-    the trace TensorBoard's profile plugin reads): the XPlane events of TF ops, named
-    "op_name:OpType", summed by op type into conv / linear / optimizer / other."""
+def xplane_ops(tf, run):
+    """Runs run() under TensorFlow's own profiler (tf.profiler.experimental, the trace
+    TensorBoard's profile plugin reads) and returns the TF op events of the host CPU plane,
+    named "op_name:OpType", as [start_us, duration_us, op_name, op_type] sorted by start
+    (relative to the first op), and run()'s wall time. Runtime events (ExecutorState::Process
+    ...) and the tf.function as a whole are left out. scripts/bench/tfgap uses it too."""
     import glob
     import tempfile
 
@@ -386,18 +388,17 @@ def profile(tf, step, batches, i0):
     except ImportError:
         from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
-    x, y = batches[0]
     logdir = tempfile.mkdtemp(prefix="fwbench-tfprof-")
     tf.profiler.experimental.start(logdir)
     t0 = time.perf_counter()
-    step(i0, x, y)
+    run()
     wall = time.perf_counter() - t0
     tf.profiler.experimental.stop()
     files = sorted(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True))
     space = xplane_pb2.XSpace()
     with open(files[-1], "rb") as f:
         space.ParseFromString(f.read())
-    per_type, split = {}, {}
+    events = []
     for plane in space.planes:
         if not plane.name.startswith("/host:CPU"):
             continue
@@ -409,12 +410,27 @@ def profile(tf, step, batches, i0):
                 op_name, op_type = name.rsplit(":", 1)
                 if not op_type or op_type[0].isspace() or "__inference" in op_type:
                     continue  # the tf.function as a whole
-                us = ev.duration_ps / 1e6
-                c = classify(op_type, op_name)
-                split[c] = split.get(c, 0) + us
-                e = per_type.setdefault(op_type, {"op": op_type, "self_us": 0, "calls": 0})
-                e["self_us"] += us
-                e["calls"] += 1
+                events.append([(line.timestamp_ns * 1000 + ev.offset_ps) / 1e6, ev.duration_ps / 1e6, op_name, op_type])
+    if events:
+        first = min(e[0] for e in events)
+        for e in events:
+            e[0] -= first
+    events.sort()
+    return events, wall
+
+
+def profile(tf, step, batches, i0):
+    """One more step (on batch 0) under TensorFlow's own profiler (xplane_ops): the TF ops'
+    time summed by op type into conv / linear / optimizer / other."""
+    x, y = batches[0]
+    events, wall = xplane_ops(tf, lambda: step(i0, x, y))
+    per_type, split = {}, {}
+    for _, us, op_name, op_type in events:
+        c = classify(op_type, op_name)
+        split[c] = split.get(c, 0) + us
+        e = per_type.setdefault(op_type, {"op": op_type, "self_us": 0, "calls": 0})
+        e["self_us"] += us
+        e["calls"] += 1
     ops = sorted(per_type.values(), key=lambda o: -o["self_us"])
     return {"framework": "tensorflow", "profiler": "tf.profiler.experimental (XPlane op events)",
             "wall_seconds": wall, "split_us": split, "top_ops": ops[:25]}

@@ -99,41 +99,8 @@ def main():
 def xplane_step(tf, run):
     """Runs run() under tf.profiler.experimental and returns the TF op events of the host
     CPU plane as [start_us, duration_us, op_name, op_type] (start relative to the first op),
-    and the wall time."""
-    import glob
-    import tempfile
-
-    try:
-        from tsl.profiler.protobuf import xplane_pb2
-    except ImportError:
-        from tensorflow.tsl.profiler.protobuf import xplane_pb2
-    logdir = tempfile.mkdtemp(prefix="tfgap-prof-")
-    tf.profiler.experimental.start(logdir)
-    t0 = time.perf_counter()
-    run()
-    wall = time.perf_counter() - t0
-    tf.profiler.experimental.stop()
-    space = xplane_pb2.XSpace()
-    with open(sorted(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True))[-1], "rb") as f:
-        space.ParseFromString(f.read())
-    events = []
-    for plane in space.planes:
-        if not plane.name.startswith("/host:CPU"):
-            continue
-        for line in plane.lines:
-            for ev in line.events:
-                name = plane.event_metadata[ev.metadata_id].name
-                if ":" not in name or "::" in name:
-                    continue
-                op_name, op_type = name.rsplit(":", 1)
-                if not op_type or op_type[0].isspace() or "__inference" in op_type:
-                    continue
-                events.append([(line.timestamp_ns * 1000 + ev.offset_ps) / 1e6, ev.duration_ps / 1e6, op_name, op_type])
-    t0 = min(e[0] for e in events)
-    for e in events:
-        e[0] -= t0
-    events.sort()
-    return events, wall
+    and the wall time: keras_train.xplane_ops, the reference script's own reader."""
+    return keras_train.xplane_ops(tf, run)
 
 
 if __name__ == "__main__":
