@@ -12,7 +12,10 @@
 #   SKIP_BUILD=1       provision only, do not build bin/fwbench
 #   FWBENCH_VARIANT=cuda  install the CUDA builds (torch==TORCH_VERSION, tensorflow[and-cuda]==TF_VERSION)
 #                      into a venv in the prefix and use them as LIBTORCH_DIR / LIBTENSORFLOW_DIR
-#                      (Dockerfile.cuda does this)
+#                      (Dockerfile.cuda does this), and build the NCCL plugin against that venv
+#   FWBENCH_NCCL_SITE  the site-packages of a CUDA build of torch==TORCH_VERSION with its nvidia-*
+#                      wheels: build torchrun's NCCL plugin (libfwbench_nccl.so, data-parallel on
+#                      CUDA) against it, next to libcgotorch.so (scripts/gpu/prepare.sh does this)
 #
 # Nothing here is needed at `go build`/`go test` time except what it leaves in the prefix:
 # those commands never download anything native.
@@ -206,6 +209,44 @@ build_cgotorch() {
 	rm -rf "$cgotorch_dir" && mv "$out" "$cgotorch_dir"
 }
 
+# ---------------------------------------------------------------- torchrun's NCCL plugin
+# build_nccl_plugin SITE: compile torchrun/nccl/plugin.cc against the CUDA torch in SITE into
+# $cgotorch_dir/libfwbench_nccl.so (see torchrun/ncclplugin.h). Its libraries are linked by name
+# and resolve, at run time, to those libtorch_cuda.so has already loaded.
+build_nccl_plugin() {
+	local site=$1 key hdr tmp f
+	for f in torch/include/torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp torch/lib/libtorch_cuda.so \
+		nvidia/cu13/include/cuda_runtime_api.h nvidia/cu13/include/cublas_v2.h nvidia/nccl/include/nccl.h; do
+		[ -e "$site/$f" ] || die "FWBENCH_NCCL_SITE=$site has no $f: it must hold torch==$TORCH_VERSION (CUDA 13) with its nvidia-* wheels"
+	done
+	grep -q "^__version__ = '$TORCH_VERSION" "$site/torch/version.py" ||
+		die "FWBENCH_NCCL_SITE=$site holds torch $(sed -n "s/^__version__ = '\(.*\)'/\1/p" "$site/torch/version.py"), not $TORCH_VERSION"
+	key=$( (cat "$root/torchrun/nccl/plugin.cc" "$root/torchrun/ncclplugin.h" "$site/nvidia/nccl/include/nccl.h" "$site/torch/version.py"; echo "$CUDA_CRT_VERSION $CUDA_CCCL_VERSION") | sha256sum | cut -c1-12)
+	if [ "$(cat "$cgotorch_dir/nccl.key" 2>/dev/null)" = "$key" ]; then
+		log "NCCL plugin: cached in $cgotorch_dir"
+		return
+	fi
+	[ $check_only = 1 ] && die "the NCCL plugin is not built in $cgotorch_dir"
+	hdr=$prefix/cuda-headers-crt$CUDA_CRT_VERSION-cccl$CUDA_CCCL_VERSION
+	if [ ! -f "$hdr/.ok" ]; then
+		tmp=$hdr.tmp
+		rm -rf "$tmp" && mkdir -p "$tmp"
+		unpack "$(fetch_wheel nvidia-cuda-crt "$CUDA_CRT_VERSION")" "$tmp" 'nvidia/cu13/include/*'
+		unpack "$(fetch_wheel nvidia-cuda-cccl "$CUDA_CCCL_VERSION")" "$tmp" 'nvidia/cu13/include/*'
+		rm -rf "$hdr" && mv "$tmp/nvidia/cu13/include" "$hdr" && rm -rf "$tmp"
+		touch "$hdr/.ok"
+	fi
+	log "NCCL plugin: compiling against $site"
+	g++ -std=c++17 -O2 -fPIC -shared -w -D_GLIBCXX_USE_CXX11_ABI=1 -fvisibility=hidden \
+		-I "$site/torch/include" -I "$site/torch/include/torch/csrc/api/include" \
+		-I "$site/nvidia/cu13/include" -I "$hdr" -I "$hdr/cccl" -I "$site/nvidia/nccl/include" \
+		-o "$cgotorch_dir/libfwbench_nccl.so.tmp" "$root/torchrun/nccl/plugin.cc" \
+		-L "$site/torch/lib" -L "$site/nvidia/nccl/lib" -ltorch_cuda -lc10_cuda -ltorch_cpu -lc10 -l:libnccl.so.2 ||
+		die "compiling the NCCL plugin failed"
+	mv "$cgotorch_dir/libfwbench_nccl.so.tmp" "$cgotorch_dir/libfwbench_nccl.so"
+	echo "$key" >"$cgotorch_dir/nccl.key"
+}
+
 # ---------------------------------------------------------------- HDF5 (package keras)
 # keras/ links the HDF5 C library through cgo (`#cgo pkg-config: hdf5`): Debian's and Ubuntu's
 # libhdf5-dev, found with pkg-config. As root on Debian/Ubuntu it is installed with apt-get.
@@ -239,12 +280,14 @@ if [ "${FWBENCH_VARIANT:-cpu}" = cuda ]; then
 	site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 	LIBTORCH_DIR=$site/torch
 	LIBTENSORFLOW_DIR=$site/tensorflow
+	FWBENCH_NCCL_SITE=${FWBENCH_NCCL_SITE:-$site}
 fi
 
 provision_hdf5
 provision_torch
 provision_tf
 build_cgotorch
+[ -n "${FWBENCH_NCCL_SITE:-}" ] && build_nccl_plugin "$FWBENCH_NCCL_SITE"
 
 # Record what env.sh exports: one small file, so sourcing it costs nothing.
 cat >"$FWBENCH_CACHE/env.current" <<EOF

@@ -5,6 +5,11 @@ TORCH_VERSION=2.11.0
 # libcudart.so.13 and libcupti.so.13, which these two wheels ship. Both load without a GPU.
 CUDART_VERSION=13.0.96
 CUPTI_VERSION=13.0.85
+# torchrun's NCCL plugin (FWBENCH_NCCL_SITE) includes c10d's ProcessGroupNCCL.hpp, which pulls in
+# cuda_runtime.h: its crt/ and nv/ headers come from these two small header-only wheels (a CUDA
+# torch's own wheels do not ship them).
+CUDA_CRT_VERSION=13.0.88
+CUDA_CCCL_VERSION=13.0.85
 TF_VERSION=2.21.0
 GOTORCH_VERSION=v0.0.0-20201028015551-9afed2f3ad7b
 FWBENCH_CACHE=${FWBENCH_CACHE:-$HOME/.cache/fwbench}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/fwbench/fwbench/internal/reftest"
 	"github.com/fwbench/fwbench/model"
@@ -366,5 +367,57 @@ func TestCUDADeterministic(t *testing.T) {
 	tr := mustNew(t, cfg, nil)
 	if _, _, err := tr.TrainStep(context.Background(), synthBatch(0, 4, 3, 32, 5)); err == nil || !strings.Contains(err.Error(), "deterministic") {
 		t.Errorf("deterministic vgg11 step on %s: got %v, want libtorch's error naming the missing deterministic implementation", dev, err)
+	}
+}
+
+// TestCUDAParallelNCCL is #16's NCCL check on one GPU: a world of 1 rank on
+// c10d's ProcessGroupNCCL (the plugin, the store, the reducer's buckets on the
+// GPU and NCCL's all-reduce) trains 3 SGD steps to the weights a single
+// process trains to on the same GPU. With one rank the all-reduce is a copy
+// and the gradients are multiplied by 1/1, so the two runs differ only where
+// cuDNN's kernels are not deterministic: within 1e-4 of each tensor's largest
+// magnitude (the bound for 2 ranks).
+func TestCUDAParallelNCCL(t *testing.T) {
+	dev := cudaDevice(t)
+	if _, err := NCCL(); err != nil {
+		t.Fatalf("a GPU is here but NCCL is not usable: %v", err)
+	}
+	const steps, batch = 3, 16
+	cfg := tinyConfig()
+	cfg.Device, cfg.Dropout, cfg.LR = dev, 0, 0.1
+	init, err := weights.InitParams(mustNet(t, cfg).Params, cfg.Seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	single := mustNew(t, cfg, init)
+	rank := startRanks(t, cfg, init, 1, time.Minute)[0]
+	if got := rank.Info().Settings[recipe.SettingBackend]; got != recipe.BackendNCCL {
+		t.Errorf("Settings[%q] got %q, want %q", recipe.SettingBackend, got, recipe.BackendNCCL)
+	}
+	for s := range steps {
+		b := synthBatch(s*batch, batch, cfg.Classes, cfg.ImageSize, 7)
+		b.GlobalN = batch
+		if _, _, err := single.TrainStep(context.Background(), b); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := rank.TrainStep(context.Background(), b); err != nil {
+			t.Fatalf("step %d on NCCL: %v", s, err)
+		}
+	}
+	want, err := single.Weights()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := rank.Weights()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, w := range want {
+		if d := reftest.RelErr(got[i].Data, w.Data); d > 1e-4 {
+			t.Errorf("%s: NCCL world size 1 got max|Δ| %.3g of max|w|, want ≤ 1e-4 (single process)", w.Name, d)
+		}
+	}
+	if c := rank.CommSeconds(); !(c > 0) {
+		t.Errorf("CommSeconds after %d steps on NCCL got %v, want > 0", steps, c)
 	}
 }

@@ -313,15 +313,25 @@ type group = C.tr_group
 // nativeGroupNew joins a process group: the TCPStore at host:port and a Gloo
 // process group whose device binds ifaces (comma-separated interface names)
 // when not empty, else address. op names the call in errors.
-func nativeGroupNew(op, host string, port, rank, world int, timeout time.Duration, address, ifaces string) (*group, error) {
+func nativeGroupNew(op, host string, port, rank, world int, timeout time.Duration, nccl bool, address, ifaces string) (*group, error) {
 	ch, ca, ci := C.CString(host), C.CString(address), C.CString(ifaces)
 	defer C.free(unsafe.Pointer(ch))
 	defer C.free(unsafe.Pointer(ca))
 	defer C.free(unsafe.Pointer(ci))
 	var g *group
 	err := nativeErr(op, C.tr_group_new(ch, C.int32_t(port), C.int32_t(rank), C.int32_t(world),
-		C.int64_t(timeout.Milliseconds()), ca, ci, &g))
+		C.int64_t(timeout.Milliseconds()), b2i(nccl), ca, ci, &g))
 	return g, err
+}
+
+// nativeNCCLProbe loads libtorch_cuda.so and the NCCL plugin (see tr_nccl_probe).
+func nativeNCCLProbe() (string, error) {
+	var out *C.char
+	if err := nativeErr("nccl", C.tr_nccl_probe(&out)); err != nil {
+		return "", err
+	}
+	defer C.free(unsafe.Pointer(out))
+	return C.GoString(out), nil
 }
 
 // nativeGroupFree closes g (see tr_group_free); g is freed even on error.

@@ -7,9 +7,14 @@
 // ProcessGroupGloo.hpp is only compiled with USE_C10D_GLOO and includes gloo's
 // headers, which libtorch does not ship; cinclude/gloo/ declares the little
 // the header needs (see cinclude/gloo/fwbench_decl.h for why that is sound).
+// On CUDA the process group is c10d's ProcessGroupNCCL, made by the NCCL
+// plugin (ncclplugin.h), which this file dlopens.
 #define USE_C10D_GLOO 1
 
 #include "parallel.h"
+#include "ncclplugin.h"
+
+#include <dlfcn.h>
 
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/function_hook.h>
@@ -18,7 +23,9 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include <chrono>
+#include <cstring>
 #include <exception>
+#include <mutex>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -55,6 +62,7 @@ constexpr int64_t kBucketBytes = 25 << 20;
 
 struct tr_group {
   int rank = 0, world = 0;
+  bool nccl = false;
   std::chrono::milliseconds timeout{0};
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::Backend> pg;
@@ -266,12 +274,59 @@ std::vector<std::string> split(const std::string &s, char sep) {
   return out;
 }
 
+// Plugin is the NCCL plugin, loaded once per process.
+struct Plugin {
+  std::string err;  // why it cannot be used; empty when it can
+  tr_nccl_built_for_fn built_for = nullptr;
+  tr_nccl_check_fn check = nullptr;
+  tr_nccl_new_fn make = nullptr;
+};
+
+const Plugin &plugin() {
+  static std::once_flag once;
+  static Plugin p;
+  std::call_once(once, [] {
+    const std::string &cuda = trddp::cuda_unavailable();
+    if (!cuda.empty()) {
+      p.err = cuda;
+      return;
+    }
+    void *h = dlopen(TR_NCCL_PLUGIN, RTLD_NOW | RTLD_LOCAL);
+    if (h == nullptr) {
+      const char *e = dlerror();
+      p.err = std::string("cannot load the NCCL plugin " TR_NCCL_PLUGIN " (build it against this CUDA torch: "
+                          "FWBENCH_NCCL_SITE=<site-packages> scripts/setup.sh): ") +
+              (e ? e : "unknown dlopen error");
+      return;
+    }
+    p.built_for = reinterpret_cast<tr_nccl_built_for_fn>(dlsym(h, "fwbench_nccl_built_for"));
+    p.check = reinterpret_cast<tr_nccl_check_fn>(dlsym(h, "fwbench_nccl_check"));
+    p.make = reinterpret_cast<tr_nccl_new_fn>(dlsym(h, "fwbench_nccl_new"));
+    if (p.built_for == nullptr || p.check == nullptr || p.make == nullptr) {
+      p.err = TR_NCCL_PLUGIN " lacks one of fwbench_nccl_built_for, fwbench_nccl_check, fwbench_nccl_new";
+    } else if (const char *e = p.check()) {
+      p.err = e;
+    }
+  });
+  return p;
+}
+
 }  // namespace
 
 extern "C" {
 
+const char *tr_nccl_probe(char **built_for) {
+  TRP_TRY
+  *built_for = nullptr;
+  const Plugin &p = plugin();
+  TORCH_CHECK(p.err.empty(), p.err);
+  *built_for = strdup(p.built_for());
+  TORCH_CHECK(*built_for != nullptr, "out of memory");
+  TRP_CATCH
+}
+
 const char *tr_group_new(const char *host, int32_t port, int32_t rank, int32_t world, int64_t timeout_ms,
-                         const char *address, const char *ifaces, tr_group **out) {
+                         int32_t nccl, const char *address, const char *ifaces, tr_group **out) {
   TRP_TRY
   *out = nullptr;
   TORCH_CHECK(world >= 1 && rank >= 0 && rank < world, "rank ", rank, " outside world size ", world);
@@ -296,6 +351,15 @@ const char *tr_group_new(const char *host, int32_t port, int32_t rank, int32_t w
   }
   g->store->setTimeout(g->timeout);
 
+  if (nccl != 0) {
+    const Plugin &p = plugin();
+    TORCH_CHECK(p.err.empty(), p.err);
+    g->nccl = true;
+    const char *e = p.make(&g->store, rank, world, timeout_ms, &g->pg);
+    TORCH_CHECK(e == nullptr, "nccl process group: ", e);
+    *out = g.release();
+    return nullptr;
+  }
   auto opts = c10d::ProcessGroupGloo::Options::create(g->timeout);
   std::string ifs = ifaces ? ifaces : "";
   if (!ifs.empty()) {
@@ -320,7 +384,9 @@ const char *tr_group_free(tr_group *g, int32_t wait_peers, int64_t wait_ms) {
   TRP_TRY
   // The process group first (its threads joined, its connections closed),
   // then tell the store; rank 0 serves the store, so it waits until every
-  // rank has said so before it stops serving.
+  // rank has said so before it stops serving. ProcessGroupNCCL is shut down
+  // first (its communicators finalized), as destroy_process_group does.
+  if (g->nccl && g->pg) g->pg->shutdown();
   g->pg.reset();
   if (!g->store) return nullptr;
   int64_t closed = g->store->add(kClosedKey, 1);

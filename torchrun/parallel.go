@@ -9,6 +9,8 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/fwbench/fwbench/recipe"
@@ -25,14 +27,16 @@ const closeWaitCap = 30 * time.Second
 
 // NewParallel is New for one rank of a data-parallel run: it joins p's process
 // group (c10d TCPStore at p.Store, rank 0 serving it; ProcessGroupGloo on the
-// CPU) after building the model. init must be the same on every rank (the
-// caller checks the read-back hashes). p.WorldSize 0 means New.
+// CPU, ProcessGroupNCCL on CUDA) after building the model. init must be the
+// same on every rank (the caller checks the read-back hashes). p.WorldSize 0
+// means New.
 //
 // p is checked by p.Validate, and p.Store must be host:port with a port in
-// [1, 65535]; their errors wrap recipe.ErrInvalid. A CUDA device is refused
-// with an error wrapping errors.ErrUnsupported: ProcessGroupNCCL lives in
-// libtorch_cuda.so, which torchrun loads at run time and never links, and c10d
-// offers no way to construct it from libtorch_cpu.
+// [1, 65535]; their errors wrap recipe.ErrInvalid. On CUDA each rank must have
+// a device of its own (NCCL refuses two ranks on one GPU), and the NCCL plugin
+// must load (see NCCL); when it does not, the error wraps
+// errors.ErrUnsupported. NCCL reads its own variables (NCCL_SOCKET_IFNAME,
+// NCCL_DEBUG, ...) from the environment.
 //
 // Joining blocks (ctx is checked before, not during) until all p.WorldSize
 // ranks have connected to the store and to each other, or fails after
@@ -58,13 +62,13 @@ func NewParallel(ctx context.Context, cfg recipe.Config, init []*weights.Tensor,
 	if err != nil {
 		return nil, err
 	}
-	if dev, _ := recipe.ParseDevice(cfg.Device); dev.GPU {
-		return nil, fmt.Errorf("torchrun: parallel: device %s: %w: data-parallel training on CUDA needs c10d's ProcessGroupNCCL, "+
-			"which is in libtorch_cuda.so; torchrun loads that library at run time without linking it and cannot construct "+
-			"the NCCL process group from libtorch_cpu (run data-parallel on the cpu, with gloo)", dev, errors.ErrUnsupported)
-	}
-	address, ifaces, err := glooDevice(host, port)
-	if err != nil {
+	dev, _ := recipe.ParseDevice(cfg.Device)
+	var address, ifaces, builtFor string
+	if dev.GPU {
+		if builtFor, err = NCCL(); err != nil {
+			return nil, fmt.Errorf("torchrun: parallel: device %s: %w: %w", dev, errors.ErrUnsupported, err)
+		}
+	} else if address, ifaces, err = glooDevice(host, port); err != nil {
 		return nil, err
 	}
 	t, err := New(ctx, cfg, init)
@@ -78,7 +82,7 @@ func NewParallel(ctx context.Context, cfg recipe.Config, init []*weights.Tensor,
 	var g *group
 	op := fmt.Sprintf("parallel: rank %d of %d, store %s", p.Rank, p.WorldSize, p.Store)
 	t.w.do(func() {
-		if g, err = nativeGroupNew(op, host, port, p.Rank, p.WorldSize, p.CollectiveTimeout(), address, ifaces); err != nil {
+		if g, err = nativeGroupNew(op, host, port, p.Rank, p.WorldSize, p.CollectiveTimeout(), dev.GPU, address, ifaces); err != nil {
 			return
 		}
 		if err = nativeAttachGroup(t.m, op, g); err != nil {
@@ -90,11 +94,16 @@ func NewParallel(ctx context.Context, cfg recipe.Config, init []*weights.Tensor,
 		return nil, err
 	}
 	t.par, t.group = p, g
-	t.info.Settings[recipe.SettingBackend] = recipe.BackendGloo
 	t.info.Settings[recipe.SettingWorldSize] = strconv.Itoa(p.WorldSize)
-	if ifaces != "" {
+	switch {
+	case dev.GPU:
+		t.info.Settings[recipe.SettingBackend] = recipe.BackendNCCL
+		t.info.Settings["nccl_plugin"] = builtFor
+	case ifaces != "":
+		t.info.Settings[recipe.SettingBackend] = recipe.BackendGloo
 		t.info.Settings["gloo_device"] = "interfaces " + ifaces
-	} else {
+	default:
+		t.info.Settings[recipe.SettingBackend] = recipe.BackendGloo
 		t.info.Settings["gloo_device"] = address
 	}
 	// The cleanup that New registered frees the model only; this one also leaves the group.
@@ -108,6 +117,32 @@ func NewParallel(ctx context.Context, cfg recipe.Config, init []*weights.Tensor,
 	}, native{t.m, t.w, g})
 	return t, nil
 }
+
+// ncclProbe caches NCCL's answer: loading the plugin is a one-time, process-wide event.
+var ncclProbe = sync.OnceValues(func() (string, error) {
+	built, err := nativeNCCLProbe()
+	if err != nil {
+		return "", err
+	}
+	// The plugin says "torch X.Y.Z nccl A.B.C"; c10d's classes cross between it and
+	// torchrun, so both must be compiled against the torch that is loaded.
+	torch, _, _ := strings.Cut(strings.TrimPrefix(built, "torch "), " ")
+	if loaded, _, _ := strings.Cut(Version(), "+"); torch != loaded {
+		return "", fmt.Errorf("torchrun: nccl: the NCCL plugin was built for torch %s, the loaded libtorch is %s (rebuild it: FWBENCH_NCCL_SITE=<site-packages> scripts/setup.sh)", torch, Version())
+	}
+	return built, nil
+})
+
+// NCCL reports whether data-parallel training on CUDA can run in this process:
+// it loads libtorch_cuda.so and the NCCL plugin libfwbench_nccl.so (a small
+// library that constructs c10d's ProcessGroupNCCL, which needs the CUDA and
+// NCCL headers torchrun is built without; scripts/setup.sh builds it next to
+// gotorch's library when FWBENCH_NCCL_SITE names a CUDA torch's site-packages,
+// as FWBENCH_VARIANT=cuda does). It returns what the plugin was compiled
+// against ("torch 2.11.0 nccl 2.28.9"), or why NCCL cannot be used: no CUDA
+// libtorch, no plugin, or a plugin built for another torch or NCCL. A GPU is
+// not needed to load it.
+func NCCL() (builtFor string, err error) { return ncclProbe() }
 
 // CommSeconds returns the total time training steps spent blocked on gradient
 // all-reduces (the part not overlapped with the backward pass); 0 for a

@@ -18,6 +18,10 @@ namespace trddp {
 // message returns s as an error message for tr_free_error (shim.cc).
 const char *message(const std::string &s);
 
+// cuda_unavailable loads libtorch_cuda.so (once per process) and returns why
+// CUDA cannot be used, or "" (shim.cc).
+const std::string &cuda_unavailable();
+
 // Reducer averages the gradients of a set of parameters over the ranks of a
 // process group, as torch DDP's Reducer does: buckets in reverse parameter
 // order, all-reduced as soon as their last gradient is accumulated during the

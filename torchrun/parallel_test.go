@@ -7,6 +7,7 @@ import (
 	"math"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -232,16 +233,18 @@ func TestParallelSettings(t *testing.T) {
 }
 
 // TestParallelInvalid: a bad rank or store address is refused before any
-// model is built, with an error wrapping recipe.ErrInvalid; a CUDA device with
-// a process group is refused (no NCCL here) with errors.ErrUnsupported.
+// model is built, with an error wrapping recipe.ErrInvalid; where NCCL cannot
+// be used (no CUDA libtorch or no plugin), a CUDA device with a process group
+// is refused with errors.ErrUnsupported.
 func TestParallelInvalid(t *testing.T) {
 	cfg := tinyConfig()
-	tests := []struct {
+	type invalid struct {
 		name string
 		p    recipe.Parallel
 		dev  string
 		want error
-	}{
+	}
+	tests := []invalid{
 		{"rank = world size", recipe.Parallel{Rank: 2, WorldSize: 2, Store: "127.0.0.1:29500"}, "", recipe.ErrInvalid},
 		{"negative rank", recipe.Parallel{Rank: -1, WorldSize: 2, Store: "127.0.0.1:29500"}, "", recipe.ErrInvalid},
 		{"rank without a group", recipe.Parallel{Rank: 1}, "", recipe.ErrInvalid},
@@ -250,7 +253,9 @@ func TestParallelInvalid(t *testing.T) {
 		{"port 65536", recipe.Parallel{WorldSize: 2, Store: "127.0.0.1:65536"}, "", recipe.ErrInvalid},
 		{"port not a number", recipe.Parallel{WorldSize: 2, Store: "127.0.0.1:http"}, "", recipe.ErrInvalid},
 		{"no host", recipe.Parallel{WorldSize: 2, Store: ":29500"}, "", recipe.ErrInvalid},
-		{"cuda", recipe.Parallel{WorldSize: 2, Store: "127.0.0.1:29500"}, "cuda:0", errors.ErrUnsupported},
+	}
+	if _, err := NCCL(); err != nil { // else TestCUDAParallelNCCL trains on NCCL
+		tests = append(tests, invalid{"cuda without NCCL", recipe.Parallel{WorldSize: 2, Store: "127.0.0.1:29500"}, "cuda:0", errors.ErrUnsupported})
 	}
 	for _, tt := range tests {
 		c := cfg
@@ -367,4 +372,42 @@ func ExampleNewParallel() {
 	}
 	defer tr.Close()
 	// Each rank trains on its shard of every global batch (dataset.LoaderConfig.Shard).
+}
+
+// TestNCCLPlugin loads the NCCL plugin where a CUDA libtorch is (GPU or not):
+// it must say it was built for the loaded torch, and a world of one rank made
+// through it (tr_group_new: a TCPStore, then the plugin's ProcessGroupNCCL)
+// must be made on a GPU, and refused by ProcessGroupNCCL itself without one.
+// torchrun loads libtorch_cuda.so only where it is found; a CPU-only libtorch
+// (CI) has none, so there is no GPU to run NCCL on: the test skips.
+func TestNCCLPlugin(t *testing.T) {
+	why := CUDAUnavailable()
+	if strings.Contains(why, "cannot load libtorch_cuda.so") {
+		t.Skip("no GPU support here (a CPU-only libtorch): " + why)
+	}
+	built, err := NCCL()
+	if err != nil {
+		t.Fatalf("libtorch_cuda.so loads but the NCCL plugin does not: %v", err)
+	}
+	loaded, _, _ := strings.Cut(Version(), "+")
+	if !strings.HasPrefix(built, "torch "+loaded+" nccl ") {
+		t.Errorf("NCCL() got %q, want \"torch %s nccl A.B.C\"", built, loaded)
+	}
+	host, port, err := storeAddress(freeStore(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := nativeGroupNew("nccl", host, port, 0, 1, 20*time.Second, true, "", "")
+	switch {
+	case why == "" && err != nil:
+		t.Errorf("a GPU is here: the NCCL group of one rank got %v", err)
+	case why != "" && (err == nil || !strings.Contains(err.Error(), "GPU")):
+		t.Errorf("no GPU (%s): the NCCL group of one rank got error %v, want ProcessGroupNCCL's refusal naming the GPU", why, err)
+	}
+	t.Logf("plugin %s; CUDA: %q; group: %v", built, why, err)
+	if g != nil {
+		if err := nativeGroupFree(g, true, 10*time.Second); err != nil {
+			t.Error(err)
+		}
+	}
 }

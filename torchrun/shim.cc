@@ -440,6 +440,8 @@ const char *message(const std::string &s) {
   return r ? r : kNoMemory;
 }
 
+const std::string &cuda_unavailable() { return load_cuda(); }
+
 }  // namespace trddp
 
 extern "C" {

@@ -121,16 +121,22 @@ const char *tr_clear_state(tr_model *m);
 
 // Data-parallel training (parallel.cc, libtorch's c10d). tr_group_new joins a
 // process group: a c10d::TCPStore at host:port (rank 0 serves it; every rank
-// waits for all world ranks to connect) and a c10d::ProcessGroupGloo over it,
-// whose device binds the comma-separated network interfaces ifaces when that is
-// not empty, else the local address address. timeout_ms bounds the store's
+// waits for all world ranks to connect) and, over it, a c10d::ProcessGroupNCCL
+// when nccl is not 0 (made by the NCCL plugin, ncclplugin.h; CUDA tensors only)
+// or else a c10d::ProcessGroupGloo, whose device binds the comma-separated
+// network interfaces ifaces when that is not empty, else the local address
+// address. timeout_ms bounds the store's
 // waits and every collective. tr_group_free closes the process group, then adds
 // the rank to the store's count of closed ranks; rank 0, whose process serves
 // the store, then waits (wait_peers 1, at most wait_ms) until every rank has
 // closed before it stops serving. It frees g even when it returns a message.
 typedef struct tr_group tr_group;
 const char *tr_group_new(const char *host, int32_t port, int32_t rank, int32_t world, int64_t timeout_ms,
-                         const char *address, const char *ifaces, tr_group **out);
+                         int32_t nccl, const char *address, const char *ifaces, tr_group **out);
+// tr_nccl_probe loads libtorch_cuda.so and the NCCL plugin (once per process)
+// and sets *built_for (malloc'ed) to what the plugin was compiled against,
+// "torch X.Y.Z nccl A.B.C"; its message says why NCCL cannot be used.
+const char *tr_nccl_probe(char **built_for);
 const char *tr_group_free(tr_group *g, int32_t wait_peers, int64_t wait_ms);
 // tr_attach_group makes m's training steps average the gradients of its trained
 // parameters over g's ranks before the optimizer's update (torch DDP's bucketed

@@ -79,7 +79,7 @@ func compareCommand() *cli.Command {
 				for _, fw := range fws {
 					s := s
 					s.Framework = fw
-					if err := checkParallel(s, n); err != nil {
+					if err := checkParallel(s, n, n); err != nil {
 						return err
 					}
 				}

@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/fwbench/fwbench/compare"
 	"github.com/fwbench/fwbench/recipe"
@@ -14,8 +15,11 @@ import (
 
 func init() {
 	parallelRefusals[torchrun.Framework] = func(s compare.Spec) error {
-		if s.GPU() {
-			return errors.New("torch trains data-parallel on the CPU only (c10d's Gloo): NCCL lives in libtorch_cuda.so, which fwbench loads at run time without its headers")
+		if !s.GPU() {
+			return nil
+		}
+		if _, err := torchrun.NCCL(); err != nil {
+			return fmt.Errorf("torch trains data-parallel on CUDA with c10d's NCCL, which cannot be used here: %w", err)
 		}
 		return nil
 	}

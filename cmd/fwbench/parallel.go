@@ -86,12 +86,14 @@ const defaultDistTimeout = 30 * time.Minute
 // checked before any rank starts (driver files fill it).
 var parallelRefusals = map[string]func(compare.Spec) error{}
 
-// checkParallel refuses, before any process starts, a run that cannot be data-parallel.
-func checkParallel(s compare.Spec, n int) error {
+// checkParallel refuses, before any process starts, a run that cannot be data-parallel on n
+// ranks, local of them on this machine.
+func checkParallel(s compare.Spec, n, local int) error {
 	if err := compare.CheckParallel(s, n); err != nil {
 		return err
 	}
-	if f, ok := compare.LookupFramework(s.Framework); ok && f.NewParallel == nil {
+	f, ok := compare.LookupFramework(s.Framework)
+	if ok && f.NewParallel == nil {
 		return fmt.Errorf("fwbench: %w: %s has no data-parallel mode in this build", compare.ErrInvalid, f.Name)
 	} else if ok && parallelRefusals[f.Name] != nil {
 		if err := parallelRefusals[f.Name](s); err != nil {
@@ -101,7 +103,39 @@ func checkParallel(s compare.Spec, n int) error {
 	if n > dist.MaxWorldSize {
 		return fmt.Errorf("fwbench: %w: --nproc %d is above %d", compare.ErrInvalid, n, dist.MaxWorldSize)
 	}
+	if ok && local > 1 && s.GPU() {
+		return checkRankGPUs(f, s, local)
+	}
 	return nil
+}
+
+// checkRankGPUs refuses local data-parallel ranks on CUDA without a GPU each: NCCL does not
+// run two ranks on one GPU. Each rank trains on cuda:LOCAL_RANK (rankDevice).
+func checkRankGPUs(f compare.Framework, s compare.Spec, local int) error {
+	if strings.Contains(s.Device, ":") {
+		return fmt.Errorf("fwbench: %w: --device %s would put all %d local processes on one GPU; data-parallel on CUDA needs a GPU per process: use --gpu (process r trains on cuda:r)",
+			compare.ErrInvalid, s.Device, local)
+	}
+	if f.CUDADevices == nil {
+		return nil // CheckGPU refuses the device
+	}
+	devs, err := f.CUDADevices()
+	if err == nil && len(devs) < local {
+		err = fmt.Errorf("%d found", len(devs))
+	}
+	if err != nil {
+		return fmt.Errorf("fwbench: %w: %d data-parallel processes on CUDA need %d GPUs, one each: %v", compare.ErrInvalid, local, local, err)
+	}
+	return nil
+}
+
+// rankDevice is the device of the rank with local rank lr: cuda:lr where the recipe asks for
+// "cuda" (--gpu), so that a machine's ranks take a GPU each; the recipe's device otherwise.
+func rankDevice(device string, lr int) string {
+	if strings.EqualFold(strings.TrimSpace(device), "cuda") {
+		return "cuda:" + strconv.Itoa(lr)
+	}
+	return device
 }
 
 // launchGrace is how long the other ranks get to stop on their own after one failed or
@@ -113,7 +147,7 @@ const launchGrace = 60 * time.Second
 // are shared out (each rank gets NumCPU/n intra- and inter-op threads, at least 1), so that
 // n processes do not oversubscribe the cores one process would use.
 func launch(c *cli.Context, s compare.Spec, n int) error {
-	if err := checkParallel(s, n); err != nil {
+	if err := checkParallel(s, n, n); err != nil {
 		return err
 	}
 	exe, err := os.Executable()

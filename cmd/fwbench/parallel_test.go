@@ -259,13 +259,27 @@ func TestDataParallelRefusals(t *testing.T) {
 		{"nproc with a rank", append([]string{"train", "--nproc", "2", "--rank", "1"}, dpRecipe(data)...), nil, 2, "--nproc starts its own ranks"},
 		{"rank outside the world", append([]string{"train", "--rank", "2", "--world-size", "2", "--master", "127.0.0.1:29400"}, dpRecipe(data)...), nil, 2, "rank"},
 		{"bad RANK", append([]string{"train"}, dpRecipe(data)...), []string{"RANK=x", "WORLD_SIZE=2", "MASTER_ADDR=127.0.0.1", "MASTER_PORT=29400"}, 2, "RANK"},
-		{"torch on a GPU", append([]string{"train", "--framework", fwTorch, "--nproc", "2", "--gpu"}, dpRecipe(data)...), nil, 2, "torch trains data-parallel on the CPU only"},
+		{"torch on a GPU", append([]string{"train", "--framework", fwTorch, "--nproc", "2", "--gpu"}, dpRecipe(data)...), nil, 2, "torch trains data-parallel on CUDA with c10d's NCCL, which cannot be used here"},
+		{"one GPU for every local process", append([]string{"train", "--framework", fwTF, "--nproc", "2", "--device", "cuda:1"}, dpRecipe(data)...), nil, 2, "would put all 2 local processes on one GPU"},
 		{"compare: batch does not split", append([]string{"compare", "--nproc", "3", "--out", t.TempDir()}, dpRecipe(data)...), nil, 2, "must split evenly over 3 processes"},
 	}
 	for _, tt := range tests {
 		_, serr, code := runCLIWith(t, cliRun{env: tt.env, timeout: time.Minute}, tt.args...)
 		if code != tt.code || !strings.Contains(serr, tt.want) || strings.Count(strings.TrimSpace(serr), "\n") > 0 {
 			t.Errorf("%s: exit %d, stderr %q; want exit %d and one line containing %q", tt.name, code, serr, tt.code, tt.want)
+		}
+	}
+}
+
+// TestRankDevice: --gpu ("cuda") gives each local rank its own GPU; any other device is kept.
+func TestRankDevice(t *testing.T) {
+	for _, tt := range []struct {
+		device string
+		lr     int
+		want   string
+	}{{"cuda", 1, "cuda:1"}, {" CUDA ", 0, "cuda:0"}, {"cuda:0", 1, "cuda:0"}, {"cpu", 1, "cpu"}, {"", 1, ""}} {
+		if got := rankDevice(tt.device, tt.lr); got != tt.want {
+			t.Errorf("rankDevice(%q, %d) got %q, want %q", tt.device, tt.lr, got, tt.want)
 		}
 	}
 }

@@ -214,13 +214,14 @@ func trainCommand() *cli.Command {
 				if err != nil {
 					return err
 				}
-				if err := checkParallel(s, cfg.WorldSize); err != nil {
+				if err := checkParallel(s, cfg.WorldSize, 1); err != nil {
 					return err
 				}
 				var stop func()
 				if g, stop, err = joinGroup(ctx, cfg, s, cancel); err != nil {
 					return err
 				}
+				s.Device = rankDevice(s.Device, cfg.LocalRank) // after the rendezvous: every rank's recipe said "cuda"
 				defer g.Close()
 				defer stop()
 				opts.Group, rank = distGroup{g}, cfg.Rank

@@ -16,7 +16,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out
 echo "== doctor"
 .gpu/fwbench doctor --json | tee "$out/doctor.json"
 echo "== CUDA tests"
-(cd torchrun && ../.gpu/torchrun.test -test.run 'CUDA' -test.v -test.count=1) 2>&1 | tee "$out/cuda-tests.log"
+(cd torchrun && ../.gpu/torchrun.test -test.run 'CUDA|NCCL' -test.v -test.count=1) 2>&1 | tee "$out/cuda-tests.log"
 echo "== NVML (peak GPU memory for both frameworks)"
 (cd internal/nvml && ../../.gpu/nvml.test -test.run 'GPU' -test.v -test.count=1) 2>&1 | tee -a "$out/cuda-tests.log"
 echo "== precision and speed settings, VGG16 224 px, batch 128 (#15)"
@@ -36,6 +36,9 @@ for b in 64 128; do
 		--hidden 4096 --batch-size $b --epochs 1 --steps-per-epoch 15 --warmup-steps 5 \
 		--optimizer sgd --lr 0.01 --json "$out/go-b$b.json" 2>&1 | tail -4
 done
+echo "== data-parallel on NCCL, world size 1 (#16: the wiring on one GPU)"
+.gpu/fwbench train --framework torch --gpu --rank 0 --world-size 1 --master 127.0.0.1:29731 --data .gpu/data \
+	--image-size 64 --batch-size 32 --epochs 1 --steps-per-epoch 10 --json "$out/go-nccl.json" 2>&1 | tail -3
 echo "== out of memory must be a clear error (batch 4096 at 224 px)"
 .gpu/fwbench train --framework torch --gpu --data .gpu/data --image-size 224 --hidden 4096 \
 	--batch-size 4096 --epochs 1 --steps-per-epoch 1 --quiet 2>&1 | tail -3 | tee "$out/oom.txt"
