@@ -196,13 +196,13 @@ func run(args []string) int {
 	var ec cli.ExitCoder
 	switch {
 	case errors.Is(err, compare.ErrInterrupted) || (ctx.Err() != nil && got != nil):
-		fmt.Fprintf(os.Stderr, "fwbench: interrupted: %v\n", err)
+		fmt.Fprintf(os.Stderr, "fwbench: interrupted: %s\n", errText(err))
 		return exitCode(got)
 	case errors.Is(err, compare.ErrInvalid):
-		fmt.Fprintf(os.Stderr, "fwbench: %v\n", err)
+		fmt.Fprintf(os.Stderr, "fwbench: %s\n", errText(err))
 		return 2
 	case errors.As(err, &ec):
-		if msg := err.Error(); msg != "" {
+		if msg := errText(err); msg != "" {
 			fmt.Fprintf(os.Stderr, "fwbench: %s\n", msg)
 		}
 		if ec.ExitCode() == 3 && isUsage(err) { // urfave/cli's "No help topic for ..."
@@ -210,13 +210,17 @@ func run(args []string) int {
 		}
 		return ec.ExitCode()
 	default:
-		fmt.Fprintf(os.Stderr, "fwbench: %v\n", err)
+		fmt.Fprintf(os.Stderr, "fwbench: %s\n", errText(err))
 		if isUsage(err) {
 			return 2
 		}
 		return 1
 	}
 }
+
+// errText is err's message for the one "fwbench: " line main prints: without the program's
+// name where the error already starts with it.
+func errText(err error) string { return strings.TrimPrefix(err.Error(), "fwbench: ") }
 
 func exitCode(s os.Signal) int {
 	if s == syscall.SIGTERM {
