@@ -384,9 +384,17 @@ const char *tr_group_free(tr_group *g, int32_t wait_peers, int64_t wait_ms) {
   TRP_TRY
   // The process group first (its threads joined, its connections closed),
   // then tell the store; rank 0 serves the store, so it waits until every
-  // rank has said so before it stops serving. ProcessGroupNCCL is shut down
-  // first (its communicators finalized), as destroy_process_group does.
-  if (g->nccl && g->pg) g->pg->shutdown();
+  // rank has said so before it stops serving. ProcessGroupNCCL's communicators
+  // are shut down first, as destroy_process_group does (finalized when the
+  // group is healthy, wait_peers 1; aborted, which does not block, when it is
+  // not).
+  if (g->nccl && g->pg) {
+    if (wait_peers != 0) {
+      g->pg->shutdown();
+    } else {
+      g->pg->abort();
+    }
+  }
   g->pg.reset();
   if (!g->store) return nullptr;
   int64_t closed = g->store->add(kClosedKey, 1);

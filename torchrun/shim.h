@@ -129,7 +129,9 @@ const char *tr_clear_state(tr_model *m);
 // waits and every collective. tr_group_free closes the process group, then adds
 // the rank to the store's count of closed ranks; rank 0, whose process serves
 // the store, then waits (wait_peers 1, at most wait_ms) until every rank has
-// closed before it stops serving. It frees g even when it returns a message.
+// closed before it stops serving. wait_peers 0 says the group failed: NCCL's
+// communicators are then aborted rather than finalized. It frees g even when
+// it returns a message.
 typedef struct tr_group tr_group;
 const char *tr_group_new(const char *host, int32_t port, int32_t rank, int32_t world, int64_t timeout_ms,
                          int32_t nccl, const char *address, const char *ifaces, tr_group **out);
