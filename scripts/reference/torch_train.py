@@ -298,6 +298,9 @@ def main():
                                man=man, args=args, initial_loss=initial_loss, losses=losses, step_times=times,
                                total_seconds=total, weights_sha=wsum, settings=settings,
                                faults_per_step=faults, device="cuda" if gpu else "cpu")
+    if gpu:
+        # libtorch's caching allocator's peak, as fwbench's record has it (peak_gpu_allocator_bytes).
+        rec["peak_gpu_allocator_bytes"] = torch.cuda.max_memory_allocated(dev)
     if args.json:
         benchlib.write_json(args.json, rec)
     if args.profile:
