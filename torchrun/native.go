@@ -144,26 +144,31 @@ func nativeThreads() (intra, interop int, err error) {
 	return int(a), int(b), err
 }
 
-func nativeVersion() (string, error) {
+// nativeString returns the malloc'ed string a shim call sets through its out
+// parameter (freed here), or the call's error.
+func nativeString(op string, call func(out **C.char) *C.char) (string, error) {
 	var out *C.char
-	if err := nativeErr("version", C.tr_version(&out)); err != nil {
+	if err := nativeErr(op, call(&out)); err != nil {
 		return "", err
 	}
 	defer C.free(unsafe.Pointer(out))
 	return C.GoString(out), nil
 }
 
+func nativeVersion() (string, error) {
+	return nativeString("version", func(out **C.char) *C.char { return C.tr_version(out) })
+}
+
 // nativeSettings returns the libtorch settings that affect speed (tr_settings):
 // the process-wide switches as libtorch reads them back, and m's precision and
 // memory format.
 func nativeSettings(m *handle) (map[string]string, error) {
-	var out *C.char
-	if err := nativeErr("settings", C.tr_settings(m, &out)); err != nil {
+	text, err := nativeString("settings", func(out **C.char) *C.char { return C.tr_settings(m, out) })
+	if err != nil {
 		return nil, err
 	}
-	defer C.free(unsafe.Pointer(out))
 	s := map[string]string{}
-	for line := range strings.Lines(C.GoString(out)) {
+	for line := range strings.Lines(text) {
 		if k, v, ok := strings.Cut(strings.TrimSpace(line), "="); ok {
 			s[k] = v
 		}
@@ -326,12 +331,7 @@ func nativeGroupNew(op, host string, port, rank, world int, timeout time.Duratio
 
 // nativeNCCLProbe loads libtorch_cuda.so and the NCCL plugin (see tr_nccl_probe).
 func nativeNCCLProbe() (string, error) {
-	var out *C.char
-	if err := nativeErr("nccl", C.tr_nccl_probe(&out)); err != nil {
-		return "", err
-	}
-	defer C.free(unsafe.Pointer(out))
-	return C.GoString(out), nil
+	return nativeString("nccl", func(out **C.char) *C.char { return C.tr_nccl_probe(out) })
 }
 
 // nativeGroupFree closes g (see tr_group_free); g is freed even on error.
@@ -392,12 +392,11 @@ func nativeRecord(m *handle, on bool) error { return nativeErr("record", C.tr_re
 
 // nativeRecorded returns what the last recorded call saw.
 func nativeRecorded(m *handle) (layers []layerRecord, tensors []tensorRecord, err error) {
-	var out *C.char
-	if err := nativeErr("record", C.tr_recorded(m, &out)); err != nil {
+	text, err := nativeString("record", func(out **C.char) *C.char { return C.tr_recorded(m, out) })
+	if err != nil {
 		return nil, nil, err
 	}
-	defer C.free(unsafe.Pointer(out))
-	for line := range strings.Lines(C.GoString(out)) {
+	for line := range strings.Lines(text) {
 		f := strings.Fields(line)
 		switch {
 		case len(f) == 5 && f[0] == "layer":
