@@ -30,6 +30,7 @@ type Group struct {
 	waitSeq   int64
 	waitCh    chan msg
 	closing   bool
+	failed    bool // the group broke because this rank called Fail
 	err       error
 	lost      chan struct{}
 	byeAck    chan struct{}
@@ -273,12 +274,21 @@ func (g *Group) Err() error {
 	return g.err
 }
 
+// FailedHere reports whether the group broke because this rank called Fail
+// (its own error says why; the others' name this rank).
+func (g *Group) FailedHere() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.failed
+}
+
 // Fail tells the group that this rank is failing, with a reason for the
 // others' errors; every rank's Lost closes at once. It is a no-op on a
 // broken or closed group.
 func (g *Group) Fail(reason string) {
 	g.mu.Lock()
 	done := g.err != nil || g.closing
+	g.failed = g.failed || !done
 	g.mu.Unlock()
 	if done {
 		return

@@ -465,6 +465,15 @@ func TestFail(t *testing.T) {
 		waitLost(t, r, gs[r], "rank 1 failed: out of memory")
 	}
 	waitLost(t, 1, gs[1], "rank 1 failed: out of memory")
+	for r, g := range gs {
+		if got, want := g.FailedHere(), r == 1; got != want {
+			t.Errorf("rank %d: FailedHere got %v, want %v (rank 1 called Fail)", r, got, want)
+		}
+	}
+	gs[0].Fail("too late") // the group is already broken: not this rank's failure
+	if gs[0].FailedHere() {
+		t.Error("rank 0: FailedHere after Fail on a broken group got true, want false")
+	}
 }
 
 func TestLostWhileWaiting(t *testing.T) {

@@ -191,7 +191,9 @@ func joinGroup(ctx context.Context, cfg dist.Config, s compare.Spec, cancel cont
 	go func() {
 		select {
 		case <-g.Lost():
-			fmt.Fprintf(os.Stderr, "fwbench: rank %d: %v; stopping\n", cfg.Rank, g.Err())
+			if !g.FailedHere() { // this rank's own failure is printed once, by main
+				fmt.Fprintf(os.Stderr, "fwbench: rank %d: %v; stopping\n", cfg.Rank, g.Err())
+			}
 			cancel()
 			time.Sleep(lostExit)
 			fmt.Fprintf(os.Stderr, "fwbench: rank %d: still blocked %v after the group broke; exiting\n", cfg.Rank, lostExit)

@@ -260,6 +260,8 @@ func TestDataParallelRefusals(t *testing.T) {
 		{"rank outside the world", append([]string{"train", "--rank", "2", "--world-size", "2", "--master", "127.0.0.1:29400"}, dpRecipe(data)...), nil, 2, "rank"},
 		{"bad RANK", append([]string{"train"}, dpRecipe(data)...), []string{"RANK=x", "WORLD_SIZE=2", "MASTER_ADDR=127.0.0.1", "MASTER_PORT=29400"}, 2, "RANK"},
 		{"torch on a GPU", append([]string{"train", "--framework", fwTorch, "--nproc", "2", "--gpu"}, dpRecipe(data)...), nil, 2, "torch trains data-parallel on CUDA with c10d's NCCL, which cannot be used here"},
+		// A rank that fails after the rendezvous says why once (the group's watchdog stays quiet about its own rank).
+		{"a rank's own failure", append(append([]string{"train", "--rank", "0", "--world-size", "1", "--master", fmt.Sprintf("127.0.0.1:%d", freePorts(t, 4))}, dpRecipe(data)...), "--data", t.TempDir()), nil, 2, "found 0 class folder(s)"},
 		{"one GPU for every local process", append([]string{"train", "--framework", fwTF, "--nproc", "2", "--device", "cuda:1"}, dpRecipe(data)...), nil, 2, "would put all 2 local processes on one GPU"},
 		{"compare: batch does not split", append([]string{"compare", "--nproc", "3", "--out", t.TempDir()}, dpRecipe(data)...), nil, 2, "must split evenly over 3 processes"},
 	}
