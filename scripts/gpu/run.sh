@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # run.sh: #19's GPU check, on the lent GPU machine (torch 2.11 with CUDA, numpy and safetensors
 # in its python3; no Go, no TensorFlow), from what prepare.sh built into .gpu/. One script, about
-# 6 minutes on an H200, each part under its own timeout:
+# 5 minutes on an H200 (GPU_DEADLINE, default 330 s: a command that would end past it is cut short,
+# and one that would start within 15 s of it is skipped, so that the script ends in time and a
+# re-run fits the device's 15 minutes), each part under its own timeout as well:
 #   1. the torchrun CUDA and NCCL tests and the NVML test;
 #   2. VGG16 at 224 px, `fwbench train --framework torch --gpu` against Python torch
 #      (scripts/reference/torch_train.py) on the same exported batches and weights, alternating
@@ -41,14 +43,23 @@ fi
 steps=$((warm + timed))
 t_start=$(date +%s)
 
+deadline=$((${GPU_DEADLINE:-330} * tmo))
 pack() { [ -z "${OUT:-}" ] || { mkdir -p "$OUT" && tar -czf "$OUT/gpu-results.tgz" "$out"; }; }
 part() { echo "== [$(($(date +%s) - t_start)) s] $*" | tee -a "$out/parts.txt"; }
-# limit SECONDS CMD...: run CMD under a timeout (scaled up in rehearsal, on 2 slow cores).
+# limit SECONDS CMD...: run CMD under a timeout (scaled up in rehearsal, on 2 slow cores), cut to
+# what is left before the deadline; status 124 without running it when less than 15 s is left.
 limit() {
-	local s=$(($1 * tmo))
+	local s=$(($1 * tmo)) left=$((deadline - ($(date +%s) - t_start)))
 	shift
-	timeout -k 10 "$s" "$@"
+	if [ $left -lt 15 ]; then
+		echo "skipped (past the deadline): ${*:1:3} ..." | tee -a "$out/parts.txt" >&2
+		return 124
+	fi
+	[ $s -gt $((left - 5)) ] && s=$((left - 5))
+	timeout -k 5 "$s" "$@"
 }
+# status: the grid's word for a command's exit status.
+status() { case $1 in 0) echo ok ;; 124 | 137) echo timeout ;; *) echo failed ;; esac; }
 
 part "machine"
 {
@@ -60,7 +71,7 @@ limit 60 "$fwb" doctor --json >"$out/doctor.json" 2>&1
 pack
 
 part "1. CUDA, NCCL and NVML tests"
-(cd torchrun && limit 240 ../.gpu/torchrun.test -test.run 'CUDA|NCCL' -test.v -test.count=1) >"$out/cuda-tests.log" 2>&1
+(cd torchrun && limit 150 ../.gpu/torchrun.test -test.run 'CUDA|NCCL' -test.v -test.count=1) >"$out/cuda-tests.log" 2>&1
 (cd internal/nvml && limit 60 ../../.gpu/nvml.test -test.run 'GPU' -test.v -test.count=1) >>"$out/cuda-tests.log" 2>&1
 grep -E '^(--- |ok|FAIL|PASS)' "$out/cuda-tests.log" | tee -a "$out/parts.txt"
 pack
@@ -73,24 +84,24 @@ limit 120 .gpu/export --synth "$data" --per-class "$per_class" --synth-size "$S"
 printf 'config\tdriver\tstatus\twall_seconds\n' >"$out/grid.tsv"
 # go_run NAME BATCH EXPORT FLAGS...: one fwbench run; py_run: the same in Python.
 go_run() {
-	local name=$1 b=$2 exp=$3 t0 st=ok
+	local name=$1 b=$2 exp=$3 t0 rc=0
 	shift 3
 	t0=$(date +%s.%N)
 	limit 90 "$fwb" train --framework torch "${device[@]}" --data "$data" --model vgg16 --image-size "$S" \
 		--batch-size "$b" --hidden 4096 --dropout 0.5 --epochs 1 --steps-per-epoch "$steps" --warmup-steps "$warm" \
 		--mode scratch --optimizer sgd --lr 0.01 --momentum 0.9 --weight-decay 0 --nesterov=false \
 		--normalize rescale --augment=false --weights "$exp/init.safetensors" --seed 1 --quiet \
-		--json "$out/go-$name.json" "$@" >"$out/go-$name.log" 2>&1 || st=failed
-	printf '%s\tgo\t%s\t%s\n' "$name" "$st" "$(awk "BEGIN{print $(date +%s.%N) - $t0}")" >>"$out/grid.tsv"
+		--json "$out/go-$name.json" "$@" >"$out/go-$name.log" 2>&1 || rc=$?
+	printf '%s\tgo\t%s\t%s\n' "$name" "$(status $rc)" "$(awk "BEGIN{print $(date +%s.%N) - $t0}")" >>"$out/grid.tsv"
 }
 py_run() {
-	local name=$1 exp=$2 t0 st=ok
+	local name=$1 exp=$2 t0 rc=0
 	shift 2
 	t0=$(date +%s.%N)
 	limit 90 "$py" "$ref/torch_train.py" --export "$exp" --steps "$steps" --warmup-steps "$warm" \
 		--threads "$(nproc)" --interop-threads "$(nproc)" --lr 0.01 --momentum 0.9 --dropout 0.5 \
-		--device "$pydev" --json "$out/python-$name.json" "$@" >"$out/python-$name.log" 2>&1 || st=failed
-	printf '%s\tpython\t%s\t%s\n' "$name" "$st" "$(awk "BEGIN{print $(date +%s.%N) - $t0}")" >>"$out/grid.tsv"
+		--device "$pydev" --json "$out/python-$name.json" "$@" >"$out/python-$name.log" 2>&1 || rc=$?
+	printf '%s\tpython\t%s\t%s\n' "$name" "$(status $rc)" "$(awk "BEGIN{print $(date +%s.%N) - $t0}")" >>"$out/grid.tsv"
 }
 # pair NAME BATCH EXPORT FLAGS...: Go then Python for odd pairs, Python then Go for even ones.
 n_pair=0
@@ -139,7 +150,8 @@ for d in gpu cpu; do
 		--normalize rescale --augment=false --quiet --json "$out/parity-$d.json" >"$out/parity-$d.log" 2>&1 ||
 		echo "parity run on $d failed: $(tail -1 "$out/parity-$d.log")"
 done
-"$py" - "$out/parity-gpu.json" "$out/parity-cpu.json" <<'PY' 2>&1 | tee "$out/parity.txt"
+[ -s "$out/parity-gpu.json" ] && [ -s "$out/parity-cpu.json" ] &&
+	"$py" - "$out/parity-gpu.json" "$out/parity-cpu.json" <<'PY' 2>&1 | tee "$out/parity.txt"
 import json, sys
 g, c = (json.load(open(p)) for p in sys.argv[1:3])
 lg, lc = g["first_batch_logits"], c["first_batch_logits"]
