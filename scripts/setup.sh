@@ -11,8 +11,9 @@
 #   LIBTENSORFLOW_DIR  an existing libtensorflow (official C archive): include/ + lib/
 #   SKIP_BUILD=1       provision only, do not build bin/fwbench
 #   FWBENCH_VARIANT=cuda  install the CUDA builds (torch==TORCH_VERSION, tensorflow[and-cuda]==TF_VERSION)
-#                      into a venv in the prefix and use them as LIBTORCH_DIR / LIBTENSORFLOW_DIR
-#                      (Dockerfile.cuda does this), and build the NCCL plugin against that venv
+#                      into two venvs in the prefix (their NCCL wheels collide in one) and use them
+#                      as LIBTORCH_DIR / LIBTENSORFLOW_DIR (Dockerfile.cuda does this), and build
+#                      the NCCL plugin against torch's
 #   FWBENCH_NCCL_SITE  the site-packages of a CUDA build of torch==TORCH_VERSION with its nvidia-*
 #                      wheels: build torchrun's NCCL plugin (libfwbench_nccl.so, data-parallel on
 #                      CUDA) against it, next to libcgotorch.so (scripts/gpu/prepare.sh does this)
@@ -214,13 +215,20 @@ build_cgotorch() {
 # $cgotorch_dir/libfwbench_nccl.so (see torchrun/ncclplugin.h). Its libraries are linked by name
 # and resolve, at run time, to those libtorch_cuda.so has already loaded.
 build_nccl_plugin() {
-	local site=$1 key hdr tmp f
+	local site=$1 key hdr tmp f pin
 	for f in torch/include/torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp torch/lib/libtorch_cuda.so \
 		nvidia/cu13/include/cuda_runtime_api.h nvidia/cu13/include/cublas_v2.h nvidia/nccl/include/nccl.h; do
 		[ -e "$site/$f" ] || die "FWBENCH_NCCL_SITE=$site has no $f: it must hold torch==$TORCH_VERSION (CUDA 13) with its nvidia-* wheels"
 	done
 	grep -q "^__version__ = '$TORCH_VERSION" "$site/torch/version.py" ||
 		die "FWBENCH_NCCL_SITE=$site holds torch $(sed -n "s/^__version__ = '\(.*\)'/\1/p" "$site/torch/version.py"), not $TORCH_VERSION"
+	# The NCCL headers must be those torch was built with: the nvidia-nccl-cu13 it pins, alone.
+	pin=$(sed -n 's/^Requires-Dist: nvidia-nccl-cu13==\([0-9.]*\).*/\1/p' "$site"/torch-*.dist-info/METADATA | head -n 1)
+	[ -n "$pin" ] && [ -d "$site/nvidia_nccl_cu13-$pin.dist-info" ] ||
+		die "FWBENCH_NCCL_SITE=$site: torch pins nvidia-nccl-cu13==${pin:-?}, the site has $(cd "$site" && echo nvidia_nccl_cu1*.dist-info)"
+	if ls -d "$site"/nvidia_nccl_cu12-*.dist-info >/dev/null 2>&1; then
+		die "FWBENCH_NCCL_SITE=$site also holds nvidia-nccl-cu12 (tensorflow[and-cuda]'s), whose nccl.h and libnccl.so.2 overwrite torch's: use a venv with torch alone"
+	fi
 	key=$( (cat "$root/torchrun/nccl/plugin.cc" "$root/torchrun/ncclplugin.h" "$site/nvidia/nccl/include/nccl.h" "$site/torch/version.py"; echo "$CUDA_CRT_VERSION $CUDA_CCCL_VERSION") | sha256sum | cut -c1-12)
 	if [ "$(cat "$cgotorch_dir/nccl.key" 2>/dev/null)" = "$key" ]; then
 		log "NCCL plugin: cached in $cgotorch_dir"
@@ -268,19 +276,30 @@ provision_hdf5() {
 	pkg-config --exists hdf5 || die "libhdf5-dev is installed but pkg-config does not find hdf5"
 }
 
-if [ "${FWBENCH_VARIANT:-cpu}" = cuda ]; then
-	venv=$prefix/cuda-venv
+# cuda_venv NAME REQUIREMENT...: a venv $prefix/cuda-venv-NAME holding REQUIREMENT...; prints
+# its site-packages.
+cuda_venv() {
+	local venv=$prefix/cuda-venv-$1
+	shift
 	if [ ! -f "$venv/.ok" ]; then
 		[ $check_only = 1 ] && die "the CUDA venv is not provisioned in $venv"
-		log "CUDA variant: installing torch==$TORCH_VERSION and tensorflow[and-cuda]==$TF_VERSION into $venv"
+		log "CUDA variant: installing $* into $venv"
 		python3 -m venv "$venv"
-		"$venv/bin/pip" install --quiet "torch==$TORCH_VERSION" "tensorflow[and-cuda]==$TF_VERSION"
+		"$venv/bin/pip" install --quiet "$@" >&2 || die "pip could not install $* into $venv"
 		touch "$venv/.ok"
 	fi
-	site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-	LIBTORCH_DIR=$site/torch
-	LIBTENSORFLOW_DIR=$site/tensorflow
-	FWBENCH_NCCL_SITE=${FWBENCH_NCCL_SITE:-$site}
+	"$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'
+}
+
+if [ "${FWBENCH_VARIANT:-cpu}" = cuda ]; then
+	# One venv each: torch's nvidia-nccl-cu13 and tensorflow[and-cuda]'s nvidia-nccl-cu12 both
+	# install nvidia/nccl/include/nccl.h and nvidia/nccl/lib/libnccl.so.2, so in one venv the
+	# second overwrites the first's (and torch would load an NCCL it was not built with).
+	torch_site=$(cuda_venv torch "torch==$TORCH_VERSION")
+	tf_site=$(cuda_venv tf "tensorflow[and-cuda]==$TF_VERSION")
+	LIBTORCH_DIR=$torch_site/torch
+	LIBTENSORFLOW_DIR=$tf_site/tensorflow
+	FWBENCH_NCCL_SITE=${FWBENCH_NCCL_SITE:-$torch_site}
 fi
 
 provision_hdf5
