@@ -114,7 +114,7 @@ def section(folder, rows):
         out += ["", "The Go loader alone (dataset `BenchmarkLoader224`, 256 px JPEGs to 224 px, batch 16):", "```"]
         out += bench + ["```"]
     for name, title in (("parity.txt", "bf16 parity (first batch, GPU bf16 against CPU fp32)"),
-                        ("oom.txt", "CUDA out of memory (batch 4096)"),
+                        ("oom.txt", "CUDA out of memory (VGG16, 448 px, batch 1024)"),
                         ("nccl.log", "Data-parallel on NCCL, world size 1")):
         text = read(folder, name).strip().splitlines()
         if text:

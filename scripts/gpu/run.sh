@@ -12,7 +12,8 @@
 #   3. the Go loader alone at 224 px on the machine's cores, with and without augmentation
 #      (dataset's BenchmarkLoader224);
 #   4. bf16 parity: the first batch's loss and logits, bf16 on the GPU against fp32 on the CPU;
-#   5. CUDA out of memory must be the batch-size hint; data-parallel on NCCL, world size 1.
+#   5. CUDA out of memory (VGG16, 448 px, batch 1024) must be the batch-size hint; data-parallel
+#      on NCCL, world size 1.
 # Results go to ./gpu-out (the data and exports to $GPU_WORK, default /tmp/fwbench-gpu) and, packed after every part (a run stopped at its limit still returns
 # what it finished; the device returns at most 8 files), to $OUT/gpu-results.tgz.
 # scripts/gpu/report.py turns them into docs/bench/gpu-*.json and the GPU table.
@@ -166,8 +167,10 @@ pack
 
 part "5. CUDA out of memory, and data-parallel on NCCL (world size 1)"
 if [ "$rehearsal" != 1 ]; then
-	limit 90 "$fwb" train --framework torch --gpu --data "$data" --image-size 224 --hidden 4096 \
-		--batch-size 4096 --epochs 1 --steps-per-epoch 1 --quiet >"$out/oom.txt" 2>&1
+	# VGG16 keeps ~100 MB of activations per 224 px image; at 448 px, 1024 images (the data has
+	# 1680: a batch larger than the training set is refused before any step) need ~400 GB.
+	limit 90 "$fwb" train --framework torch --gpu --data "$data" --image-size 448 --hidden 4096 \
+		--batch-size 1024 --epochs 1 --steps-per-epoch 1 --quiet >"$out/oom.txt" 2>&1
 	echo "exit status: $?" >>"$out/oom.txt"
 	tail -n 2 "$out/oom.txt" | tee -a "$out/parts.txt"
 fi
