@@ -75,11 +75,7 @@ func BenchmarkLoader224(b *testing.B) {
 // it before (warpReference, then a second pass to normalise).
 func BenchmarkWarp(b *testing.B) {
 	const s = 224
-	src := make([]uint8, s*s*3)
-	for i := range src {
-		src[i] = uint8(i * 7)
-	}
-	dst := make([]float32, s*s*3)
+	src, dst := benchImage(s)
 	n, _ := newNormalizer(NormImageNet)
 	m := PaperAugment().draw(1, 0, 0, s, s).matrix(s, s)
 	for _, bc := range []struct {
@@ -142,11 +138,7 @@ func BenchmarkWarmedBatch(b *testing.B) {
 // without augmentation, into a buffer already in memory.
 func BenchmarkFromUint8(b *testing.B) {
 	const s = 224
-	src := make([]uint8, s*s*3)
-	for i := range src {
-		src[i] = uint8(i * 7)
-	}
-	dst := make([]float32, s*s*3)
+	src, dst := benchImage(s)
 	for _, mode := range []string{NormRescale, NormCaffe} {
 		n, _ := newNormalizer(mode)
 		b.Run(mode, func(b *testing.B) {
@@ -156,4 +148,13 @@ func BenchmarkFromUint8(b *testing.B) {
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(src)), "ns/value")
 		})
 	}
+}
+
+// benchImage is an s×s RGB test pattern and a float32 buffer of its size.
+func benchImage(s int) ([]uint8, []float32) {
+	src := make([]uint8, s*s*3)
+	for i := range src {
+		src[i] = uint8(i * 7)
+	}
+	return src, make([]float32, s*s*3)
 }

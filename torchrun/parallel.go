@@ -95,15 +95,14 @@ func NewParallel(ctx context.Context, cfg recipe.Config, init []*weights.Tensor,
 	}
 	t.par, t.group = p, g
 	t.info.Settings[recipe.SettingWorldSize] = strconv.Itoa(p.WorldSize)
+	t.info.Settings[recipe.SettingBackend] = recipe.BackendGloo
 	switch {
 	case dev.GPU:
 		t.info.Settings[recipe.SettingBackend] = recipe.BackendNCCL
 		t.info.Settings["nccl_plugin"] = builtFor
 	case ifaces != "":
-		t.info.Settings[recipe.SettingBackend] = recipe.BackendGloo
 		t.info.Settings["gloo_device"] = "interfaces " + ifaces
 	default:
-		t.info.Settings[recipe.SettingBackend] = recipe.BackendGloo
 		t.info.Settings["gloo_device"] = address
 	}
 	// The cleanup that New registered frees the model only; this one also leaves the group.
