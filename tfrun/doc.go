@@ -170,7 +170,7 @@
 // N·W/G (N this rank's images, W the world size, G the global batch: 1 for
 // equal shards) goes through a CollectiveReduceV2 (group key 1, group size
 // W, instance key the gradient's index + 1, merge_op Add, final_op Div,
-// communication_hint ring, timeout_seconds Parallel.CollectiveTimeout()),
+// communication_hint ring, no timeout_seconds: see Failures),
 // so that every rank applies Σ_r (N_r/G)·g_r, the gradient of the global
 // batch's mean loss. The average comes before FP16's unscaling and inf/NaN
 // check, so all ranks skip a step together. Each training step runs with
@@ -204,12 +204,24 @@
 // backward pass does not count.
 //
 // Failures: a peer that dies while this rank waits in an all-reduce fails
-// the step within about a second (gRPC reports the reset connection); a
-// peer that is alive but never joins fails it after the collective
-// timeout (TestParallelPeerVanishes: 0.6 s and 5.0 s with a 5 s timeout).
-// TensorFlow then aborts the server's collective executor ("Restart your
-// program to reset"): the Trainer cannot train any more and should be
-// closed.
+// the step within about a second: gRPC reports the reset connection and
+// TensorFlow aborts the server's collective executor ("Restart your
+// program to reset"); the Trainer cannot train any more and should be
+// closed. A peer that is alive but never joins is noticed in Go, not by
+// CollectiveReduceV2's timeout_seconds, whose abort in TensorFlow 2.21
+// completes the op before the ring's calls to the silent peer return and
+// then crashes the process when they do (SIGSEGV or SIGABRT; once in CI,
+// and here under load after 36 stalls, and after 2 with all gradients in
+// one collective). A step that has run for
+// Parallel.CollectiveTimeout() plus the longest step this rank has
+// completed (twice the timeout for the first step) is abandoned: TrainStep
+// returns an error, the Session.Run stays blocked in a goroutine, every
+// later call returns ErrStalled, and Close frees nothing, leaving the
+// session to the process's exit. So for TensorFlow the timeout bounds a
+// step's wait beyond its usual length, where torch's bounds each
+// collective. TestParallelPeerVanishes: 0.5 s after a peer is killed, 6.4 s
+// for a peer that stalls with a 5 s timeout, and a peer 2 s late does not
+// fail the step.
 //
 // A started gRPC server cannot be stopped: TF_ServerStop answers
 // Unimplemented ("Clean shutdown is not currently implemented") and

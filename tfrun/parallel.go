@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"net"
 	"sort"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	tf "github.com/galeone/tensorflow/tensorflow/go"
 	config "github.com/galeone/tensorflow/tensorflow/go/core/protobuf/for_core_protos_go_proto"
@@ -48,13 +48,23 @@ type parallel struct {
 	weight feedTensor
 	global []float32
 	commNs atomic.Int64 // time in the collectives, summed over steps
+	// longest is the longest training step this rank has completed.
+	longest time.Duration
+	// stuck is set when a step was abandoned (see runParallelStep); it is
+	// closed when that step's Session.Run returns, which may be never.
+	stuck chan struct{}
 }
+
+// ErrStalled is returned by every call on a data-parallel Trainer after a
+// training step was abandoned because the other ranks did not answer
+// within the collective timeout (see runParallelStep): the step may still
+// be running in TensorFlow, and the Trainer can only be closed.
+var ErrStalled = errors.New("tfrun: a training step was abandoned waiting for the other ranks; the trainer can only be closed")
 
 // allReduce builds the gradient average of a data-parallel graph.
 type allReduce struct {
 	worldSize int
-	timeout   float32 // seconds, CollectiveReduceV2's timeout_seconds
-	hint      string  // communication_hint
+	hint      string // communication_hint
 }
 
 // build returns the average over the ranks of grads, each rank's gradient
@@ -63,7 +73,8 @@ type allReduce struct {
 // is the gradient of the global batch's mean loss also when the shards
 // differ in size (with equal shards the weight is exactly 1). Each gradient
 // is one CollectiveReduceV2 (merge Add, final Div) with its own instance key
-// (its index + 1) in group groupKey of WorldSize ranks.
+// (its index + 1) in group groupKey of WorldSize ranks, and no timeout of
+// its own: runParallelStep bounds the step (see there why).
 func (a *allReduce) build(s *op.Scope, m *netGraph, grads []tf.Output) []tf.Output {
 	m.gradWeight = op.Placeholder(s.SubScope("weight"), tf.Float, op.PlaceholderShape(tf.ScalarShape()))
 	size := op.Const(s.SubScope("group_size"), int32(a.worldSize))
@@ -74,7 +85,7 @@ func (a *allReduce) build(s *op.Scope, m *netGraph, grads []tf.Output) []tf.Outp
 		w := op.Mul(gs, g, castTo(gs, m.gradWeight, g.DataType()))
 		inst := op.Const(gs.SubScope("instance_key"), int32(i+1))
 		out[i] = op.CollectiveReduceV2(gs, w, size, key, inst, nil, "Add", "Div",
-			op.CollectiveReduceV2TimeoutSeconds(a.timeout), op.CollectiveReduceV2CommunicationHint(a.hint))
+			op.CollectiveReduceV2CommunicationHint(a.hint))
 		if out[i].Op != nil {
 			m.collectives = append(m.collectives, out[i].Op.Name())
 		}
@@ -131,9 +142,6 @@ func checkWorkers(p recipe.Parallel) error {
 		}
 		seen[w] = i
 	}
-	if t := p.CollectiveTimeout().Seconds(); t > math.MaxInt32/1000 {
-		return fmt.Errorf("collective timeout %v is too long", p.CollectiveTimeout())
-	}
 	return nil
 }
 
@@ -183,13 +191,69 @@ func (t *Trainer) startParallel(sc *config.ConfigProto) (*tf.SessionOptions, err
 
 // runParallelStep runs a training step of a data-parallel Trainer and adds
 // the time its collectives took (from the step's trace) to CommSeconds.
+//
+// The step's bound is kept here, not by CollectiveReduceV2's
+// timeout_seconds: in TensorFlow 2.21 that timer completes the op as soon
+// as it aborts, while the ring still has sends and RecvBuf calls to the
+// silent peer in flight, and the step's end then frees what they call back
+// into (SIGSEGV in RingAlg::StartAbort, SIGABRT on a freed
+// CancellationManager's mutex: once in CI, and here under load after 36
+// stalls, and after 2 with all gradients in one collective). So the collectives wait without a timeout, and a step that has
+// run for the collective timeout plus the longest step this rank has
+// completed (twice the timeout for the first, which also waits for the
+// peers to start) is abandoned: Session.Run stays blocked in a goroutine
+// until a peer's failure ends it or the process exits, the step returns an
+// error, and every later call returns ErrStalled. A peer that dies still
+// fails the step through TensorFlow (its connections reset), which aborts
+// safely: the ring finishes its calls before the op completes.
 func (t *Trainer) runParallelStep(feeds map[tf.Output]*tf.Tensor, fetches []tf.Output) ([]float64, error) {
-	out, md, err := runWithOptions(t.sess, t.par.stepOpts, feeds, fetches, t.m.train)
-	if err != nil {
-		return nil, err
+	type result struct {
+		out []float64
+		md  *config.RunMetadata
+		err error
 	}
-	t.par.commNs.Add(collectiveNanos(md, t.m.collectives))
-	return out, nil
+	done := make(chan result, 1)
+	returned := make(chan struct{})
+	go func() {
+		defer close(returned)
+		out, md, err := runWithOptions(t.sess, t.par.stepOpts, feeds, fetches, t.m.train)
+		done <- result{out, md, err}
+	}()
+	timeout := t.par.p.CollectiveTimeout()
+	limit := timeout + t.par.longest
+	if t.par.longest == 0 {
+		limit = 2 * timeout
+	}
+	start := time.Now()
+	timer := time.NewTimer(limit)
+	defer timer.Stop()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			return nil, r.err
+		}
+		t.par.longest = max(t.par.longest, time.Since(start))
+		t.par.commNs.Add(collectiveNanos(r.md, t.m.collectives))
+		return r.out, nil
+	case <-timer.C:
+		t.par.stuck = returned
+		return nil, fmt.Errorf("rank %d: no answer from the other ranks after %v (collective timeout %v); the step is abandoned",
+			t.par.p.Rank, limit.Round(time.Millisecond), timeout)
+	}
+}
+
+// abandoned reports whether a step was abandoned and still runs in
+// TensorFlow; Close then must not free what it uses.
+func (p *parallel) abandoned() bool {
+	if p == nil || p.stuck == nil {
+		return false
+	}
+	select {
+	case <-p.stuck:
+		return false
+	default:
+		return true
+	}
 }
 
 // span is a node's run, [start, end) in nanoseconds.

@@ -203,9 +203,10 @@ func TestMain(m *testing.M) {
 }
 
 // peerMain is a rank of a two-rank run of parallelConfig(0): it trains
-// step 0 on its shard of synthBatch(0, 16), prints "stepped", and then
-// waits for its standard input to close without training any further, as
-// a rank that hangs or is about to vanish.
+// step 0 on its shard of synthBatch(0, 16) and prints "stepped"; then, for
+// each line on its standard input, it trains the next step the same way,
+// until the input closes: without a line it is a rank that hangs or is
+// about to vanish, with one a rank that comes late.
 func peerMain(spec string) int {
 	f := strings.Split(spec, ";")
 	if len(f) != 3 {
@@ -230,26 +231,39 @@ func peerMain(spec string) int {
 		return 1
 	}
 	fmt.Println("stepped")
-	io.Copy(io.Discard, os.Stdin)
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		if _, _, err := tr.TrainStep(context.Background(), shard(synthBatch(0, 16, cfg.Classes, cfg.ImageSize, 1), rank, 2)); err != nil {
+			fmt.Fprintln(os.Stderr, "peer:", err)
+			return 1
+		}
+		fmt.Println("stepped")
+	}
 	return 0
 }
 
 // TestParallelPeerVanishes runs one rank in the test and the other in a
 // child process (peerMain), which trains the first step with it and then
-// either is killed while the test's rank waits in the second step's
-// all-reduces, or stays alive without joining them. The test's TrainStep
-// must fail within the collective timeout (plus start-up slack), and Close
-// must return.
+// is killed while the test's rank waits in the second step's all-reduces,
+// stays alive without joining them, or joins them 2 s late. A killed peer
+// fails the test's TrainStep through TensorFlow within seconds; a stalled
+// one after the collective timeout (plus the longest step, see
+// runParallelStep), and later calls return ErrStalled; a late one within
+// the timeout does not fail it. Close must return. (TensorFlow's own
+// collective timeout sometimes crashed the stalled case's process; see
+// runParallelStep.)
 func TestParallelPeerVanishes(t *testing.T) {
 	const timeout = 5 * time.Second
 	for _, tc := range []struct {
 		name       string
 		peer, self int
 		kill       bool
+		late       time.Duration // > 0: the peer joins step 1 after it
 	}{
-		{"follower killed", 1, 0, true},
-		{"leader killed", 0, 1, true},
-		{"follower stalls", 1, 0, false},
+		{"follower killed", 1, 0, true, 0},
+		{"leader killed", 0, 1, true, 0},
+		{"follower stalls", 1, 0, false, 0},
+		{"follower late", 1, 0, false, 2 * time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			addrs := freePorts(t, 2)
@@ -283,6 +297,7 @@ func TestParallelPeerVanishes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			t.Cleanup(func() { tr.Close() }) // idempotent: the cases that end early
 			g := synthBatch(0, 16, cfg.Classes, cfg.ImageSize, 1)
 			if _, _, err := tr.TrainStep(context.Background(), shard(g, tc.self, 2)); err != nil {
 				t.Fatalf("step 0 with the peer: %v (peer: %s)", err, stderr.String())
@@ -300,6 +315,26 @@ func TestParallelPeerVanishes(t *testing.T) {
 				time.Sleep(500 * time.Millisecond)
 				cmd.Process.Kill()
 			}
+			if tc.late > 0 {
+				time.Sleep(tc.late)
+				if _, err := io.WriteString(stdin, "step\n"); err != nil {
+					t.Fatal(err)
+				}
+				select {
+				case err := <-done:
+					took := time.Since(start)
+					if err != nil {
+						t.Fatalf("step 1 with a peer %v late: %v (peer: %s)", tc.late, err, stderr.String())
+					}
+					if took < tc.late {
+						t.Errorf("step 1 took %v, less than the peer's delay %v", took, tc.late)
+					}
+					t.Logf("step 1 with a peer %v late took %v", tc.late, took.Round(time.Millisecond))
+				case <-time.After(timeout + 30*time.Second):
+					t.Fatalf("step 1 with a peer %v late still runs", tc.late)
+				}
+				return
+			}
 			// The bound: the collective timeout, plus slack for the
 			// step's own computation on a busy two-core machine.
 			const bound = timeout + 30*time.Second
@@ -312,6 +347,14 @@ func TestParallelPeerVanishes(t *testing.T) {
 				}
 				if !strings.HasPrefix(err.Error(), "tfrun: train step: ") {
 					t.Errorf("got error %q, want the prefix \"tfrun: train step: \"", err)
+				}
+				if !tc.kill {
+					if took < timeout {
+						t.Errorf("step 1 failed after %v, before the collective timeout %v", took, timeout)
+					}
+					if _, _, err := tr.TrainStep(context.Background(), shard(g, tc.self, 2)); !errors.Is(err, ErrStalled) {
+						t.Errorf("a step after the abandoned one: got %v, want ErrStalled", err)
+					}
 				}
 			case <-time.After(bound):
 				t.Fatalf("step 1 without the peer still runs after %v, want an error within it", bound)

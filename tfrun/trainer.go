@@ -178,7 +178,7 @@ func (t *Trainer) start(ctx context.Context, init []*weights.Tensor) error {
 	var reduce *allReduce
 	device := tfDevice(t.dev)
 	if t.par != nil {
-		reduce = &allReduce{worldSize: t.par.p.WorldSize, timeout: float32(t.par.p.CollectiveTimeout().Seconds()), hint: "ring"}
+		reduce = &allReduce{worldSize: t.par.p.WorldSize, hint: "ring"}
 		device = t.par.device
 	}
 	m, err := buildParallelGraph(t.cfg, t.net, "tfrun"+strconv.FormatInt(trainerSeq.Add(1), 10)+"/", reduce)
@@ -335,6 +335,10 @@ func (t *Trainer) enter(ctx context.Context, what string) error {
 	if t.closed {
 		t.mu.Unlock()
 		return ErrClosed
+	}
+	if t.par != nil && t.par.stuck != nil {
+		t.mu.Unlock()
+		return ErrStalled
 	}
 	if err := ctx.Err(); err != nil {
 		t.mu.Unlock()
@@ -794,7 +798,9 @@ func (t *Trainer) GoOverhead() (total time.Duration, steps int64) {
 
 // Close deletes the variables' resources, closes the session and frees the
 // graph. It waits for a call in flight. It is idempotent; every later call
-// on t returns ErrClosed.
+// on t returns ErrClosed. After an abandoned step that still runs in
+// TensorFlow (ErrStalled) it frees nothing: the session, graph and input
+// tensors that step uses are left to the process's exit.
 func (t *Trainer) Close() (err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -803,6 +809,13 @@ func (t *Trainer) Close() (err error) {
 	}
 	defer recoverTo(&err, "close")
 	t.closed = true
+	if t.par.abandoned() {
+		if t.holdsSwitches {
+			releaseSwitches()
+			t.holdsSwitches = false
+		}
+		return nil
+	}
 	var errs []error
 	if t.sess != nil && t.m != nil && len(t.m.destroy) > 0 {
 		if _, err := t.sess.Run(nil, nil, t.m.destroy); err != nil {
