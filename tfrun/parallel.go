@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"sort"
 	"strconv"
@@ -198,14 +199,15 @@ func (t *Trainer) startParallel(sc *config.ConfigProto) (*tf.SessionOptions, err
 // silent peer in flight, and the step's end then frees what they call back
 // into (SIGSEGV in RingAlg::StartAbort, SIGABRT on a freed
 // CancellationManager's mutex: once in CI, and here under load after 36
-// stalls, and after 2 with all gradients in one collective). So the collectives wait without a timeout, and a step that has
-// run for the collective timeout plus the longest step this rank has
-// completed (twice the timeout for the first, which also waits for the
-// peers to start) is abandoned: Session.Run stays blocked in a goroutine
-// until a peer's failure ends it or the process exits, the step returns an
-// error, and every later call returns ErrStalled. A peer that dies still
-// fails the step through TensorFlow (its connections reset), which aborts
-// safely: the ring finishes its calls before the op completes.
+// stalls, and after 2 with all gradients in one collective). So the
+// collectives wait without a timeout, and a step that has run for the
+// collective timeout plus the longest step this rank has completed (twice
+// the timeout for the first, which also waits for the peers to start) is
+// abandoned: Session.Run stays blocked in a goroutine until a peer's
+// failure ends it or the process exits, the step returns an error, and
+// every later call returns ErrStalled. A peer that dies still fails the
+// step through TensorFlow (its connections reset), which aborts safely:
+// the ring finishes its calls before the op completes.
 func (t *Trainer) runParallelStep(feeds map[tf.Output]*tf.Tensor, fetches []tf.Output) ([]float64, error) {
 	type result struct {
 		out []float64
@@ -220,9 +222,13 @@ func (t *Trainer) runParallelStep(feeds map[tf.Output]*tf.Tensor, fetches []tf.O
 		done <- result{out, md, err}
 	}()
 	timeout := t.par.p.CollectiveTimeout()
-	limit := timeout + t.par.longest
-	if t.par.longest == 0 {
-		limit = 2 * timeout
+	extra := t.par.longest
+	if extra == 0 {
+		extra = timeout
+	}
+	limit := timeout + extra
+	if limit < timeout { // beyond time.Duration's range
+		limit = math.MaxInt64
 	}
 	start := time.Now()
 	timer := time.NewTimer(limit)
