@@ -24,7 +24,7 @@ func parallelFlags() []cli.Flag {
 		&cli.IntFlag{Name: "world-size", Usage: "data-parallel across machines: the number of processes (default: $WORLD_SIZE)"},
 		&cli.StringFlag{Name: "master", Usage: "data-parallel across machines: HOST:PORT of rank 0 (default: $MASTER_ADDR:$MASTER_PORT); rank 0 listens on PORT (fwbench's rendezvous) and PORT+1 (libtorch's store), each rank on PORT+2+rank (TensorFlow's server)"},
 		&cli.StringFlag{Name: "workers", Usage: "TensorFlow across machines: every rank's server HOST:PORT, comma-separated in rank order (default: the address each rank reaches the master from, port PORT+2+rank)"},
-		&cli.DurationFlag{Name: "dist-timeout", Usage: "how long the rendezvous, one step's exchange and one all-reduce wait for the other processes (0: 30m; a process that dies is noticed within seconds regardless)"},
+		&cli.DurationFlag{Name: "dist-timeout", Usage: "how long the rendezvous, one step's exchange and one all-reduce (TensorFlow: one step, beyond its longest so far) wait for the other processes (0: 30m; a process that dies is noticed within seconds regardless)"},
 	}
 }
 
